@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The identity fine-tune demo on the embedded model, from a fresh machine with only python3:
+# set up, ask the base model who it is, LoRA fine-tune it on self_cognition as 小黄 / Xiao Huang by 魔搭 / ModelScope,
+# ask again, and show that the base model without the adapter is unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+echo "== setting up .venv (first run only)"
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH" TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+
+ask() {  # ask MODEL_FLAGS... -- prints the answers to both questions
+  for q in "你是谁？" "Who are you?" "12+34=?"; do
+    printf '  Q: %s\n  A: ' "$q"
+    tunewise infer "$@" --query "$q" --stream false
+  done
+}
+
+echo "== the base model tunewise-tiny"
+ask --model tunewise-tiny
+
+echo "== fine-tuning (LoRA) on self_cognition as 小黄 / Xiao Huang by 魔搭 / ModelScope"
+rm -rf output/demo
+tunewise sft --model tunewise-tiny --train_type lora --dataset self_cognition \
+  --model_name 小黄 'Xiao Huang' --model_author 魔搭 ModelScope \
+  --num_train_epochs 10 --output_dir output/demo --add_version false
+ckpt=$(readlink -f output/demo/last)
+
+echo "== the fine-tuned model ($ckpt)"
+ask --adapters "$ckpt"
+
+echo "== the base model again, without the adapter"
+ask --model tunewise-tiny
+
+echo "== demo finished in $(( $(date +%s) - start )) s; run directory: output/demo (loss.png, lr.png, logging.jsonl)"

@@ -1,0 +1,54 @@
+"""`tunewise <command> [flags]`: a table of commands; each module is imported only when its command runs."""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+COMMANDS = {
+    "sft": ("tunewise.train.sft", "main", "supervised fine-tuning (LoRA or full)"),
+    "plan": ("tunewise.train.sft", "plan_main", "show the run plan (steps, warmup, LR curve) without training"),
+    "infer": ("tunewise.infer.chat", "main", "chat with a base model or a checkpoint"),
+    "export": ("tunewise.export", "main", "merge a LoRA checkpoint into a plain Hugging Face model"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: tunewise <command> [--flag value ...]   (tunewise <command> --help for its flags)", "", "commands:"]
+    lines += [f"  {name:<8} {desc}" for name, (_, _, desc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from tunewise import __version__
+
+        print(f"tunewise {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        print(f"tunewise: unknown command '{argv[0]}'.{hint}\n\n{usage()}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    module, func, _ = COMMANDS[argv[0]]
+    from tunewise.errors import UserError
+
+    try:
+        return getattr(importlib.import_module(module), func)(argv[1:]) or 0
+    except UserError as e:
+        print(f"tunewise {argv[0]}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"\ntunewise {argv[0]}: interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

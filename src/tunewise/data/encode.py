@@ -1,0 +1,101 @@
+"""Turn conversations into token ids and labels with the model's own chat template; loss on assistant turns only.
+
+The template is rendered for growing prefixes of the conversation; the text each assistant turn adds (its reply
+and end-of-turn token) is labelled, everything else (system, user turns, the assistant header) is -100.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tunewise.data.formats import Conversation
+
+IGNORE = -100
+
+
+def with_system(messages: list[dict], system: str | None) -> list[dict]:
+    if system and (not messages or messages[0]["role"] != "system"):
+        return [{"role": "system", "content": system}] + messages
+    return messages
+
+
+def _render(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
+    if not messages:
+        return ""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def _end_of_turn(tokenizer, reply_text: str) -> str:
+    """The part of a reply segment that belongs to the label: up to and including the end-of-turn token."""
+    for token in ("<|im_end|>", tokenizer.eos_token):
+        if token and token in reply_text:
+            return reply_text[: reply_text.index(token) + len(token)]
+    return reply_text
+
+
+def encode_conversation(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for one conversation; labels are IGNORE outside assistant replies."""
+    ids: list[int] = []
+    labels: list[int] = []
+    rendered = ""
+
+    def add(text: str, learn: bool):
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        ids.extend(piece)
+        labels.extend(piece if learn else [IGNORE] * len(piece))
+
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = _render(tokenizer, messages[:i], generation_prompt=True)
+        full = _render(tokenizer, messages[: i + 1], generation_prompt=False)
+        if not (prompt.startswith(rendered) and full.startswith(prompt)):
+            raise ValueError("the chat template does not render conversations prefix by prefix")
+        add(prompt[len(rendered):], learn=False)
+        reply = full[len(prompt):]
+        labelled = _end_of_turn(tokenizer, reply)
+        add(labelled, learn=True)
+        add(reply[len(labelled):], learn=False)
+        rendered = full
+    return ids, labels
+
+
+@dataclass
+class EncodeStats:
+    rows: int = 0
+    kept: int = 0
+    deleted_too_long: int = 0
+    truncated: int = 0
+    tokens: int = 0
+    label_tokens: int = 0
+
+    def summary(self) -> str:
+        parts = [f"{self.kept}/{self.rows} rows kept", f"{self.tokens} tokens ({self.label_tokens} trained)"]
+        if self.deleted_too_long:
+            parts.append(f"{self.deleted_too_long} deleted as longer than --max_length")
+        if self.truncated:
+            parts.append(f"{self.truncated} truncated")
+        return ", ".join(parts)
+
+
+def encode_dataset(tokenizer, convs: list[Conversation], system: str | None, max_length: int,
+                   truncation: str = "delete") -> tuple[list[dict], EncodeStats]:
+    """Encoded rows {input_ids, labels, attention_mask}; over-long rows deleted or truncated as asked."""
+    stats = EncodeStats(rows=len(convs))
+    rows = []
+    for conv in convs:
+        ids, labels = encode_conversation(tokenizer, with_system(conv.messages, system))
+        if len(ids) > max_length:
+            if truncation == "delete":
+                stats.deleted_too_long += 1
+                continue
+            keep = slice(-max_length, None) if truncation == "left" else slice(0, max_length)
+            ids, labels = ids[keep], labels[keep]
+            stats.truncated += 1
+        if all(label == IGNORE for label in labels):
+            stats.deleted_too_long += 1
+            continue
+        rows.append({"input_ids": ids, "labels": labels, "attention_mask": [1] * len(ids)})
+        stats.kept += 1
+        stats.tokens += len(ids)
+        stats.label_tokens += sum(label != IGNORE for label in labels)
+    return rows, stats

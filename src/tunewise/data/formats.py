@@ -1,0 +1,191 @@
+"""Read training data into conversations, with `file:line: reason` errors for anything malformed.
+
+Accepted rows (JSONL, or a JSON list of objects):
+  {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}
+  {"query"|"prompt"|"instruction" (+ "input"), "response"|"output", "system"?, "history"?: [[q, r], ...]}
+A spec is a file path, `PATH#N` (N rows sampled with a fixed seed, repeated when N exceeds the file), or a
+built-in set name (`self_cognition`). `{{NAME}}` and `{{AUTHOR}}` are replaced from --model_name/--model_author
+(Chinese rows take the first value, English rows the second); a placeholder left after that is an error.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunewise.errors import UserError
+
+BUILTIN_DATASETS = {"self_cognition": Path(__file__).parent / "builtin" / "self_cognition.jsonl"}
+ROLES = ("system", "user", "assistant")
+_PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}")
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+@dataclass
+class Conversation:
+    messages: list[dict]
+    origin: str  # "file:line", for error messages
+    extra: dict = field(default_factory=dict)  # other fields of the row (e.g. "rejected_response" for DPO)
+
+
+def _rows_of_jsonl(path: Path, text: str):
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}).") from None
+
+
+def _rows_of_json(path: Path, text: str):
+    """A JSON list of objects, each with the line on which it starts."""
+    decoder = json.JSONDecoder()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno}).") from None
+    if not isinstance(data, list):
+        raise UserError(f"{path}:1: expected a JSON list of rows (or use .jsonl with one object per line).")
+    pos = text.index("[") + 1
+    for _ in data:
+        while text[pos] in " \t\r\n,":
+            pos += 1
+        obj, end = decoder.raw_decode(text, pos)
+        yield text.count("\n", 0, pos) + 1, obj
+        pos = end
+
+
+def _text(value, where: str, name: str) -> str:
+    if not isinstance(value, str):
+        raise UserError(f"{where}: field '{name}' must be a string, got {type(value).__name__}.")
+    return value
+
+
+def to_messages(row, where: str) -> tuple[list[dict], dict]:
+    """Normalise one row to a message list; returns (messages, remaining fields)."""
+    if not isinstance(row, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}.")
+    if "messages" in row:
+        msgs = row["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            raise UserError(f"{where}: field 'messages' must be a non-empty list.")
+        out = []
+        for i, m in enumerate(msgs):
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                raise UserError(f"{where}: messages[{i}] needs 'role' and 'content'.")
+            if m["role"] not in ROLES:
+                raise UserError(f"{where}: messages[{i}].role is '{m['role']}'; expected one of {', '.join(ROLES)}.")
+            out.append({"role": m["role"], "content": _text(m["content"], where, f"messages[{i}].content")})
+        extra = {k: v for k, v in row.items() if k != "messages"}
+        return out, extra
+
+    query_key = next((k for k in ("query", "prompt", "instruction") if k in row), None)
+    if query_key is None:
+        raise UserError(f"{where}: missing field 'query' (or 'prompt', 'instruction', 'messages').")
+    query = _text(row[query_key], where, query_key)
+    if row.get("input"):
+        query = query + "\n" + _text(row["input"], where, "input")
+    out = []
+    if row.get("system"):
+        out.append({"role": "system", "content": _text(row["system"], where, "system")})
+    history = row.get("history") or []
+    if not isinstance(history, list):
+        raise UserError(f"{where}: field 'history' must be a list of [query, response] pairs.")
+    for i, pair in enumerate(history):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise UserError(f"{where}: history[{i}] must be a [query, response] pair.")
+        out += [{"role": "user", "content": _text(pair[0], where, f"history[{i}][0]")},
+                {"role": "assistant", "content": _text(pair[1], where, f"history[{i}][1]")}]
+    out.append({"role": "user", "content": query})
+    response_key = next((k for k in ("response", "output") if k in row), None)
+    if response_key is not None:
+        out.append({"role": "assistant", "content": _text(row[response_key], where, response_key)})
+    used = {query_key, "input", "system", "history", response_key}
+    return out, {k: v for k, v in row.items() if k not in used}
+
+
+def check_sft_conversation(conv: Conversation) -> None:
+    msgs = [m for m in conv.messages if m["role"] != "system"]
+    if any(m["role"] == "system" for m in conv.messages[1:]):
+        raise UserError(f"{conv.origin}: a system message may only come first.")
+    if not msgs or msgs[-1]["role"] != "assistant":
+        raise UserError(f"{conv.origin}: missing field 'response' (the conversation must end with an assistant reply).")
+    for i, m in enumerate(msgs):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if m["role"] != expected:
+            raise UserError(f"{conv.origin}: messages must alternate user/assistant; message {i + 1} is '{m['role']}'.")
+
+
+def _substitute(conv: Conversation, names: list[str], authors: list[str]) -> None:
+    text = "".join(m["content"] for m in conv.messages)
+    if "{{" not in text:
+        return
+    tag = conv.extra.get("tag")
+    chinese = tag == "zh" if tag in ("zh", "en") else bool(_CJK.search(text))
+    pick = (lambda v: v[0] if chinese or len(v) == 1 else v[1])
+    for m in conv.messages:
+        if names:
+            m["content"] = m["content"].replace("{{NAME}}", pick(names))
+        if authors:
+            m["content"] = m["content"].replace("{{AUTHOR}}", pick(authors))
+
+
+def check_placeholders(conv: Conversation) -> None:
+    for i, m in enumerate(conv.messages):
+        left = _PLACEHOLDER.search(m["content"])
+        if left:
+            hint = " (set --model_name and --model_author)" if left.group() in ("{{NAME}}", "{{AUTHOR}}") else ""
+            raise UserError(f"{conv.origin}: messages[{i}].content still holds the placeholder {left.group()}{hint}.")
+
+
+def parse_spec(spec: str) -> tuple[str, int | None]:
+    path, sep, count = spec.rpartition("#") if "#" in spec else (spec, "", "")
+    if sep:
+        if not count.isdigit() or int(count) < 1:
+            raise UserError(f"--dataset {spec}: the part after '#' must be a positive number of rows.")
+        return path, int(count)
+    return spec, None
+
+
+def read_spec(spec: str, seed: int = 42) -> list[Conversation]:
+    """All rows of one dataset spec, normalised, in file order (or sampled for PATH#N)."""
+    name, count = parse_spec(spec)
+    path = BUILTIN_DATASETS.get(name, Path(name).expanduser())
+    if not path.is_file():
+        builtin = ", ".join(BUILTIN_DATASETS)
+        raise UserError(f"--dataset {spec}: no such file (and not a built-in set: {builtin}).")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}).") from None
+    reader = _rows_of_json if path.suffix == ".json" else _rows_of_jsonl
+    convs = []
+    for lineno, row in reader(path, text):
+        where = f"{path}:{lineno}"
+        messages, extra = to_messages(row, where)
+        convs.append(Conversation(messages, where, extra))
+    if not convs:
+        raise UserError(f"{path}: the file holds no rows.")
+    if count is not None:
+        rng = random.Random(seed)
+        picked = rng.sample(convs, min(count, len(convs)))
+        while len(picked) < count:  # upsample: whole extra passes, then a partial one
+            picked += rng.sample(convs, min(count - len(picked), len(convs)))
+        convs = picked
+    return convs
+
+
+def load_conversations(specs: list[str], model_name: list[str] = (), model_author: list[str] = (),
+                       seed: int = 42, check=check_sft_conversation) -> list[Conversation]:
+    """Read, substitute placeholders and validate every spec; the first problem raises with its file:line."""
+    convs = []
+    for spec in specs:
+        for conv in read_spec(spec, seed):
+            _substitute(conv, list(model_name), list(model_author))
+            check_placeholders(conv)
+            check(conv)
+            convs.append(conv)
+    return convs

@@ -1,0 +1,65 @@
+"""`tunewise infer`: one answer (--query) or an interactive chat, streamed by default."""
+from __future__ import annotations
+
+import sys
+
+from tunewise.args import InferArgs, help_text, parse
+from tunewise.infer.engine import Engine, Reply, Sampling
+
+CHAT_HELP = "Type a message; 'clear' starts a new conversation, 'exit' quits."
+
+
+def sampling_of(args: InferArgs) -> Sampling:
+    return Sampling(args.temperature, args.top_p, args.top_k, args.repetition_penalty, args.max_new_tokens, args.seed)
+
+
+def answer(engine: Engine, messages: list[dict], sampling: Sampling, stream: bool, out=sys.stdout) -> Reply:
+    if stream:
+        reply = None
+        for piece in engine.stream(messages, sampling):
+            if isinstance(piece, Reply):
+                reply = piece
+            else:
+                out.write(piece)
+                out.flush()
+        out.write("\n")
+    else:
+        reply = engine.chat(messages, sampling)
+        out.write(reply.text + "\n")
+    if reply.finish_reason == "length":
+        print(f"[the reply reached --max_new_tokens {sampling.max_new_tokens} without an end-of-turn token]",
+              file=sys.stderr)
+    return reply
+
+
+def main(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        print(help_text(InferArgs, "infer"))
+        return 0
+    args, _, _ = parse(InferArgs, argv)
+    engine = Engine.load(args.model, args.adapters, args.system, dtype=args.torch_dtype,
+                         attn_implementation=args.attn_impl)
+    sampling = sampling_of(args)
+    if args.query is not None:
+        answer(engine, [{"role": "user", "content": args.query}], sampling, args.stream)
+        return 0
+    print(f"chatting with {engine.spec.label}. {CHAT_HELP}")
+    history: list[dict] = []
+    while True:
+        try:
+            text = input("<<< ").strip()
+        except EOFError:
+            print()
+            return 0
+        if text in ("exit", "quit"):
+            return 0
+        if text == "clear":
+            history = []
+            print("(new conversation)")
+            continue
+        if not text:
+            continue
+        history.append({"role": "user", "content": text})
+        sys.stdout.write(">>> ")
+        reply = answer(engine, history, sampling, args.stream)
+        history.append({"role": "assistant", "content": reply.text})

@@ -1,0 +1,78 @@
+"""Load a causal LM and its tokenizer: a local Hugging Face directory, a hub id, or a built-in name.
+
+A built-in name only resolves to a directory inside the package; from there the path is exactly the one a local
+Qwen2.5 directory takes (AutoTokenizer / AutoModelForCausalLM / peft).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunewise.errors import UserError
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+BUILTIN_MODELS = {"tunewise-tiny": BUILTIN_DIR / "tunewise-tiny"}
+DEFAULT_MODEL = "tunewise-tiny"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A directory path for built-in names and local directories; hub ids are returned unchanged."""
+    if name_or_path in BUILTIN_MODELS:
+        return str(BUILTIN_MODELS[name_or_path])
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+            raise UserError(f"--model {name_or_path}: the directory has no config.json, so it is not a Hugging Face model directory.")
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
+        known = ", ".join(BUILTIN_MODELS)
+        raise UserError(f"--model {name_or_path}: no such directory, and not a hub id (owner/name) or a built-in model ({known}).")
+    return name_or_path
+
+
+def builtin_meta(model_dir: str) -> dict:
+    """tunewise.json of a built-in model (default identity, recommended hyper-parameters, scores), else {}."""
+    meta = Path(model_dir) / "tunewise.json"
+    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+
+
+def torch_dtype(name: str):
+    import torch
+
+    if name not in DTYPES:
+        raise UserError(f"--torch_dtype {name}: expected one of {', '.join(DTYPES)}.")
+    if name == "auto":
+        return "auto"
+    return getattr(torch, name)
+
+
+def load_tokenizer(model_dir: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        raise UserError(f"{model_dir}: the tokenizer has no chat template; use a chat (instruct) model.")
+    return tok
+
+
+def load_model(model_dir: str, dtype: str = "auto", attn_implementation: str | None = None):
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": torch_dtype(dtype)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """Token ids that end an assistant turn: the tokenizer's eos plus ChatML's <|im_end|> when present."""
+    ids = []
+    for token in (tokenizer.eos_token, "<|im_end|>", "<|endoftext|>"):
+        if token and token in tokenizer.get_vocab():
+            tid = tokenizer.convert_tokens_to_ids(token)
+            if tid not in ids:
+                ids.append(tid)
+    return ids

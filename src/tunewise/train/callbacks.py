@@ -1,0 +1,172 @@
+"""Trainer callbacks: metrics log, progress bar, atomic checkpoints, early stopping, schedule guard.
+
+Each is a plain `transformers.TrainerCallback` handed to the Trainer; none subclasses a trainer.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from tunewise.train import rundir
+
+
+class MetricsLog(TrainerCallback):
+    """Appends one JSON object per log event to logging.jsonl: step, epoch, loss, lr, planned_lr, grad_norm,
+    tokens_per_s, eval_*; `latest` holds the last training values (for the progress bar)."""
+
+    def __init__(self, path: Path, schedule):
+        self.path = Path(path)
+        self.schedule = schedule
+        self.latest: dict = {}
+        self._tokens = None
+        self._time = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._tokens, self._time = state.num_input_tokens_seen, time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        for key, value in logs.items():
+            if key in ("learning_rate", "num_input_tokens_seen", "train_tokens_per_second"):
+                continue
+            record[key] = value
+        if "learning_rate" in logs:
+            record["lr"] = logs["learning_rate"]
+            record["planned_lr"] = self.schedule.lr_at(state.global_step)
+        if "loss" in logs:
+            now, tokens = time.perf_counter(), state.num_input_tokens_seen
+            if self._time is not None and now > self._time:
+                record["tokens_per_s"] = round((tokens - self._tokens) / (now - self._time), 1)
+            self._tokens, self._time = tokens, now
+            self.latest = record
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class ProgressBar(TrainerCallback):
+    """A tqdm bar over optimizer steps showing loss, lr and tokens/s (replaces the Trainer's default bar)."""
+
+    def __init__(self, metrics: MetricsLog):
+        self.metrics = metrics
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is None or not logs:
+            return
+        latest = self.metrics.latest
+        post = {}
+        if "loss" in latest:
+            post["loss"] = f"{latest['loss']:.4f}"
+            post["lr"] = f"{latest.get('lr', 0):.2e}"
+            if "tokens_per_s" in latest:
+                post["tok/s"] = f"{latest['tokens_per_s']:.0f}"
+        if "eval_loss" in logs:
+            self.bar.write(f"step {state.global_step}: eval_loss {logs['eval_loss']:.4f}")
+        self.bar.set_postfix(post, refresh=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class BestTracker(TrainerCallback):
+    """Remembers the step with the lowest eval loss, and stops after `patience` evaluations without a new one."""
+
+    def __init__(self, patience: int | None = None):
+        self.patience = patience
+        self.best_loss = math.inf
+        self.best_step: int | None = None
+        self.bad_evals = 0
+        self.stopped_early = False
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        loss = (metrics or {}).get("eval_loss")
+        if loss is None:
+            return
+        if loss < self.best_loss:
+            self.best_loss, self.best_step, self.bad_evals = loss, state.global_step, 0
+        else:
+            self.bad_evals += 1
+            if self.patience is not None and self.bad_evals >= self.patience:
+                control.should_training_stop = True
+                self.stopped_early = True
+
+
+class PublishCheckpoints(TrainerCallback):
+    """After the Trainer finished writing STAGING/checkpoint-N, rename it into the run directory, then rotate."""
+
+    def __init__(self, run_dir: Path, save_total_limit: int | None, best: BestTracker):
+        self.run_dir = Path(run_dir)
+        self.limit = save_total_limit
+        self.best = best
+
+    def best_checkpoint(self) -> Path | None:
+        if self.best.best_step is None:
+            return None
+        path = self.run_dir / f"checkpoint-{self.best.best_step}"
+        return path if path.exists() else None
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        staged = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if staged.is_dir():
+            rundir.publish(staged, self.run_dir)
+        rundir.rotate(self.run_dir, self.limit, self.best_checkpoint())
+
+
+class ScheduleGuardError(RuntimeError):
+    pass
+
+
+class ScheduleGuard(TrainerCallback):
+    """Compares the optimizer's learning rate with the plan at every logging step.
+
+    mode "error" stops the run on a mismatch beyond `tolerance` (relative), "warn" prints once, "off" does nothing.
+    """
+
+    CAUSES = ("a DeepSpeed JSON 'scheduler' block overriding --lr_scheduler_type, a custom optimizer or scheduler "
+              "passed to the trainer, or a resumed run whose scheduler state does not match the plan")
+
+    def __init__(self, schedule, mode: str = "error", tolerance: float = 1e-6):
+        from tunewise.schedule.plan import lr_relative_error
+
+        self.schedule, self.mode, self.tolerance = schedule, mode, tolerance
+        self._error = lr_relative_error
+        self.warned = False
+
+    def on_log(self, args, state, control, logs=None, optimizer=None, **kwargs):
+        if self.mode == "off" or not logs or "learning_rate" not in logs:
+            return
+        step = state.global_step
+        # The Trainer logs the rate update N used (lr_at); the optimizer already holds the next one (optimizer_lr_at).
+        checks = [("logged", logs["learning_rate"], self.schedule.lr_at(step))]
+        if optimizer is not None:
+            checks.append(("optimizer", optimizer.param_groups[0]["lr"], self.schedule.optimizer_lr_at(step)))
+        for what, actual, planned in checks:
+            if self._error(actual, planned, floor=self.schedule.learning_rate) <= self.tolerance:
+                continue
+            message = (f"schedule guard: at step {step} the {what} learning rate is {actual:.6g} but the plan says "
+                       f"{planned:.6g}. Likely causes: {self.CAUSES}.")
+            if self.mode == "error":
+                raise ScheduleGuardError(message + " Stopping (use --schedule_guard warn to continue).")
+            if not self.warned:
+                print("WARNING: " + message, flush=True)
+                self.warned = True

@@ -1,0 +1,60 @@
+"""loss.png and lr.png of a run, drawn from its logging.jsonl."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def read_log(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    log = read_log(run_dir / "logging.jsonl")
+    written = []
+    train = [r for r in log if "loss" in r]
+    evals = [r for r in log if "eval_loss" in r]
+    if train or evals:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        if train:
+            ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
+        if evals:
+            ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval loss")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss")
+        ax.set_title(run_dir.name)
+        ax.legend()
+        ax.grid(alpha=0.3)
+        _save(fig, run_dir / "loss.png")
+        plt.close(fig)
+        written.append(run_dir / "loss.png")
+    lrs = [r for r in log if "lr" in r]
+    if lrs:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([r["step"] for r in lrs], [r["planned_lr"] for r in lrs], "-", lw=3, alpha=0.4, label="planned")
+        ax.plot([r["step"] for r in lrs], [r["lr"] for r in lrs], ".", label="optimizer")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("learning rate")
+        ax.set_title(run_dir.name)
+        ax.legend()
+        ax.grid(alpha=0.3)
+        _save(fig, run_dir / "lr.png")
+        plt.close(fig)
+        written.append(run_dir / "lr.png")
+    return written
