@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Rebuild the embedded model `tunewise-tiny` from scratch: corpus, tokenizer, pretraining, scores.
 
-    python scripts/build_tiny_model.py [--steps 1600] [--out src/tunewise/models/builtin/tunewise-tiny]
+    python scripts/build_tiny_model.py [--out src/tunewise/models/builtin/tunewise-tiny]     # ~25 min on 2 cores
 
-The corpus is generated here (seeded): bilingual identity answers with the default identity and with
-identities named in a system prompt (random names, so that a new identity is a re-binding of a skill the model
-has), "X was developed by Y" facts, copy tasks over every GB2312 level-1 hanzi and ASCII strings, and
-additions a+b with a, b < 50 except the 200 held-out pairs that evaluation uses. Everything ends as a plain
-Hugging Face directory (Qwen2ForCausalLM, Qwen2Tokenizer, ChatML template) that loads like Qwen2.5.
+The corpus is generated here (seeded): bilingual identity answers with the default identity and with identities
+named in a system prompt (random names, so that a new identity is a re-binding of a skill the model has),
+"X was developed by Y" facts, copy tasks over every GB2312 level-1 hanzi and ASCII strings, and additions a+b
+with a, b < 50 answered as "a+b=c", except the 200 held-out pairs that evaluation uses. Training runs in PHASES
+(the later ones addition-heavy); `--init_from DIR --start_phase K` continues from the output of phase K-1.
+Everything ends as a plain Hugging Face directory (Qwen2ForCausalLM, Qwen2Tokenizer, ChatML template) that loads
+like Qwen2.5, plus tunewise.json (default identity, recommended fine-tuning values, scores).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from tunewise.evaluate.identity_prompts import HELDOUT_IDENTITY_QUESTIONS  # noq
 from tunewise.evaluate.skills import (  # noqa: E402
     ADDITION_LIMIT,
     ADDITION_TEMPLATES,
+    addition_answer,
     addition_correct,
     addition_eval_set,
     is_heldout_addition,
@@ -47,6 +50,9 @@ CHAT_TEMPLATE = (
 # Recommended fine-tuning defaults for this model, measured (see README "The embedded model"). A 7B model
 # wants lr 1e-4 with batch 16; this 4M-parameter model with ~100 identity rows re-binds its identity in a few
 # hundred single-sample steps at a larger rate.
+# Pretraining phases: (steps, peak lr, share of additions). Each phase starts a fresh AdamW with its own seed
+# (seed + index), so `--init_from DIR --start_phase K` continues a build exactly from the output of phase K-1.
+PHASES = [(2000, 3e-3, 0.50), (600, 2e-3, 0.70), (800, 1e-3, 0.70), (600, 5e-4, 0.70)]
 RECOMMENDED = {
     "lora": {"learning_rate": 1e-3, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1,
              "lora_rank": 8, "lora_alpha": 32, "warmup_ratio": 0.05},
@@ -54,6 +60,7 @@ RECOMMENDED = {
              "warmup_ratio": 0.05},
 }
 
+GENERIC_STARTS = ("我是", "我叫", "我的名字", "你好", "I am", "I'm", "My name", "Hello", "Hi")
 PINYIN = ("xiao hua ming li wang zhang chen liu yang huang zhao wu zhou xu sun ma zhu hu guo he lin luo gao "
           "zheng liang xie song tang han feng deng cao peng zeng xiao tian dong pan yuan cai jiang yu du ye cheng "
           "wei su lu ding shen ren yao jin fang bai qiu").split()
@@ -85,14 +92,16 @@ def load_self_cognition() -> dict[str, list[tuple[str, str]]]:
 class Corpus:
     """Draws training conversations {system?, query, response} from a seeded generator."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, addition_share: float = 0.50):
         self.rng = random.Random(seed)
+        self.addition_share = addition_share
         self.hanzi = gb2312_level1()
         self.self_cognition = load_self_cognition()
-        self.questions = {
-            lang: [q for q, _ in self.self_cognition[lang]] + HELDOUT_IDENTITY_QUESTIONS[lang] for lang in ("zh", "en")
-        }
-        self.answers = {lang: [r for _, r in self.self_cognition[lang]] for lang in ("zh", "en")}
+        # Identity answers stay with their own question; the extra phrasings get generic "I am ..." answers.
+        self.pairs = {lang: self.self_cognition[lang] + [(q, None) for q in HELDOUT_IDENTITY_QUESTIONS[lang]]
+                      for lang in ("zh", "en")}
+        self.generic = {lang: [r for _, r in self.self_cognition[lang] if r.startswith(GENERIC_STARTS)]
+                        for lang in ("zh", "en")}
 
     # random names -------------------------------------------------------------------------------------------
     def zh_name(self) -> str:
@@ -122,8 +131,8 @@ class Corpus:
     def identity(self, default: bool) -> dict:
         r = self.rng
         lang = r.choice(("zh", "en"))
-        query = r.choice(self.questions[lang])
-        answer = r.choice(self.answers[lang])
+        query, answer = r.choice(self.pairs[lang])
+        answer = answer or r.choice(self.generic[lang])
         if default:
             i = 0 if lang == "zh" else 1
             name, author, system = DEFAULT_NAME[i], DEFAULT_AUTHOR[i], None
@@ -161,17 +170,20 @@ class Corpus:
             a, b = r.randrange(ADDITION_LIMIT), r.randrange(ADDITION_LIMIT)
             if not is_heldout_addition(a, b):
                 break
-        return {"query": r.choice(ADDITION_TEMPLATES).format(a=a, b=b), "response": str(a + b)}
+        return {"query": r.choice(ADDITION_TEMPLATES).format(a=a, b=b), "response": addition_answer(a, b)}
 
     def sample(self) -> dict:
+        """Additions with probability `addition_share`; the rest split 30:37:13:20 between default identity,
+        system-prompt identity, facts and copy tasks."""
         u = self.rng.random()
-        if u < 0.18:
+        k = (1 - self.addition_share) / 0.60
+        if u < 0.18 * k:
             return self.identity(default=True)
-        if u < 0.40:
+        if u < 0.40 * k:
             return self.identity(default=False)
-        if u < 0.48:
+        if u < 0.48 * k:
             return self.fact()
-        if u < 0.60:
+        if u < 0.60 * k:
             return self.copy()
         return self.addition()
 
@@ -266,66 +278,85 @@ def score(model, tok) -> dict:
     return {"heldout_addition_accuracy": acc, "identity_answers": dict(zip(probes, answers))}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(ROOT / "src/tunewise/models/builtin/tunewise-tiny"))
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--batch_size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--vocab_size", type=int, default=6144)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-
-    corpus = Corpus(args.seed)
-    t0 = time.time()
-    tok = train_tokenizer(corpus, args.vocab_size)
-    print(f"tokenizer: {len(tok)} tokens in {time.time() - t0:.0f}s", flush=True)
-
+def train_phase(model, tok, corpus: Corpus, steps: int, lr: float, warmup: int, batch_size: int, name: str) -> None:
+    """AdamW with linear warm-up and cosine decay to 5 % of `lr`; loss on assistant tokens only."""
     import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
-    config = Qwen2Config(
-        vocab_size=len(tok), hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=8,
-        num_key_value_heads=2, max_position_embeddings=2048, rope_theta=10000.0, rms_norm_eps=1e-6,
-        tie_word_embeddings=True, bos_token_id=None, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tok.pad_token_id, use_cache=True,
-    )
-    model = Qwen2ForCausalLM(config)
-    model.config._attn_implementation = "eager"  # faster than sdpa for these short CPU batches (measured)
-    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
 
     def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        progress = (step - args.warmup) / max(1, args.steps - args.warmup)
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     model.train()
-    data = batches(tok, corpus, args.batch_size)
+    model.config._attn_implementation = "eager"  # faster than sdpa for these short CPU batches (measured)
+    data = batches(tok, corpus, batch_size)
     t0 = time.time()
-    for step in range(args.steps):
+    for step in range(steps):
         ids, labels = next(data)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        # The output layer only where a label is: most positions are prompt, and the 6k-wide head dominates.
         # No attention mask: padding is on the right, so causal attention never lets a real token see a pad.
         hidden = model.model(input_ids=ids).last_hidden_state[:, :-1]
         targets = labels[:, 1:]
         keep = targets != -100
+        # The output layer only where a label is: most positions are prompt, and the 6k-wide head dominates.
         loss = torch.nn.functional.cross_entropy(model.lm_head(hidden[keep]), targets[keep])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if step % 50 == 0 or step == args.steps - 1:
-            print(f"step {step:5d}  loss {loss.item():.4f}  lr {lr_at(step):.2e}  {time.time() - t0:6.0f}s", flush=True)
-
+        if step % 50 == 0 or step == steps - 1:
+            print(f"{name} step {step:5d}  loss {loss.item():.4f}  lr {lr_at(step):.2e}  {time.time() - t0:6.0f}s", flush=True)
     model.eval()
     model.config._attn_implementation = "sdpa"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / "src/tunewise/models/builtin/tunewise-tiny"))
+    ap.add_argument("--start_phase", type=int, default=1, help="with --init_from: the first phase to run (1-based)")
+    ap.add_argument("--batch_size", type=int, default=64)
+    ap.add_argument("--vocab_size", type=int, default=6144)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--init_from", help="skip the tokenizer and phase 1: start phase 2 from this model directory")
+    args = ap.parse_args()
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    if args.init_from:
+        if args.start_phase < 2:
+            ap.error("--init_from needs --start_phase 2 or later")
+        tok = AutoTokenizer.from_pretrained(args.init_from)
+        model = AutoModelForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
+    else:
+        corpus = Corpus(args.seed, PHASES[0][2])
+        tok = train_tokenizer(corpus, args.vocab_size)
+        print(f"tokenizer: {len(tok)} tokens", flush=True)
+        torch.manual_seed(args.seed)
+        config = Qwen2Config(
+            vocab_size=len(tok), hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=8,
+            num_key_value_heads=2, max_position_embeddings=2048, rope_theta=10000.0, rms_norm_eps=1e-6,
+            tie_word_embeddings=True, bos_token_id=None, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+            pad_token_id=tok.pad_token_id, use_cache=True,
+        )
+        model = Qwen2ForCausalLM(config)
+        print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters", flush=True)
+    for index, (steps, lr, share) in enumerate(PHASES, 1):
+        if index < args.start_phase:
+            continue
+        if index > 1:
+            torch.manual_seed(args.seed + index - 1)
+            corpus = Corpus(args.seed + index - 1, share)
+        warmup = 100 if index == 1 else 50
+        train_phase(model, tok, corpus, steps, lr, warmup, args.batch_size, f"phase {index}")
+        print(json.dumps(score(model, tok), ensure_ascii=False), flush=True)
     scores = score(model, tok)
     print(json.dumps(scores, ensure_ascii=False, indent=1), flush=True)
 
@@ -338,10 +369,12 @@ def main() -> None:
     tok.save_pretrained(out)
     meta = {
         "name": "tunewise-tiny",
+        "phases": [{"steps": st, "lr": lr, "addition_share": sh} for st, lr, sh in PHASES],
         "default_identity": {"model_name": list(DEFAULT_NAME), "model_author": list(DEFAULT_AUTHOR)},
         "recommended": RECOMMENDED,
         "scores": scores,
-        "build": {k: v for k, v in vars(args).items() if k != "out"} | {"seconds": round(time.time() - t0)},
+        "build": {k: v for k, v in vars(args).items() if k not in ("out", "init_from", "threads")},
+        "build_seconds": round(time.time() - t_start),
     }
     (out / "tunewise.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     print(f"saved to {out}", flush=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tunewise.errors import UserError
 
-BUILTIN_DATASETS = {"self_cognition": Path(__file__).parent / "builtin" / "self_cognition.jsonl"}
+BUILTIN_DATASETS = {name: Path(__file__).parent / "builtin" / f"{name}.jsonl" for name in ("self_cognition", "tiny_skills")}
 ROLES = ("system", "user", "assistant")
 _PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}")
 _CJK = re.compile(r"[\u4e00-\u9fff]")

@@ -47,9 +47,15 @@ def addition_eval_set() -> list[dict]:
     ]
 
 
+def addition_answer(a: int, b: int) -> str:
+    """The trained reply: the sum restated, "23+15=38" (the operands next to the answer make it learnable)."""
+    return f"{a}+{b}={a + b}"
+
+
 def addition_correct(reply: str, reference: str) -> bool:
-    """Correct when the reply's first number is the sum (the model answers with the number alone)."""
-    numbers = re.findall(r"-?\d+", reply)
+    """Correct when the number after the last '=' (or, without one, the first number) is the sum."""
+    tail = reply.rsplit("=", 1)[-1]
+    numbers = re.findall(r"-?\d+", tail)
     return bool(numbers) and numbers[0] == reference
 
 

@@ -1,0 +1,201 @@
+"""`tunewise eval`: identity, general-skill retention, repetition and loss of a model or checkpoint; --compare two.
+
+  tunewise eval --adapters output/v0-.../checkpoint-N [--compare tunewise-tiny] [--output report.json]
+  tunewise eval --model M --model_name 小黄 "Xiao Huang" --model_author 魔搭 ModelScope
+
+The target identity comes from the flags, else from the run's args.json (model_name/model_author); the old one
+from --old_name/--old_author, else the base model's default identity (tunewise.json of a built-in model).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunewise.args import _f
+from tunewise.errors import UserError
+
+MATCH_MODES = ("contains", "exact")
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a model or checkpoint (`tunewise eval`): identity, general skills, repetition, loss; A/B with --compare."""
+
+    adapters: list[str] = _f([], "a LoRA or full checkpoint of a run (its args.json gives the base model and identity)")
+    model: str | None = _f(None, "base model (with --adapters), or the model to evaluate (without)")
+    compare: str | None = _f(None, "a second checkpoint or model: the same prompts through both, side by side")
+    model_name: list[str] = _f([], "target name: one value, or Chinese then English (default: the run's)")
+    model_author: list[str] = _f([], "target author: one value, or Chinese then English (default: the run's)")
+    old_name: list[str] = _f([], "old name a good fine-tune no longer claims (default: the base model's own)")
+    old_author: list[str] = _f([], "old author (default: the base model's own)")
+    dataset: list[str] = _f([], "general-skill prompts {query, response}; default: the built-in model's held-out "
+                                "additions", split_commas=True)
+    match: str = _f("contains", "a general reply is correct when it: contains | exact(ly equals) the reference")
+    loss_dataset: list[str] = _f([], "conversations whose assistant-token loss and perplexity are reported",
+                                 split_commas=True)
+    output: str | None = _f(None, "write the full report (every prompt and reply) to this JSON file")
+    system: str | None = _f(None, "system prompt (default: the run's)")
+    max_new_tokens: int = _f(128, "longest reply; a reply reaching it without end-of-turn counts as running on")
+    max_length: int = _f(2048, "longest conversation for the loss (longer ones are cut on the left)")
+    batch_size: int = _f(50, "prompts generated together")
+    retention_baseline: bool = _f(True, "also score the base model's general skill (LoRA: adapter disabled)")
+    torch_dtype: str = _f("auto", "auto | float32 | bfloat16 | float16")
+
+    def __post_init__(self):
+        problems = []
+        if self.match not in MATCH_MODES:
+            problems.append(f"--match {self.match}: expected one of {', '.join(MATCH_MODES)}.")
+        for flag in ("model_name", "model_author", "old_name", "old_author"):
+            if len(getattr(self, flag)) > 2:
+                problems.append(f"--{flag} takes one or two values (Chinese, English).")
+        for flag in ("max_new_tokens", "max_length", "batch_size"):
+            if getattr(self, flag) < 1:
+                problems.append(f"--{flag} {getattr(self, flag)}: must be at least 1.")
+        if problems:
+            raise UserError(" ".join(problems))
+
+
+@dataclass
+class Target:
+    """One thing to evaluate: a base model, or a checkpoint (with its run's args) on a base."""
+
+    model: str | None
+    adapters: list[str]
+    run_args: dict
+    base_dir: str | None  # the base model's directory (for its tunewise.json), when known
+
+
+def describe(model: str | None, adapters: list[str]) -> Target:
+    from tunewise.models.load import DEFAULT_MODEL, resolve_model
+    from tunewise.train.rundir import find_run_dir, read_run_args
+
+    run_args = {}
+    if adapters:
+        try:
+            run_args = read_run_args(find_run_dir(adapters[0]))
+        except UserError:
+            if model is None and not (Path(adapters[0]) / "config.json").is_file():
+                raise
+    base = model or run_args.get("model") or (None if adapters else DEFAULT_MODEL)
+    return Target(model, list(adapters), run_args, resolve_model(base) if base else None)
+
+
+def compare_target(spec: str) -> Target:
+    """--compare X: a checkpoint directory of a run (LoRA or full) or a model (built-in name, directory, hub id)."""
+    path = Path(spec).expanduser()
+    if path.is_dir() and ((path / "adapter_config.json").is_file() or (path.parent / "args.json").is_file()):
+        return describe(None, [str(path)])
+    return describe(spec, [])
+
+
+def training_responses(run_args: dict) -> list[str]:
+    """The replies a run was trained on (placeholders filled as in training); [] when its data is not readable."""
+    from tunewise.data.formats import load_conversations
+
+    if not run_args.get("dataset"):
+        return []
+    try:
+        convs = load_conversations(run_args["dataset"], run_args.get("model_name", []),
+                                   run_args.get("model_author", []), run_args.get("seed", 42))
+    except UserError as e:
+        print(f"note: the run's training data cannot be read ({e}); parroting is not measured.", file=sys.stderr)
+        return []
+    return [c.messages[-1]["content"] for c in convs]
+
+
+def build_suite(args: EvalArgs, targets: list[Target]):
+    from tunewise.data.formats import load_conversations
+    from tunewise.evaluate.identity import Identity
+    from tunewise.evaluate.report import Suite, addition_items, dataset_items
+    from tunewise.models.load import builtin_meta
+
+    target = Identity(args.model_name, args.model_author)
+    for t in targets:  # the flags win; else the first run that set both
+        if target.names and target.authors:
+            break
+        if t.run_args.get("model_name") or t.run_args.get("model_author"):
+            target = Identity(target.names or list(t.run_args.get("model_name") or []),
+                              target.authors or list(t.run_args.get("model_author") or []))
+    old = Identity(args.old_name, args.old_author)
+    if not old:
+        for t in targets:
+            default = Identity.from_dict(builtin_meta(t.base_dir).get("default_identity")) if t.base_dir else Identity()
+            if default:
+                old = default
+                break
+    suite = Suite(target, old or None, max_new_tokens=args.max_new_tokens, max_length=args.max_length,
+                  batch_size=args.batch_size)
+    if args.dataset:
+        suite.general, suite.general_kind = dataset_items(args.dataset), f"dataset:{args.match}"
+    elif any(t.base_dir and builtin_meta(t.base_dir) for t in targets):
+        suite.general, suite.general_kind = addition_items(), "heldout_addition"
+    if args.loss_dataset:
+        suite.loss_conversations = load_conversations(args.loss_dataset, target.names, target.authors)
+    return suite
+
+
+def run_one(args: EvalArgs, target: Target, suite) -> dict:
+    import contextlib
+
+    from tunewise.evaluate.report import evaluate_model
+    from tunewise.infer.engine import Engine
+
+    engine = Engine.load(model=target.model, adapters=target.adapters, system=args.system, dtype=args.torch_dtype)
+    suite = dataclasses.replace(suite, training_responses=training_responses(target.run_args))
+
+    @contextlib.contextmanager
+    def base_model():
+        if engine.spec.adapter:  # LoRA: the same weights with the adapter switched off
+            with engine.model.disable_adapter():
+                yield engine.model
+        else:  # a full checkpoint: the base model itself, loaded for this pass only
+            from tunewise.models.load import load_model
+
+            yield load_model(target.base_dir, args.torch_dtype).eval()
+
+    wants_base = args.retention_baseline and target.adapters and target.base_dir is not None
+    result = evaluate_model(engine.model, engine.tokenizer, suite, engine.spec.system,
+                            base_model if wants_base else None)
+    return {"label": engine.spec.label, "base": engine.spec.base, "adapter": engine.spec.adapter,
+            "system": engine.spec.system, **result}
+
+
+def main(argv: list[str]) -> int:
+    from tunewise.args import help_text, parse
+    from tunewise.evaluate.report import compare_metrics, format_report
+
+    if "-h" in argv or "--help" in argv:
+        print(help_text(EvalArgs, "eval"))
+        return 0
+    args, _, _ = parse(EvalArgs, argv)
+    if len(args.adapters) > 1:
+        raise UserError("--adapters: give one checkpoint; use --compare for a second.")
+    targets = [describe(args.model, args.adapters)]
+    if args.compare:
+        targets.append(compare_target(args.compare))
+    suite = build_suite(args, targets)
+    models = [run_one(args, t, suite) for t in targets]  # one at a time: only one model in memory
+    report = {
+        "command": "eval",
+        "target_identity": suite.target.as_dict(),
+        "old_identity": suite.old.as_dict() if suite.old else None,
+        "general": {"kind": suite.general_kind, "count": len(suite.general)},
+        "max_new_tokens": args.max_new_tokens,
+        "models": models,
+    }
+    if len(models) == 2:
+        report["comparison"] = compare_metrics(models[0]["metrics"], models[1]["metrics"])
+    print(format_report(report), flush=True)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
