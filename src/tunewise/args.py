@@ -18,6 +18,7 @@ from tunewise.errors import UserError
 TRAIN_TYPES = ("lora", "full")
 TRUNCATION = ("delete", "left", "right")
 GUARD_MODES = ("error", "warn", "off")
+DS_SCHEDULER_MODES = ("flags", "keep")
 
 
 def _f(default, help: str, **kw):
@@ -63,6 +64,9 @@ class SftArgs(ModelArgs):
     max_length: int = _f(2048, "longest tokenized conversation")
     truncation_strategy: str = _f("delete", "a row longer than --max_length is: delete | left | right (truncated)")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass to save memory")
+    deepspeed: str | None = _f(None, "DeepSpeed ZeRO: zero2 | zero3 | zero3_offload (built in) or a DeepSpeed JSON file")
+    deepspeed_scheduler: str = _f("flags", "a 'scheduler' block in the DeepSpeed JSON: flags (removed with a warning; "
+                                           "the flags decide) | keep (the JSON's scheduler is used and planned)")
     eval_steps: int = _f(50, "evaluate every N optimizer steps (when there is validation data)")
     save_steps: int = _f(50, "save a checkpoint every N optimizer steps")
     save_total_limit: int | None = _f(2, "checkpoints kept; the best (lowest eval loss) and the last are always kept")
@@ -74,6 +78,13 @@ class SftArgs(ModelArgs):
     seed: int = _f(42, "random seed")
     dataloader_num_workers: int = _f(0, "data loader worker processes")
     report_to: list[str] = _f(["tensorboard"], "tensorboard | none", split_commas=True)
+    nproc_per_node: int = _f(1, "processes on this machine (data parallel; launched with torchrun)")
+    nnodes: int = _f(1, "machines taking part (torchrun --nnodes)")
+    node_rank: int = _f(0, "this machine's rank among --nnodes (torchrun --node_rank)")
+    master_addr: str = _f("127.0.0.1", "address of the rank-0 machine (torchrun --master_addr)")
+    master_port: int = _f(29500, "port of the rank-0 machine (torchrun --master_port)")
+    gpu_memory: str | None = _f(None, "GPU memory per device for the plan's memory estimate, e.g. 24GiB or 80GB (default: the visible GPU's)")
+    local_rank: int = _f(-1, "set by the deepspeed launcher (torchrun uses the LOCAL_RANK variable); not for users")
     schedule_guard: str = _f("error", "when the optimizer's LR leaves the plan: error (stop) | warn | off")
 
     def __post_init__(self):
@@ -84,13 +95,16 @@ class SftArgs(ModelArgs):
             problems.append(f"--truncation_strategy {self.truncation_strategy}: expected one of {', '.join(TRUNCATION)}.")
         if self.schedule_guard not in GUARD_MODES:
             problems.append(f"--schedule_guard {self.schedule_guard}: expected one of {', '.join(GUARD_MODES)}.")
+        if self.deepspeed_scheduler not in DS_SCHEDULER_MODES:
+            problems.append(f"--deepspeed_scheduler {self.deepspeed_scheduler}: expected one of "
+                            f"{', '.join(DS_SCHEDULER_MODES)}.")
         if self.warmup_ratio is not None and self.warmup_steps is not None:
             problems.append("--warmup_ratio and --warmup_steps are both set; give one.")
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
             problems.append(f"--warmup_ratio {self.warmup_ratio}: must be in [0, 1).")
         if not 0 <= self.split_dataset_ratio < 1:
             problems.append(f"--split_dataset_ratio {self.split_dataset_ratio}: must be in [0, 1).")
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+        for name in ("nproc_per_node", "nnodes", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                      "lora_rank", "lora_alpha", "max_length", "eval_steps", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name} {getattr(self, name)}: must be at least 1.")

@@ -124,6 +124,10 @@ class PublishCheckpoints(TrainerCallback):
         return path if path.exists() else None
 
     def on_save(self, args, state, control, **kwargs):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # with ZeRO-3 every rank writes its shard: publish only once all have finished
         if not state.is_world_process_zero:
             return
         staged = Path(args.output_dir) / f"checkpoint-{state.global_step}"

@@ -30,14 +30,26 @@ class Prepared:
     step_plan: object
     schedule: object
     notes: list
+    deepspeed: object = None  # tunewise.schedule.deepspeed.Reconciled when --deepspeed is given
 
 
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+def planned_world_size(args: SftArgs) -> int:
+    """The world size the run will have: torchrun's when running under it, else the one asked for."""
+    from tunewise.train import launch
+
+    return launch.world_size() if launch.under_launcher() else args.nproc_per_node * args.nnodes
 
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def mixed_precision(dtype: str) -> tuple[bool, bool]:
+    """(bf16, fp16) for TrainingArguments (and the DeepSpeed JSON): only on CUDA."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return dtype == "bfloat16" and cuda, dtype == "float16" and cuda
 
 
 def prepare(args: SftArgs, sources: dict) -> Prepared:
@@ -75,11 +87,30 @@ def prepare(args: SftArgs, sources: dict) -> Prepared:
         raise UserError("No training rows are left after encoding (all longer than --max_length?).")
 
     step_plan = plan_steps(len(train_rows), args.per_device_train_batch_size, args.gradient_accumulation_steps,
-                           world_size(), args.num_train_epochs, args.max_steps)
+                           planned_world_size(args), args.num_train_epochs, args.max_steps)
     warmup = resolve_warmup(step_plan.total_steps, args.warmup_ratio, args.warmup_steps)
     schedule = make_schedule(args.lr_scheduler_type, args.learning_rate, step_plan.total_steps, warmup,
                              **args.scheduler_kwargs())
-    return Prepared(args, sources, model_dir, tokenizer, train_rows, val_rows, step_plan, schedule, notes)
+    deepspeed = None
+    if args.deepspeed:
+        import importlib.util
+
+        from tunewise.schedule.deepspeed import reconcile
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise UserError(f"--deepspeed {args.deepspeed}: DeepSpeed is not installed; install the optional extra "
+                            "with: pip install 'tunewise[deepspeed]'.")
+
+        bf16, fp16 = mixed_precision(args.torch_dtype)
+        flags = {name: getattr(args, name) for name in (
+            "learning_rate", "weight_decay", "per_device_train_batch_size", "gradient_accumulation_steps",
+            "max_grad_norm", "torch_dtype", "lr_scheduler_type")}
+        deepspeed = reconcile(args.deepspeed, {**flags, "bf16": bf16, "fp16": fp16}, step_plan.world_size,
+                              step_plan.total_steps, warmup, keep_scheduler=args.deepspeed_scheduler == "keep")
+        notes += [f"WARNING: {text}" for text in deepspeed.warnings]
+        sources = {**sources, **deepspeed.sources}
+        schedule = deepspeed.schedule_override or schedule
+    return Prepared(args, sources, model_dir, tokenizer, train_rows, val_rows, step_plan, schedule, notes, deepspeed)
 
 
 def print_plan(prep: Prepared) -> None:
@@ -88,6 +119,9 @@ def print_plan(prep: Prepared) -> None:
     for note in prep.notes:
         print(note)
     print(format_plan(prep.step_plan, prep.schedule, prep.sources), flush=True)
+    from tunewise.advise import plan_advice
+
+    print(plan_advice(prep, prep.args.gpu_memory), flush=True)
 
 
 def build_model(prep: Prepared):
@@ -105,12 +139,32 @@ def build_model(prep: Prepared):
     return model
 
 
+def deepspeed_cpu_state(prep: Prepared) -> dict | None:
+    """DeepSpeed without CUDA: TrainingArguments ignores ddp_backend for DeepSpeed, so accelerate builds its state with
+    no backend and reports a world size of 1 (the Trainer then fills train_batch_size for one process and deepspeed
+    rejects it). Build the state with gloo first and let TrainingArguments use it. A run without a launcher gets a
+    one-process group (deepspeed would otherwise look for MPI)."""
+    import torch
+
+    if prep.deepspeed is None or torch.cuda.is_available():
+        return None
+    if "WORLD_SIZE" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR=prep.args.master_addr,
+                          MASTER_PORT=str(prep.args.master_port))
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    from accelerate import PartialState
+
+    PartialState(backend="gloo")
+    return {"use_configured_state": True}
+
+
 def training_arguments(prep: Prepared, staging: Path):
     import torch
     from transformers import TrainingArguments
 
     args = prep.args
-    dtype = args.torch_dtype
+    bf16, fp16 = mixed_precision(args.torch_dtype)
     return TrainingArguments(
         output_dir=str(staging),
         per_device_train_batch_size=args.per_device_train_batch_size,
@@ -128,13 +182,16 @@ def training_arguments(prep: Prepared, staging: Path):
         save_total_limit=None,  # rotation is ours: it runs after a checkpoint is published (rundir.rotate)
         seed=args.seed,
         data_seed=args.seed,
-        bf16=dtype == "bfloat16" and torch.cuda.is_available(),
-        fp16=dtype == "float16" and torch.cuda.is_available(),
+        bf16=bf16,
+        fp16=fp16,
+        deepspeed=prep.deepspeed.config if prep.deepspeed else None,
+        accelerator_config=deepspeed_cpu_state(prep),
         gradient_checkpointing=args.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if args.gradient_checkpointing else None,
         dataloader_num_workers=args.dataloader_num_workers,
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
+        ddp_backend="gloo" if not torch.cuda.is_available() and "LOCAL_RANK" in os.environ else None,
         report_to=[],  # TensorBoard is added as a callback writing to RUN_DIR/runs
         disable_tqdm=False,
     )
@@ -153,26 +210,37 @@ def resume_target(args: SftArgs) -> Path | None:
     return path
 
 
+def create_run_dir(prep: Prepared) -> Path:
+    """A new versioned run directory holding args.json and the plan files."""
+    from tunewise.schedule.plan import write_plan_files
+    from tunewise.train import rundir
+
+    run_dir = rundir.new_run_dir(prep.args.output_dir, prep.args.add_version)
+    rundir.write_json_atomic(run_dir / "args.json", to_json(prep.args, prep.sources, "sft"))
+    write_plan_files(run_dir, prep.step_plan, prep.schedule, {"notes": prep.notes})
+    return run_dir
+
+
 def train(args: SftArgs, sources: dict) -> Path:
     from transformers import DataCollatorForSeq2Seq, Trainer
     from transformers.trainer_callback import ProgressCallback
 
-    from tunewise.schedule.plan import write_plan_files
-    from tunewise.train import callbacks, plots, rundir
+    from tunewise.train import callbacks, launch, plots, rundir
 
     prep = prepare(args, sources)
-    if is_main_process():
+    launched = bool(os.environ.get(launch.RUN_DIR_ENV))  # the launching parent printed the plan already
+    if is_main_process() and not launched:
         print_plan(prep)
     resume = resume_target(args)
     if resume is not None:
         run_dir = resume.parent
-        rundir.truncate_log(run_dir / "logging.jsonl", rundir.step_of(resume))
+        if is_main_process():
+            rundir.truncate_log(run_dir / "logging.jsonl", rundir.step_of(resume))
     else:
-        run_dir = rundir.new_run_dir(args.output_dir, args.add_version)
-        rundir.write_json_atomic(run_dir / "args.json", to_json(args, prep.sources, "sft"))
-        write_plan_files(run_dir, prep.step_plan, prep.schedule, {"notes": prep.notes})
-    rundir.clear_staging(run_dir)
-    print(f"run directory: {run_dir}", flush=True)
+        run_dir, _ = launch.shared_run_dir(lambda: create_run_dir(prep))
+    if is_main_process():
+        rundir.clear_staging(run_dir)
+        print(f"run directory: {run_dir}", flush=True)
 
     model = build_model(prep)
     metrics = callbacks.MetricsLog(run_dir / "logging.jsonl", prep.schedule)
@@ -180,7 +248,7 @@ def train(args: SftArgs, sources: dict) -> Path:
     extra = [metrics, callbacks.ProgressBar(metrics), best,
              callbacks.PublishCheckpoints(run_dir, args.save_total_limit, best),
              callbacks.ScheduleGuard(prep.schedule, args.schedule_guard)]
-    if "tensorboard" in args.report_to:
+    if "tensorboard" in args.report_to and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
@@ -196,8 +264,8 @@ def train(args: SftArgs, sources: dict) -> Path:
     )
     trainer.remove_callback(ProgressCallback)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    rundir.clear_staging(run_dir)
     if is_main_process():
+        rundir.clear_staging(run_dir)
         plots.plot_run(run_dir)
         best_cp, last_cp = (run_dir / "best").resolve(), (run_dir / "last").resolve()
         if best.stopped_early:
@@ -216,6 +284,12 @@ def main(argv: list[str]) -> int:
         print(help_text(SftArgs, "sft"))
         return 0
     args, sources, _ = parse(SftArgs, argv)
+    from tunewise.train import launch
+
+    if launch.wants_launch(args):
+        prep = prepare(args, sources)
+        print_plan(prep)
+        return launch.launch(args, argv, "sft", create_run_dir(prep))
     train(args, sources)
     return 0
 

@@ -1,0 +1,19 @@
+import json
+
+from conftest import run_cli
+
+
+def test_plan_prints_and_writes_the_plan_without_training(tmp_path, capsys):
+    rc = run_cli("plan", "--dataset", "self_cognition", "--model_name", "N", "--model_author", "A",
+                 "--num_train_epochs", 3, "--per_device_train_batch_size", 4, "--gradient_accumulation_steps", 2,
+                 "--nproc_per_node", 2, "--learning_rate", 2e-4, "--warmup_steps", 1, "--output_dir", tmp_path)
+    assert rc == 0
+    out = capsys.readouterr().out
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    # 100 rows, 2 processes x 4 per device -> 13 batches per device -> 7 optimizer steps per epoch (accumulation 2)
+    assert plan["steps"]["steps_per_epoch"] == 7 and plan["steps"]["total_steps"] == 21
+    assert plan["schedule"]["warmup_steps"] == 1 and plan["schedule"]["learning_rate"] == 2e-4
+    assert "21" in out and "cosine" in out
+    assert (tmp_path / "lr_plan.png").stat().st_size > 0
+    assert len((tmp_path / "lr_plan.csv").read_text().splitlines()) == 1 + 22
+    assert not list(tmp_path.glob("v*-*"))  # no run directory, no checkpoint

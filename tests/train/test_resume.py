@@ -1,0 +1,26 @@
+import json
+
+import pytest
+
+from conftest import run_cli
+
+
+def read_log(run):
+    return [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
+
+
+def test_resume_continues_the_same_lr_curve(tmp_path):
+    flags = ["--dataset", "self_cognition#16", "--model_name", "N", "--model_author", "A", "--max_steps", 8,
+             "--save_steps", 4, "--logging_steps", 1, "--warmup_steps", 2, "--save_total_limit", 5,
+             "--output_dir", tmp_path, "--add_version", "false", "--report_to", "none"]
+    assert run_cli("sft", *flags) == 0
+    full = [r for r in read_log(tmp_path) if "loss" in r]
+    assert [r["step"] for r in full] == list(range(1, 9))
+
+    # Resume from step 4 as if the run had been killed after that checkpoint: steps 5..8 are trained again.
+    assert run_cli("sft", *flags, "--resume_from_checkpoint", tmp_path / "checkpoint-4") == 0
+    resumed = [r for r in read_log(tmp_path) if "loss" in r]
+    assert [r["step"] for r in resumed] == list(range(1, 9))
+    assert [r["lr"] for r in resumed] == [r["lr"] for r in full]
+    assert [r["planned_lr"] for r in resumed] == [r["planned_lr"] for r in full]
+    assert [r["loss"] for r in resumed[4:]] == pytest.approx([r["loss"] for r in full[4:]], rel=1e-4)
