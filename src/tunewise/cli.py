@@ -10,6 +10,9 @@ COMMANDS = {
     "plan": ("tunewise.train.sft", "plan_main", "show the run plan (steps, warmup, LR curve) without training"),
     "infer": ("tunewise.infer.chat", "main", "chat with a base model or a checkpoint"),
     "export": ("tunewise.export", "main", "merge a LoRA checkpoint into a plain Hugging Face model"),
+    "eval": ("tunewise.evaluate.cli", "main", "identity, general skills, repetition and loss of a model or checkpoint; --compare two"),
+    "serve": ("tunewise.serve.app", "main", "OpenAI-compatible API server: base model + LoRA adapters, batched (or vLLM)"),
+    "webui": ("tunewise.webui.app", "main", "web UI: chat, train and compare in the browser"),
 }
 
 

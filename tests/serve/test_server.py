@@ -1,0 +1,293 @@
+"""`tunewise serve` end to end: a real server process on loopback, called with the official `openai` client."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+
+from tunewise.errors import UserError
+from tunewise.infer.engine import Engine, Sampling
+
+KEY = "sk-test-tunewise"
+Q = [{"role": "user", "content": "你是谁？"}]
+PROMPTS = ["你是谁？", "Who are you?", "Please introduce yourself.", "hello"]
+MAX_TOKENS = 16
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_adapter(run_dir, seed=0):
+    """A LoRA checkpoint in a run directory, as `tunewise sft` leaves it (args.json beside checkpoint-N/), with
+    random non-zero weights so that it answers differently from the base model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from tunewise.models.load import load_model, load_tokenizer, resolve_model
+
+    base = resolve_model("tunewise-tiny")
+    torch.manual_seed(seed)
+    model = get_peft_model(load_model(base), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                        init_lora_weights=False, task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(20)
+    ckpt = run_dir / "checkpoint-1"
+    model.save_pretrained(ckpt)
+    load_tokenizer(base).save_pretrained(ckpt)
+    (run_dir / "args.json").write_text(json.dumps({"command": "sft", "args": {"model": "tunewise-tiny", "system": None}}))
+    return ckpt.resolve()
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    return make_adapter(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def server(adapter, tmp_path_factory, request):
+    """`tunewise serve --model tunewise-tiny --adapters xh=CKPT --api-key KEY` in its own process, default host."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("serve") / "server.log").open("w")
+    code = "import sys; from tunewise.serve.app import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, "--model", "tunewise-tiny", "--adapters", f"xh={adapter}",
+                             "--port", str(port), "--api-key", KEY, "--log_level", "warning", "--num_threads", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
+    base_url = f"http://127.0.0.1:{port}"
+    request.getfixturevalue("references")  # computed while the server starts
+    deadline = time.time() + 120
+    while True:
+        assert proc.poll() is None, open(log.name).read()
+        try:
+            if httpx.get(base_url + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.time() < deadline, open(log.name).read()
+        time.sleep(0.3)
+    yield base_url
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server + "/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def references(adapter):
+    """Greedy answers of the plain (unbatched) engine: base and adapter."""
+    base = Engine.load("tunewise-tiny")
+    tuned = Engine.load(adapters=[str(adapter)])
+    s = Sampling(max_new_tokens=MAX_TOKENS)
+    return {("tunewise-tiny", p): base.chat([{"role": "user", "content": p}], s) for p in PROMPTS} | \
+           {("xh", p): tuned.chat([{"role": "user", "content": p}], s) for p in PROMPTS}
+
+
+def ask(client, prompt, model="tunewise-tiny", **kw):
+    kw.setdefault("max_tokens", MAX_TOKENS)
+    kw.setdefault("temperature", 0)
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}], **kw)
+
+
+def test_models_lists_the_base_and_each_adapter(client, adapter):
+    models = {m.id: m for m in client.models.list().data}
+    assert set(models) == {"tunewise-tiny", "xh"}
+    assert models["xh"].parent == "tunewise-tiny"
+
+
+def test_non_streaming_chat_and_usage(client, references):
+    r = ask(client, "你是谁？")
+    ref = references[("tunewise-tiny", "你是谁？")]
+    assert r.object == "chat.completion" and r.model == "tunewise-tiny"
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content == ref.text
+    assert r.choices[0].finish_reason == ref.finish_reason
+    assert r.usage.prompt_tokens == ref.prompt_tokens
+    assert r.usage.completion_tokens == ref.completion_tokens
+    assert r.usage.total_tokens == ref.prompt_tokens + ref.completion_tokens
+
+
+def test_streaming_chat_pieces_add_up(client, references):
+    stream = ask(client, "Please introduce yourself.", stream=True, stream_options={"include_usage": True})
+    pieces, finish, usage, roles = [], None, None, []
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            roles += [choice.delta.role] if choice.delta.role else []
+            pieces += [choice.delta.content] if choice.delta.content else []
+            finish = choice.finish_reason or finish
+    ref = references[("tunewise-tiny", "Please introduce yourself.")]
+    assert roles == ["assistant"]
+    assert len(pieces) > 3  # streamed piece by piece
+    assert "".join(pieces) == ref.text
+    assert finish == ref.finish_reason
+    assert usage.completion_tokens == ref.completion_tokens and usage.prompt_tokens == ref.prompt_tokens
+
+
+def test_adapter_is_chosen_by_model_name(client, references):
+    base = ask(client, "你是谁？").choices[0].message.content
+    tuned = ask(client, "你是谁？", model="xh").choices[0].message.content
+    assert base == references[("tunewise-tiny", "你是谁？")].text
+    assert tuned == references[("xh", "你是谁？")].text
+    assert base != tuned
+
+
+def test_concurrent_requests_for_base_and_adapter_share_batches(client, server, references):
+    jobs = [(m, p) for p in PROMPTS for m in ("tunewise-tiny", "xh")]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        answers = list(pool.map(lambda job: ask(client, job[1], model=job[0]).choices[0].message.content, jobs))
+    for job, answer in zip(jobs, answers):
+        assert answer == references[job].text, job
+    stats = httpx.get(server + "/health").json()["stats"]
+    assert stats["max_batch"] > 1  # requests were decoded together, not one by one
+    assert stats["mixed_adapter_steps"] > 0  # base and adapter rows in one forward pass
+
+
+def test_system_message_is_used(client):
+    plain = ask(client, "Who are you?", max_tokens=4)
+    with_system = client.chat.completions.create(
+        model="tunewise-tiny", max_tokens=4, temperature=0,
+        messages=[{"role": "system", "content": "You are Robo, made by Acme."}, {"role": "user", "content": "Who are you?"}])
+    assert with_system.usage.prompt_tokens > plain.usage.prompt_tokens + 5
+
+
+def test_sampling_parameters(client, references):
+    a = ask(client, "hello", temperature=1.0, seed=7, max_tokens=16)
+    b = ask(client, "hello", temperature=1.0, seed=7, max_tokens=16)
+    assert a.choices[0].message.content == b.choices[0].message.content
+    greedy = references[("tunewise-tiny", "hello")].text
+    narrow = ask(client, "hello", temperature=1.5, top_p=1e-6, seed=1)  # nucleus of one token: greedy
+    assert narrow.choices[0].message.content == greedy
+    short = ask(client, "Please introduce yourself.", max_tokens=3)
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
+    full = references[("tunewise-tiny", "Please introduce yourself.")].text
+    stop = full[4:6]
+    cut = ask(client, "Please introduce yourself.", stop=[stop, "@@@"])
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].message.content == full[:full.index(stop)]
+    streamed = "".join(c.choices[0].delta.content or "" for c in
+                       ask(client, "Please introduce yourself.", stop=stop, stream=True) if c.choices)
+    assert streamed == full[:full.index(stop)]
+
+
+def test_api_key_refused_and_accepted(server, client):
+    bad = openai.OpenAI(base_url=server + "/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as e:
+        bad.chat.completions.create(model="tunewise-tiny", messages=Q, max_tokens=2)
+    assert e.value.status_code == 401 and e.value.code == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+    missing = httpx.post(server + "/v1/chat/completions", json={"model": "tunewise-tiny", "messages": Q})
+    assert missing.status_code == 401 and "API key" in missing.json()["error"]["message"]
+    assert httpx.get(server + "/v1/models").status_code == 401
+    assert httpx.get(server + "/v1/models", headers={"Authorization": "Basic " + KEY}).status_code == 401
+    assert httpx.get(server + "/health").status_code == 200  # health checks need no key
+    assert ask(client, "hello", max_tokens=2).choices[0].message.content is not None
+
+
+def malformed_requests():
+    ok = {"model": "tunewise-tiny", "messages": Q, "max_tokens": 2}
+    raw = ["", "{", "not json", "[1, 2]", "null", '"text"', "{\"model\": }", "\xff\xfe"]
+    bodies = [{}, {"model": "tunewise-tiny"}, {"messages": Q}, {**ok, "messages": []}, {**ok, "messages": "hi"},
+              {**ok, "messages": [{"role": "robot", "content": "hi"}]}, {**ok, "messages": [{"content": "hi"}]},
+              {**ok, "messages": [{"role": "user"}]}, {**ok, "messages": [{"role": "user", "content": 5}]},
+              {**ok, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+              {**ok, "messages": [{"role": "assistant", "content": "hi"}]},
+              {**ok, "model": ""}, {**ok, "model": "no-such-model"}, {**ok, "model": 5},
+              {**ok, "temperature": -1}, {**ok, "temperature": 3}, {**ok, "temperature": "hot"},
+              {**ok, "top_p": 0}, {**ok, "top_p": 1.5}, {**ok, "max_tokens": 0}, {**ok, "max_tokens": -5},
+              {**ok, "max_tokens": "many"}, {**ok, "max_tokens": 10 ** 9}, {**ok, "max_completion_tokens": 0},
+              {**ok, "stop": ["a", "b", "c", "d", "e"]}, {**ok, "stop": [""]}, {**ok, "stop": 5},
+              {**ok, "seed": "x"}, {**ok, "seed": 1.5}, {**ok, "stream": [1]}, {**ok, "n": 2}, {**ok, "n": 0},
+              {**ok, "tools": [{"type": "function", "function": {"name": "f"}}]}, {**ok, "logprobs": True},
+              {**ok, "response_format": {"type": "json_object"}}, {**ok, "presence_penalty": 1.0},
+              {**ok, "stream_options": "yes"}, {**ok, "messages": [{"role": "user", "content": "hi " * 5000}]}]
+    reqs = [("POST", "/v1/chat/completions", body, None) for body in raw]
+    reqs += [("POST", "/v1/chat/completions", None, body) for body in bodies]
+    reqs += [("GET", "/v1/chat/completions", None, None), ("POST", "/v1/completion", None, ok),
+             ("GET", "/v1/models/no-such-model", None, None), ("DELETE", "/v1/models", None, None)]
+    return reqs
+
+
+def test_fifty_malformed_requests_get_4xx_and_the_server_keeps_serving(server, client):
+    reqs = malformed_requests()
+    assert len(reqs) >= 50
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=server, headers=headers, timeout=30) as http:
+        for method, path, content, body in reqs:
+            r = http.request(method, path, content=content, json=body)
+            assert 400 <= r.status_code < 500, (method, path, content, body, r.status_code, r.text)
+            error = r.json()["error"]
+            assert error["message"] and error["type"], r.text
+    assert ask(client, "你是谁？").choices[0].message.content
+    assert httpx.get(server + "/health").json()["status"] == "ok"
+
+
+def test_openai_client_raises_bad_request_for_invalid_parameters(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        ask(client, "hi", temperature=5)
+    assert "temperature" in e.value.message
+    with pytest.raises(openai.NotFoundError):
+        ask(client, "hi", model="gpt-4o")
+
+
+def test_defaults_bind_to_loopback():
+    from tunewise.serve.app import ServeArgs
+
+    assert ServeArgs().host == "127.0.0.1"
+
+
+def test_bad_cli_input_is_a_user_error(adapter, tmp_path):
+    from tunewise.serve.app import main
+
+    with pytest.raises(UserError, match="NAME=CHECKPOINT|no such checkpoint"):
+        main(["--adapters", f"x={tmp_path / 'missing'}"])
+    with pytest.raises(UserError, match="--engine"):
+        main(["--engine", "tgi"])
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="full model"):
+        main(["--adapters", f"x={tmp_path / 'full'}"])
+
+
+def test_vllm_engine_says_how_to_install_when_missing(monkeypatch):
+    from tunewise.serve import app
+
+    monkeypatch.setattr(app, "vllm_available", lambda: False)
+    with pytest.raises(UserError, match="pip install vllm"):
+        app.main(["--engine", "vllm"])
+
+
+def test_vllm_command_line(monkeypatch, adapter, tmp_path):
+    from tunewise.serve import app
+
+    calls = []
+    monkeypatch.setattr(app, "vllm_available", lambda: True)
+    monkeypatch.setattr(os, "execv", lambda path, argv: calls.append(argv))
+    app.main(["--engine", "vllm", "--adapters", f"xh={adapter}", "--tensor_parallel_size", "2",
+              "--max-model-len", "512", "--enable-prefix-caching", "--api-key", "k", "--port", "9000"])
+    (cmd,) = calls
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    flags = " ".join(cmd)
+    merged = str(adapter) + "-merged"
+    assert f"--model {merged}" in flags and "--served-model-name xh" in flags
+    assert "--tensor-parallel-size 2" in flags and "--max-model-len 512" in flags
+    assert "--enable-prefix-caching" in flags and "--api-key k" in flags and "--host 127.0.0.1 --port 9000" in flags
+    assert (adapter.parent / (adapter.name + "-merged") / "config.json").is_file()  # the merged export was written
+    # several adapters: the base model with vLLM's LoRA modules
+    cmd = app.vllm_command(app.ServeArgs(engine="vllm", adapters=[f"a={adapter}", f"b={adapter}"]))
+    assert "--enable-lora" in cmd and f"a={adapter}" in cmd and f"b={adapter}" in cmd
+    assert json.loads(json.dumps(cmd))  # plain strings
