@@ -1,7 +1,7 @@
-"""Batched greedy generation that also says how each reply ended (end-of-turn, or the token limit).
+"""Batched greedy generation for scoring many prompts at once (left padding, stop at end-of-turn).
 
-`evaluate/batch.py: greedy_replies` returns the texts only; evaluation needs the finish reason too (a reply that
-runs to --max_new_tokens without an end-of-turn token is a repetition symptom).
+`greedy_generations` also says how each reply ended: a reply that runs to --max_new_tokens without an end-of-turn
+token is a repetition symptom. `greedy_replies` returns the texts only.
 """
 from __future__ import annotations
 
@@ -45,3 +45,9 @@ def greedy_generations(model, tokenizer, conversations: list[list[dict]], max_ne
     finally:
         tokenizer.padding_side = side
     return results
+
+
+def greedy_replies(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 64,
+                   system: str | None = None, batch_size: int = 50) -> list[str]:
+    """The texts of `greedy_generations`."""
+    return [g.text for g in greedy_generations(model, tokenizer, conversations, max_new_tokens, system, batch_size)]

@@ -59,7 +59,8 @@ def judge(reply: str, target: Identity, old: Identity | None = None) -> dict:
             "name": has_name, "author": has_author, "claims_old": claims_old}
 
 
-def score(replies: list[str], questions: list[dict], target: Identity, old: Identity | None = None) -> tuple[dict, list[dict]]:
+def score(replies: list[str], questions: list[dict], target: Identity,
+          old: Identity | None = None) -> tuple[dict, list[dict]]:
     """Accuracy over all questions and per language, and the share of replies claiming the old identity;
     also the verdict for each reply."""
     verdicts = [judge(r, target, old) for r in replies]
