@@ -71,3 +71,15 @@ def test_sampling_with_seed_is_reproducible(tuned):
     q = [{"role": "user", "content": "hello"}]
     s = Sampling(temperature=0.9, top_p=0.9, max_new_tokens=20, seed=3)
     assert tuned.chat(q, s).text == tuned.chat(q, s).text
+
+
+def test_interactive_chat_keeps_history_until_clear(identity_run):
+    import subprocess
+    import sys
+
+    ckpt = (identity_run / "last").resolve()
+    proc = subprocess.run([sys.executable, "-m", "tunewise.cli", "infer", "--adapters", str(ckpt), "--max_new_tokens", "40"],
+                          input="Who are you?\nclear\n你是谁？\nexit\n", capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Xiao Huang" in proc.stdout and "小黄" in proc.stdout
+    assert "(new conversation)" in proc.stdout
