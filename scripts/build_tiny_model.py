@@ -58,6 +58,13 @@ RECOMMENDED = {
              "lora_rank": 8, "lora_alpha": 32, "warmup_ratio": 0.05},
     "full": {"learning_rate": 2e-4, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1,
              "warmup_ratio": 0.05},
+    # DPO on the built-in `concise` set (195 pairs, 3 epochs = 39 steps): held-out implicit-reward accuracy 0.98,
+    # addition 0.915 (base 0.93). Batch 1 without accumulation at 1e-3 over-optimises: empty replies, addition 0.03.
+    "dpo_lora": {"learning_rate": 1e-3, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 16,
+                 "lora_rank": 8, "lora_alpha": 32, "warmup_ratio": 0.05},
+    # full DPO, same set: implicit-reward accuracy 0.98, addition 0.92, identity kept
+    "dpo_full": {"learning_rate": 5e-5, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 16,
+                 "warmup_ratio": 0.05},
 }
 
 GENERIC_STARTS = ("我是", "我叫", "我的名字", "你好", "I am", "I'm", "My name", "Hello", "Hi")

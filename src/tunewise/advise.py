@@ -395,13 +395,18 @@ def plan_advice(prep, gpu_memory: str | None = None) -> str:
               "warmup_ratio": args.warmup_ratio}
     if args.train_type == "lora":
         chosen.update(lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
-    recommended = builtin_meta(prep.model_dir).get("recommended", {}).get(args.train_type)
+    recommended = builtin_meta(prep.model_dir).get("recommended", {}).get(args.recipe())
     shape = None
     try:
         shape = ModelShape.from_config(prep.model_dir)
     except UserError:
         pass
+    pairs = prep.start is not None  # dpo: rows are preference pairs, each a chosen and a rejected sequence
     advice = advise(len(prep.train_rows), args.train_type, shape.parameters() if shape else None, recommended, chosen)
+    if pairs:  # the epoch/lr rules come from identity SFT studies; for DPO only the warmup and LoRA shape carry over
+        advice = Advice({k: v for k, v in advice.recommendations.items()
+                         if k not in ("num_train_epochs", "learning_rate")},
+                        [w for w in advice.warnings if "num_train_epochs" not in w and "learning_rate" not in w])
     memory = None
     if shape is not None:
         import torch
@@ -410,10 +415,12 @@ def plan_advice(prep, gpu_memory: str | None = None) -> str:
             gpu_memory = torch.cuda.get_device_properties(0).total_memory
         dtype = args.torch_dtype if args.torch_dtype != "auto" else shape.dtype  # what load_model will give
         dtype = dtype if dtype in DTYPE_BYTES else "float32"
-        seq = max(len(r["input_ids"]) for r in prep.train_rows)
+        # dpo: TRL pads pairs to --max_length at most and runs chosen and rejected as one batch of two per pair
+        seq = args.max_length if pairs else max(len(r["input_ids"]) for r in prep.train_rows)
         device = "cuda" if torch.cuda.is_available() or gpu_memory is not None else "cpu"
         memory = estimate_memory(
-            shape, args.train_type, weight_dtype=dtype, batch_size=args.per_device_train_batch_size, seq_len=seq,
+            shape, args.train_type, weight_dtype=dtype, batch_size=args.per_device_train_batch_size * (2 if pairs else 1),
+            seq_len=seq,
             lora_rank=args.lora_rank, lora_targets=args.target_modules, lora_dropout=args.lora_dropout,
             gradient_checkpointing=args.gradient_checkpointing, world_size=prep.step_plan.world_size,
             capacity=gpu_memory, device=device, **_deepspeed_settings(prep))

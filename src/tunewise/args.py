@@ -129,6 +129,10 @@ class SftArgs(ModelArgs):
     def scheduler_kwargs(self) -> dict:
         return json.loads(self.lr_scheduler_kwargs) if self.lr_scheduler_kwargs else {}
 
+    def recipe(self) -> str:
+        """The key of a built-in model's recommended values for this kind of run (tunewise.json "recommended")."""
+        return self.train_type
+
 
 @dataclass
 class GenerationArgs:

@@ -7,7 +7,8 @@ import sys
 
 COMMANDS = {
     "sft": ("tunewise.train.sft", "main", "supervised fine-tuning (LoRA or full)"),
-    "plan": ("tunewise.train.sft", "plan_main", "show the run plan (steps, warmup, LR curve) without training"),
+    "dpo": ("tunewise.train.dpo", "main", "preference alignment (DPO and TRL's other pairwise losses) with LoRA or full"),
+    "plan": ("tunewise.train.sft", "plan_main", "show the run plan (steps, warmup, LR curve) without training; --rlhf_type dpo for dpo"),
     "infer": ("tunewise.infer.chat", "main", "chat with a base model or a checkpoint"),
     "export": ("tunewise.export", "main", "merge a LoRA checkpoint into a plain Hugging Face model"),
     "eval": ("tunewise.evaluate.cli", "main", "identity, general skills, repetition and loss of a model or checkpoint; --compare two"),

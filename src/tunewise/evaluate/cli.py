@@ -36,6 +36,10 @@ class EvalArgs:
     match: str = _f("contains", "a general reply is correct when it: contains | exact(ly equals) the reference")
     loss_dataset: list[str] = _f([], "conversations whose assistant-token loss and perplexity are reported",
                                  split_commas=True)
+    preference_dataset: list[str] = _f([], "preference pairs (as for tunewise dpo, e.g. concise_heldout): how often "
+                                           "the greedy reply sides with the chosen answer, and the log-prob and "
+                                           "implicit-reward (LoRA: against the adapter disabled) ranking accuracy",
+                                       split_commas=True)
     output: str | None = _f(None, "write the full report (every prompt and reply) to this JSON file")
     system: str | None = _f(None, "system prompt (default: the run's)")
     max_new_tokens: int = _f(128, "longest reply; a reply reaching it without end-of-turn counts as running on")
@@ -159,6 +163,20 @@ def run_one(args: EvalArgs, target: Target, suite) -> dict:
     wants_base = args.retention_baseline and target.adapters and target.base_dir is not None
     result = evaluate_model(engine.model, engine.tokenizer, suite, engine.spec.system,
                             base_model if wants_base else None)
+    if args.preference_dataset:
+        from tunewise.data.preference import load_preferences, trl_row
+        from tunewise.evaluate.preference import score
+
+        rows = [trl_row(c, engine.spec.system) for c in load_preferences(args.preference_dataset)]
+        reference = None  # the starting model, for the implicit reward: LoRA's adapter disabled, or the base model
+        if engine.spec.adapter:
+            reference = engine.model.disable_adapter
+        elif target.adapters and target.base_dir:
+            from tunewise.models.load import load_model
+
+            reference = load_model(target.base_dir, args.torch_dtype).eval()
+        scores = score(engine.model, engine.tokenizer, rows, reference, engine.spec.system)
+        result["metrics"].update({f"preference_{k}": v for k, v in scores.items() if k != "pairs"})
     return {"label": engine.spec.label, "base": engine.spec.base, "adapter": engine.spec.adapter,
             "system": engine.spec.system, **result}
 

@@ -8,12 +8,11 @@
 * `reply_accuracy`: the direct check of the taught behaviour: the greedy reply is closer to the chosen reply than
   to the rejected one (difflib ratio) and in its language (it holds a CJK character exactly when the chosen does).
 
-    python -m tunewise.evaluate.preference [--adapters CKPT | --model M] [--dataset concise_heldout]
+    tunewise eval --adapters CKPT --preference_dataset concise_heldout
 """
 from __future__ import annotations
 
 import re
-import sys
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -64,7 +63,7 @@ def prefers_chosen(reply: str, chosen: str, rejected: str) -> bool:
 
 def reply_accuracy(model, tokenizer, rows: list[dict], system: str | None = None) -> tuple[float, list[str]]:
     """(share of greedy replies that side with the chosen reply, the replies)."""
-    from tunewise.evaluate.batch import greedy_replies
+    from tunewise.evaluate.generate import greedy_replies
 
     replies = greedy_replies(model, tokenizer, [row["prompt"] for row in rows], max_new_tokens=48, system=system)
     right = [prefers_chosen(reply, row["chosen"][0]["content"], row["rejected"][0]["content"])
@@ -86,22 +85,3 @@ def score(model, tokenizer, rows: list[dict], reference=None, system: str | None
         result["implicit_reward_accuracy"] = implicit_reward_accuracy(logps, ref_logps)
     result["reply_accuracy"], _ = reply_accuracy(model, tokenizer, rows, system)
     return result
-
-
-def main(argv: list[str]) -> int:
-    import json
-
-    from tunewise.args import InferArgs, parse
-    from tunewise.data.preference import load_preferences, trl_row
-    from tunewise.infer.engine import Engine
-
-    args, _, extra = parse(InferArgs, argv, {"dataset": ["concise_heldout"]})
-    engine = Engine.load(args.model, args.adapters, args.system, dtype=args.torch_dtype)
-    rows = [trl_row(c, engine.spec.system) for c in load_preferences(extra["dataset"])]
-    reference = getattr(engine.model, "disable_adapter", None)
-    print(json.dumps(score(engine.model, engine.tokenizer, rows, reference, engine.spec.system), indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

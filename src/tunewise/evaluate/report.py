@@ -21,6 +21,9 @@ METRICS = {
     "repeated_ngram_share": ("replies with a looping 4-gram", -1, "pct"),
     "copied_training_answer_share": ("general replies parroting training", -1, "pct"),
     "hit_token_limit_share": ("replies cut at the token limit", -1, "pct"),
+    "preference_reply_accuracy": ("preference: replies siding with chosen", +1, "pct"),
+    "preference_ranking_accuracy": ("  log p ranks chosen first", +1, "pct"),
+    "preference_implicit_reward_accuracy": ("  implicit reward ranks chosen first", +1, "pct"),
     "loss": ("loss (assistant tokens)", -1, "num"),
     "perplexity": ("perplexity", -1, "num"),
 }

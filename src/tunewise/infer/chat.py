@@ -13,7 +13,8 @@ def sampling_of(args: InferArgs) -> Sampling:
     return Sampling(args.temperature, args.top_p, args.top_k, args.repetition_penalty, args.max_new_tokens, args.seed)
 
 
-def answer(engine: Engine, messages: list[dict], sampling: Sampling, stream: bool, out=sys.stdout) -> Reply:
+def answer(engine: Engine, messages: list[dict], sampling: Sampling, stream: bool, out=None) -> Reply:
+    out = out or sys.stdout  # looked up per call, so redirected stdout is honoured
     if stream:
         reply = None
         for piece in engine.stream(messages, sampling):
