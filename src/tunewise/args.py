@@ -170,7 +170,7 @@ _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 
 
-def _kind(tp) -> tuple[type, bool, bool]:
+def field_kind(tp) -> tuple[type, bool, bool]:
     """(scalar type, is_list, optional) of a dataclass field annotation."""
     optional = False
     origin = typing.get_origin(tp)
@@ -182,7 +182,7 @@ def _kind(tp) -> tuple[type, bool, bool]:
     return tp, False, optional
 
 
-def _convert(name: str, raw, scalar: type, optional: bool):
+def convert_value(name: str, raw, scalar: type, optional: bool):
     if raw is None or (optional and isinstance(raw, str) and raw.lower() in ("none", "null")):
         if optional:
             return None
@@ -300,7 +300,7 @@ def parse(cls, argv: list[str], extra_flags: dict | None = None):
     values, sources = {}, {}
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        scalar, is_list, optional = _kind(hints[f.name])
+        scalar, is_list, optional = field_kind(hints[f.name])
         source = "flag" if f.name in given else "yaml" if f.name in config_values else None
         if source is None:
             continue
@@ -310,13 +310,13 @@ def parse(cls, argv: list[str], extra_flags: dict | None = None):
                 items = raw if isinstance(raw, list) else [raw]
                 if f.metadata.get("split_commas"):
                     items = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
-                values[f.name] = [_convert(f.name, item, scalar, False) for item in items]
+                values[f.name] = [convert_value(f.name, item, scalar, False) for item in items]
             else:
                 if source == "flag":
                     if len(raw) > 1:
                         raise ValueError(f"takes one value, got {len(raw)}: {' '.join(raw)}")
                     raw = raw[0] if raw else (True if scalar is bool else None)
-                values[f.name] = _convert(f.name, raw, scalar, optional)
+                values[f.name] = convert_value(f.name, raw, scalar, optional)
             sources[f.name] = source
         except ValueError as e:
             where = "--" + f.name if source == "flag" else f"{given['config'][0]}: {f.name}"

@@ -14,6 +14,7 @@ COMMANDS = {
     "eval": ("tunewise.evaluate.cli", "main", "identity, general skills, repetition and loss of a model or checkpoint; --compare two"),
     "serve": ("tunewise.serve.app", "main", "OpenAI-compatible API server: base model + LoRA adapters, batched (or vLLM)"),
     "webui": ("tunewise.webui.app", "main", "web UI: chat, train and compare in the browser"),
+    "sweep": ("tunewise.sweep.run", "main", "a grid of sft runs (comma lists), evaluated: results.csv/.md, loss curves; resumable"),
 }
 
 
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tunewise: unknown command '{argv[0]}'.{hint}\n\n{usage()}", file=sys.stderr)
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    # peft 0.21 reads transformers 5's deprecated alias on every load; the warning is not the user's to act on
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     module, func, _ = COMMANDS[argv[0]]
     from tunewise.errors import UserError
 

@@ -150,31 +150,37 @@ def parse_spec(spec: str) -> tuple[str, int | None]:
     return spec, None
 
 
-def read_spec(spec: str, seed: int = 42) -> list[Conversation]:
-    """All rows of one dataset spec, normalised, in file order (or sampled for PATH#N)."""
+def read_rows(spec: str, seed: int = 42, sets: dict | None = None) -> list[tuple[str, object]]:
+    """("file:line", raw row) for every row of one spec: a path, PATH#N (N rows sampled with a fixed seed, repeated
+    when N is larger than the file) or the name of a built-in set in `sets` (default: the sft ones)."""
+    sets = BUILTIN_DATASETS if sets is None else sets
     name, count = parse_spec(spec)
-    path = BUILTIN_DATASETS.get(name, Path(name).expanduser())
+    path = sets.get(name) or Path(name).expanduser()
     if not path.is_file():
-        builtin = ", ".join(BUILTIN_DATASETS)
-        raise UserError(f"--dataset {spec}: no such file (and not a built-in set: {builtin}).")
+        raise UserError(f"--dataset {spec}: no such file (and not a built-in set: {', '.join(sets)}).")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (byte {e.start}).") from None
     reader = _rows_of_json if path.suffix == ".json" else _rows_of_jsonl
-    convs = []
-    for lineno, row in reader(path, text):
-        where = f"{path}:{lineno}"
-        messages, extra = to_messages(row, where)
-        convs.append(Conversation(messages, where, extra))
-    if not convs:
+    rows = [(f"{path}:{lineno}", row) for lineno, row in reader(path, text)]
+    if not rows:
         raise UserError(f"{path}: the file holds no rows.")
     if count is not None:
         rng = random.Random(seed)
-        picked = rng.sample(convs, min(count, len(convs)))
+        picked = rng.sample(rows, min(count, len(rows)))
         while len(picked) < count:  # upsample: whole extra passes, then a partial one
-            picked += rng.sample(convs, min(count - len(picked), len(convs)))
-        convs = picked
+            picked += rng.sample(rows, min(count - len(picked), len(rows)))
+        rows = picked
+    return rows
+
+
+def read_spec(spec: str, seed: int = 42) -> list[Conversation]:
+    """All rows of one dataset spec, normalised, in file order (or sampled for PATH#N)."""
+    convs = []
+    for where, row in read_rows(spec, seed):
+        messages, extra = to_messages(row, where)
+        convs.append(Conversation(messages, where, extra))
     return convs
 
 

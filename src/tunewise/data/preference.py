@@ -11,20 +11,17 @@ turn) plus: both replies non-empty and different. `{{NAME}}`/`{{AUTHOR}}` are re
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunewise.data import formats
 from tunewise.data.formats import (
     BUILTIN_DATASETS,
     Conversation,
-    _rows_of_json,
-    _rows_of_jsonl,
     _substitute,
     _text,
     check_placeholders,
     check_sft_conversation,
-    parse_spec,
     to_messages,
 )
 from tunewise.errors import UserError
@@ -40,26 +37,7 @@ REJECTED = "rejected_response"
 
 def read_rows(spec: str, seed: int = 42) -> list[tuple[str, object]]:
     """(file:line, row) for every row of one spec (a path, PATH#N, or a built-in set name)."""
-    name, count = parse_spec(spec)
-    path = PREFERENCE_SETS.get(name) or BUILTIN_DATASETS.get(name) or Path(name).expanduser()
-    if not path.is_file():
-        raise UserError(f"--dataset {spec}: no such file (and not a built-in preference set: "
-                        f"{', '.join(PREFERENCE_SETS)}).")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start}).") from None
-    reader = _rows_of_json if path.suffix == ".json" else _rows_of_jsonl
-    rows = [(f"{path}:{lineno}", row) for lineno, row in reader(path, text)]
-    if not rows:
-        raise UserError(f"{path}: the file holds no rows.")
-    if count is not None:
-        rng = random.Random(seed)
-        picked = rng.sample(rows, min(count, len(rows)))
-        while len(picked) < count:  # upsample: whole extra passes, then a partial one
-            picked += rng.sample(rows, min(count - len(picked), len(rows)))
-        rows = picked
-    return rows
+    return formats.read_rows(spec, seed, {**BUILTIN_DATASETS, **PREFERENCE_SETS})
 
 
 def _messages(value, where: str, name: str) -> list[dict]:

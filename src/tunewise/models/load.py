@@ -64,7 +64,15 @@ def load_model(model_dir: str, dtype: str = "auto", attn_implementation: str | N
     kwargs = {"dtype": torch_dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar before every answer of `infer --query` is noise
+    try:
+        return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def end_of_turn_ids(tokenizer) -> list[int]:

@@ -13,7 +13,8 @@ def read_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write the png through a temporary file, so a reader never sees half of it."""
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     os.replace(tmp, path)
@@ -41,7 +42,7 @@ def plot_run(run_dir: Path) -> list[Path]:
         ax.set_title(run_dir.name)
         ax.legend()
         ax.grid(alpha=0.3)
-        _save(fig, run_dir / "loss.png")
+        save_figure(fig, run_dir / "loss.png")
         plt.close(fig)
         written.append(run_dir / "loss.png")
     lrs = [r for r in log if "lr" in r]
@@ -54,7 +55,7 @@ def plot_run(run_dir: Path) -> list[Path]:
         ax.set_title(run_dir.name)
         ax.legend()
         ax.grid(alpha=0.3)
-        _save(fig, run_dir / "lr.png")
+        save_figure(fig, run_dir / "lr.png")
         plt.close(fig)
         written.append(run_dir / "lr.png")
     return written

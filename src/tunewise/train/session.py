@@ -165,9 +165,10 @@ def training_arguments(prep: Prepared, staging: Path):
         fp16=fp16,
         deepspeed=prep.deepspeed.config if prep.deepspeed else None,
         accelerator_config=deepspeed_cpu_state(prep),
-        gradient_checkpointing=args.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if args.gradient_checkpointing else None,
+        activation_checkpointing=args.gradient_checkpointing,  # transformers 5's name for gradient_checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if args.gradient_checkpointing else None,
         dataloader_num_workers=args.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only warns, once per epoch
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
         ddp_backend="gloo" if not torch.cuda.is_available() and "LOCAL_RANK" in os.environ else None,

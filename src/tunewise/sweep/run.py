@@ -1,0 +1,300 @@
+"""`tunewise sweep`: the grid's trials one after another, each trained, evaluated and recorded; then the results.
+
+SWEEP_DIR/
+  sweep.json                 the command, the axes and the trials
+  base_eval.json             the base model's evaluation (once per sweep: the retention baseline)
+  trials/NAME/               a plain `tunewise sft` run dir (--add_version false), plus train.log (its output),
+                             eval.json (the full `tunewise eval` report of its last checkpoint) and
+                             trial.json (the record; written atomically last: its presence marks the trial finished)
+  results.csv  results.md  loss_curves.png     rewritten after every trial
+
+Resuming: a trial whose trial.json says "ok" is skipped (its flags must be the same as now, else the sweep stops
+before training anything); any other trial directory (interrupted, or failed) is removed and the trial run again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tunewise.errors import UserError
+from tunewise.sweep.grid import Grid, SweepArgs, Trial, parse_grid
+
+TRIAL_RECORD = "trial.json"
+
+HELP = """usage: tunewise sweep [tunewise sft flags; a scalar one as a comma list is a grid axis] [--output_dir DIR]
+
+Runs every combination of the comma-list flags as a `tunewise sft` run, one after another, evaluates each one's
+last checkpoint (identity accuracy zh/en, repetition, general retention against the base model) and writes
+results.csv, results.md (table, rules, recommended trial) and loss_curves.png to --output_dir (default
+output/sweep). Running the same command again skips finished trials and redoes unfinished ones.
+
+  tunewise sweep --dataset self_cognition --model_name 小黄 'Xiao Huang' --model_author 魔搭 ModelScope \\
+                 --learning_rate 1e-3,1e-4,5e-5 --num_train_epochs 3,5,10,15,20 --output_dir output/sweep
+
+List flags (--dataset, --target_modules, --model_name, ...) and --system / --lr_scheduler_kwargs are never split;
+values in a --config YAML are fixed. Flags of the sweep itself:
+"""
+
+
+def _write_json(path: Path, data) -> None:
+    from tunewise.train.rundir import write_json_atomic
+
+    write_json_atomic(path, data)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def eval_settings(options: SweepArgs) -> dict:
+    return {"general_limit": options.eval_general_limit, "max_new_tokens": options.eval_max_new_tokens}
+
+
+def plan_trials(grid: Grid) -> dict[str, int]:
+    """Each trial's optimizer steps from its plan; data and plan errors surface here, before any training."""
+    from tunewise.args import SftArgs, parse
+    from tunewise.train.sft import prepare
+
+    steps, problems = {}, []
+    for trial in grid.trials:
+        args, sources, _ = parse(SftArgs, trial.full_argv())
+        try:
+            steps[trial.name] = prepare(args, sources).step_plan.total_steps
+        except UserError as e:
+            if str(e) not in problems:
+                problems.append(str(e))
+    if problems:
+        raise UserError(" ".join(problems))
+    return steps
+
+
+def _resolved(argv: list[str]) -> dict | None:
+    """Every sft value the flags give (order and spelling of the flags do not matter); None if they do not parse."""
+    import dataclasses
+
+    from tunewise.args import SftArgs, parse
+
+    try:
+        return dataclasses.asdict(parse(SftArgs, [*argv, "--output_dir", "."])[0])
+    except UserError:
+        return None
+
+
+def finished(trial: Trial, settings: dict) -> dict | None:
+    """The trial's record when it finished with the same flags and evaluation; raises when its flags differ."""
+    rec = _read_json(trial.dir / TRIAL_RECORD)
+    if not rec or rec.get("status") != "ok":
+        return None
+    if _resolved(rec.get("argv") or []) != _resolved(trial.argv) or rec.get("eval") != settings:
+        raise UserError(f"{trial.dir} was run with other flags or evaluation settings "
+                        f"({shlex.join(rec.get('argv') or [])}; eval {rec.get('eval')}); give another --output_dir, "
+                        f"or delete that directory to run it again.")
+    return rec
+
+
+def train_trial(trial: Trial) -> tuple[int, float]:
+    """`tunewise sft` in a child process, its output in TRIAL/train.log. A child process per trial, not an in-process
+    call: every trial starts from a fresh interpreter (no torch/accelerate/TensorBoard state, threads, seeds or
+    memory carried from one trial to the next), a crash fails one trial only, and --nproc_per_node works as in sft.
+    The cost is the interpreter start-up, a few seconds per trial."""
+    trial.dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    start = time.perf_counter()
+    with open(trial.dir / "train.log", "w", encoding="utf-8") as log:
+        log.write(shlex.join(["tunewise", "sft", *trial.full_argv()]) + "\n")
+        log.flush()
+        rc = subprocess.run([sys.executable, "-m", "tunewise.cli", "sft", *trial.full_argv()], stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env).returncode
+    return rc, time.perf_counter() - start
+
+
+def _eval_args(options: SweepArgs, system: str | None = None):
+    from tunewise.evaluate.cli import EvalArgs
+
+    return EvalArgs(max_new_tokens=options.eval_max_new_tokens, retention_baseline=False, system=system)
+
+
+def _suite(options: SweepArgs, target):
+    from tunewise.evaluate.cli import build_suite
+
+    suite = build_suite(_eval_args(options), [target])
+    if options.eval_general_limit:
+        suite.general = suite.general[:options.eval_general_limit]
+    return suite
+
+
+def _baselines(path: Path) -> list[dict]:
+    known = _read_json(path)
+    return [b for b in known if isinstance(b, dict)] if isinstance(known, list) else []
+
+
+def base_evaluation(grid: Grid, target, suite) -> dict:
+    """The base model's scores on the sweep's prompts, computed once and kept in base_eval.json."""
+    from tunewise.evaluate.cli import describe, run_one
+
+    model = target.run_args.get("model")
+    key = {"model": model, "system": grid.system, "target": suite.target.as_dict(), **eval_settings(grid.options)}
+    path = grid.sweep_dir / "base_eval.json"
+    known = _baselines(path)
+    for cached in known:
+        if cached.get("key") == key:
+            return cached
+    print(f"evaluating the base model {model} once (the retention baseline) ...", flush=True)
+    result = run_one(_eval_args(grid.options, grid.system), describe(model, []), suite)
+    m = result["metrics"]
+    base = {"key": key, "model": model, "identity_accuracy": m["identity_accuracy"],
+            "identity_claims_old": m["identity_claims_old"], "general_accuracy": m["general_accuracy"],
+            "general_count": len(suite.general)}
+    _write_json(path, [*known, base])
+    return base
+
+
+def evaluate_trial(grid: Grid, trial: Trial) -> tuple[dict, dict]:
+    """(metrics, base) of the trial's last checkpoint; the full report goes to TRIAL/eval.json."""
+    from tunewise.evaluate.cli import describe, run_one
+
+    ckpt = trial.dir / "last"
+    if not ckpt.exists():
+        raise RuntimeError("no checkpoint was written")
+    target = describe(None, [str(ckpt.resolve())])
+    suite = _suite(grid.options, target)
+    base = base_evaluation(grid, target, suite)
+    result = run_one(_eval_args(grid.options), target, suite)
+    m = result["metrics"]
+    m["general_accuracy_base"] = base["general_accuracy"]
+    m["general_retention"] = (m["general_accuracy"] / base["general_accuracy"]
+                              if m["general_accuracy"] is not None and base["general_accuracy"] else None)
+    _write_json(trial.dir / "eval.json", result)
+    return m, base
+
+
+def train_losses(run_dir: Path) -> list[dict]:
+    from tunewise.train.plots import read_log
+
+    return [e for e in read_log(run_dir / "logging.jsonl") if "loss" in e]
+
+
+def run_trial(grid: Grid, trial: Trial, steps: int) -> tuple[dict, dict | None]:
+    from tunewise.sweep.trend import loss_trend
+
+    settings = eval_settings(grid.options)
+    rec = {"name": trial.name, "status": "failed", "values": trial.values, "argv": trial.argv, "eval": settings,
+           "total_steps": steps}
+    rc, rec["train_seconds"] = train_trial(trial)
+    base = None
+    if rc != 0:
+        rec["error"] = f"exit {rc}, see trials/{trial.name}/train.log"
+        tail = (trial.dir / "train.log").read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        print("\n".join("    | " + line[-200:] for line in tail), file=sys.stderr)
+    else:
+        rec["loss"] = loss_trend([e["loss"] for e in train_losses(trial.dir)]).as_dict()
+        start = time.perf_counter()
+        try:
+            rec["metrics"], base = evaluate_trial(grid, trial)
+            rec["status"] = "ok"
+        except RuntimeError as e:
+            rec["error"] = f"evaluation: {e}"
+        rec["eval_seconds"] = time.perf_counter() - start
+    _write_json(trial.dir / TRIAL_RECORD, rec)
+    return rec, base
+
+
+def write_results(grid: Grid, command: str, records: list[dict], base: dict | None) -> None:
+    from tunewise.sweep import report
+
+    best = report.recommend(records)
+    root, total = grid.sweep_dir, len(grid.trials)
+    report.write_csv(root / "results.csv", records, grid.axes, best)
+    report.write_markdown(root / "results.md", command, records, grid.axes, best, base, total)
+    report.plot_curves(root / "loss_curves.png", records, grid.axes,
+                       {r["name"]: train_losses(grid.sweep_dir / "trials" / r["name"]) for r in records})
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def _done_line(rec: dict) -> str:
+    if rec["status"] != "ok":
+        return f"FAILED ({rec.get('error')})"
+    m, loss = rec["metrics"], rec.get("loss") or {}
+    ret, final, ident = m.get("general_retention"), loss.get("final"), m.get("identity_accuracy")
+    return (f"final loss {'-' if final is None else f'{final:.4g}'} ({loss.get('label')}), identity "
+            f"{'-' if ident is None else f'{100 * ident:.0f}%'}, retention {'-' if ret is None else f'{ret:.2f}'}")
+
+
+class Clock:
+    """Elapsed time, and the time left estimated from the seconds per optimizer step of the trials run so far."""
+
+    def __init__(self, steps_left: int):
+        self.start, self.steps_left, self.steps_done, self.seconds = time.perf_counter(), steps_left, 0, 0.0
+
+    def done(self, steps: int, seconds: float) -> str:
+        self.steps_left -= steps
+        self.steps_done += steps
+        self.seconds += seconds
+        left = self.steps_left * self.seconds / self.steps_done if self.steps_done else 0
+        return (f"elapsed {_minutes(time.perf_counter() - self.start)}"
+                + (f", about {_minutes(left)} left" if self.steps_left > 0 else ""))
+
+
+def main(argv: list[str]) -> int:
+    from tunewise.args import help_text
+    from tunewise.sweep.report import recommend
+
+    if "-h" in argv or "--help" in argv:
+        print(HELP + help_text(SweepArgs, "sweep").split("\n", 3)[3])
+        return 0
+    grid = parse_grid(argv)
+    settings = eval_settings(grid.options)
+    previous = {t.name: finished(t, settings) for t in grid.trials}  # other flags than before stop here
+    steps = plan_trials(grid)
+    command = shlex.join(["tunewise", "sweep", *argv])
+    grid.sweep_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(grid.sweep_dir / "sweep.json", {
+        "command": command, "axes": {a.name: a.values for a in grid.axes},
+        "trials": [{"name": t.name, "values": t.values, "steps": steps[t.name]} for t in grid.trials]})
+    total = len(grid.trials)
+    clock = Clock(sum(steps[t.name] for t in grid.trials if previous[t.name] is None))
+    axes = ", ".join(f"{a.flag} {len(a.values)}" for a in grid.axes) or "no axis"
+    print(f"sweep: {total} trial{'s' * (total > 1)} ({axes}) in {grid.sweep_dir}; "
+          f"{sum(r is not None for r in previous.values())} finished earlier, {clock.steps_left} optimizer steps to run",
+          flush=True)
+    records, base = [], ([None] + _baselines(grid.sweep_dir / "base_eval.json"))[-1]
+    try:
+        for k, trial in enumerate(grid.trials, 1):
+            head = f"[{k}/{total}] {trial.name} ({', '.join(filter(None, [trial.flags_text(), f'{steps[trial.name]} steps']))})"
+            rec = previous[trial.name]
+            if rec is not None:
+                print(f"{head}: skipped, finished earlier: {_done_line(rec)}", flush=True)
+            else:
+                if trial.dir.exists():
+                    shutil.rmtree(trial.dir)  # interrupted or failed before: start it afresh
+                print(f"{head}: training ... (log: {trial.dir / 'train.log'})", flush=True)
+                t0 = time.perf_counter()
+                rec, trial_base = run_trial(grid, trial, steps[trial.name])
+                base = trial_base or base
+                seconds = time.perf_counter() - t0
+                print(f"{head}: {_done_line(rec)}; {_minutes(seconds)} (train {rec['train_seconds']:.0f} s); "
+                      f"{clock.done(steps[trial.name], seconds)}", flush=True)
+            records.append(rec)
+            write_results(grid, command, records, base)
+    except KeyboardInterrupt:
+        print(f"\nsweep interrupted; run the same command again to continue ({len(records)} of {total} trials done).",
+              file=sys.stderr)
+        raise
+    best = recommend(records)
+    if best is not None:
+        print(f"recommended: {best['name']}: {_done_line(best)}")
+    for name in ("results.md", "results.csv", "loss_curves.png"):
+        print(f"wrote {grid.sweep_dir / name}")
+    return 0 if all(r["status"] == "ok" for r in records) else 1
