@@ -25,11 +25,11 @@ from tunewise.train.session import (
     Prepared,
     apply_model_defaults,
     command_main,
+    load_and_encode,
     make_prepared,
     open_run,
     run_callbacks,
     run_training,
-    split_validation,
     training_arguments,
 )
 
@@ -136,15 +136,7 @@ def prepare(args: DpoArgs, sources: dict) -> Prepared:
                         else " (merged, then trained in full)"))
     own_tokenizer = start.adapter and (Path(start.adapter) / "tokenizer_config.json").is_file()
     tokenizer = load_tokenizer(start.adapter if own_tokenizer else start.base)
-    pairs = load_preferences(args.dataset, args.model_name, args.model_author, args.seed)
-    val_pairs = load_preferences(args.val_dataset, args.model_name, args.model_author, args.seed)
-    if not val_pairs and args.split_dataset_ratio > 0:
-        val_pairs, pairs = split_validation(pairs, args.split_dataset_ratio, args.seed)
-    train_rows, stats = encode_pairs(tokenizer, pairs, args.system, args.max_length, args.truncation_strategy)
-    val_rows, _ = encode_pairs(tokenizer, val_pairs, args.system, args.max_length, args.truncation_strategy)
-    notes.append(f"train data: {stats.summary()}" + (f"; validation: {len(val_rows)} pairs" if val_rows else ""))
-    if not train_rows:
-        raise UserError("No preference pairs are left after encoding (all longer than --max_length?).")
+    train_rows, val_rows = load_and_encode(args, tokenizer, load_preferences, encode_pairs, notes, "pairs")
     prep = make_prepared(args, sources, start.base, tokenizer, train_rows, val_rows, notes)
     prep.start = start
     return prep

@@ -77,6 +77,22 @@ def split_validation(items: list, ratio: float, seed: int) -> tuple[list, list]:
     return shuffled[:n_val], shuffled[n_val:]
 
 
+def load_and_encode(args, tokenizer, load, encode, notes: list, unit: str = "rows") -> tuple[list, list]:
+    """(training rows, validation rows): --dataset, and --val_dataset or a --split_dataset_ratio share of it, read
+    by `load(specs, names, authors, seed)` and encoded by `encode(tokenizer, items, system, max_length, truncation)`
+    (conversations for sft, preference pairs for dpo)."""
+    items = load(args.dataset, args.model_name, args.model_author, args.seed)
+    val_items = load(args.val_dataset, args.model_name, args.model_author, args.seed)
+    if not val_items and args.split_dataset_ratio > 0:
+        val_items, items = split_validation(items, args.split_dataset_ratio, args.seed)
+    train_rows, stats = encode(tokenizer, items, args.system, args.max_length, args.truncation_strategy)
+    val_rows, _ = encode(tokenizer, val_items, args.system, args.max_length, args.truncation_strategy)
+    notes.append(f"train data: {stats.summary()}" + (f"; validation: {len(val_rows)} {unit}" if val_rows else ""))
+    if not train_rows:
+        raise UserError(f"No training {unit} are left after encoding (all longer than --max_length?).")
+    return train_rows, val_rows
+
+
 def make_prepared(args, sources: dict, model_dir: str, tokenizer, train_rows: list, val_rows: list,
                   notes: list) -> Prepared:
     """Step arithmetic, warmup, schedule and (with --deepspeed) the reconciled DeepSpeed config for encoded rows."""

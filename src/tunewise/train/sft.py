@@ -15,12 +15,12 @@ from tunewise.train.session import (  # noqa: F401  (re-exported: the names sft'
     Prepared,
     apply_model_defaults,
     command_main,
+    load_and_encode,
     make_prepared,
     open_run,
     print_plan,
     run_callbacks,
     run_training,
-    split_validation,
     training_arguments,
 )
 
@@ -36,15 +36,7 @@ def prepare(args: SftArgs, sources: dict) -> Prepared:
     notes = []
     apply_model_defaults(args, sources, model_dir, notes)
     tokenizer = load_tokenizer(model_dir)
-    convs = load_conversations(args.dataset, args.model_name, args.model_author, args.seed)
-    val_convs = load_conversations(args.val_dataset, args.model_name, args.model_author, args.seed)
-    if not val_convs and args.split_dataset_ratio > 0:
-        val_convs, convs = split_validation(convs, args.split_dataset_ratio, args.seed)
-    train_rows, stats = encode_dataset(tokenizer, convs, args.system, args.max_length, args.truncation_strategy)
-    val_rows, _ = encode_dataset(tokenizer, val_convs, args.system, args.max_length, args.truncation_strategy)
-    notes.append(f"train data: {stats.summary()}" + (f"; validation: {len(val_rows)} rows" if val_rows else ""))
-    if not train_rows:
-        raise UserError("No training rows are left after encoding (all longer than --max_length?).")
+    train_rows, val_rows = load_and_encode(args, tokenizer, load_conversations, encode_dataset, notes)
     return make_prepared(args, sources, model_dir, tokenizer, train_rows, val_rows, notes)
 
 
