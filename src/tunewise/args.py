@@ -21,6 +21,11 @@ GUARD_MODES = ("error", "warn", "off")
 DS_SCHEDULER_MODES = ("flags", "keep")
 
 
+def below_minimum(args, names, low: int = 1) -> list[str]:
+    """The "--flag value: must be at least `low`." problems of the named numeric flags of `args`."""
+    return [f"--{name} {getattr(args, name)}: must be at least {low}." for name in names if getattr(args, name) < low]
+
+
 def _f(default, help: str, **kw):
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
@@ -104,10 +109,9 @@ class SftArgs(ModelArgs):
             problems.append(f"--warmup_ratio {self.warmup_ratio}: must be in [0, 1).")
         if not 0 <= self.split_dataset_ratio < 1:
             problems.append(f"--split_dataset_ratio {self.split_dataset_ratio}: must be in [0, 1).")
-        for name in ("nproc_per_node", "nnodes", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "lora_rank", "lora_alpha", "max_length", "eval_steps", "save_steps", "logging_steps"):
-            if getattr(self, name) < 1:
-                problems.append(f"--{name} {getattr(self, name)}: must be at least 1.")
+        problems += below_minimum(self, ("nproc_per_node", "nnodes", "per_device_train_batch_size",
+                                         "per_device_eval_batch_size", "gradient_accumulation_steps", "lora_rank",
+                                         "lora_alpha", "max_length", "eval_steps", "save_steps", "logging_steps"))
         if self.learning_rate <= 0:
             problems.append(f"--learning_rate {self.learning_rate}: must be positive.")
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
@@ -221,32 +225,35 @@ def flag_table(cls) -> dict[str, dataclasses.Field]:
     return table
 
 
-_SWALLOW = object()
-
-
-def _split_argv(argv: list[str], table: dict, problems: list[str]) -> dict[str, list[str]]:
-    """--flag v1 v2 --other=v  ->  {"flag": ["v1", "v2"], "other": ["v"]}; unknown flags become problems."""
-    given: dict[str, list[str]] = {}
-    current = None
+def flag_groups(argv: list[str]) -> list[tuple[str | None, list[str]]]:
+    """`--flag v1 v2 --other=v` -> [("flag", ["v1", "v2"]), ("other", ["v"])], in order, "-" in names read as "_".
+    A token before any flag is (None, [token]); "--5" or "--1e-3" is a value, not a flag."""
+    groups: list[tuple[str | None, list[str]]] = []
     for token in argv:
         if token.startswith("--") and len(token) > 2 and not token[2].isdigit():
             name, eq, value = token[2:].partition("=")
-            name = name.replace("-", "_")
-            if name not in table:
-                close = difflib.get_close_matches(name, table, n=3, cutoff=0.6)
-                hint = f" Did you mean {', '.join('--' + c for c in close)}?" if close else ""
-                problems.append(f"Unknown flag --{name}.{hint}")
-                current = _SWALLOW  # its values belong to the unknown flag, not reported again
-                continue
-            entry = table[name]
-            current = entry if isinstance(entry, str) else entry.name  # str: a flag outside the dataclass
-            given[current] = [value] if eq else []
-        elif current is _SWALLOW:
-            continue
-        elif current is None:
-            problems.append(f"Unexpected value {token!r}: values follow a --flag.")
+            groups.append((name.replace("-", "_"), [value] if eq else []))
+        elif groups and groups[-1][0] is not None:
+            groups[-1][1].append(token)
         else:
-            given[current].append(token)
+            groups.append((None, [token]))
+    return groups
+
+
+def _split_argv(argv: list[str], table: dict, problems: list[str]) -> dict[str, list[str]]:
+    """--flag v1 v2 --other=v  ->  {"flag": ["v1", "v2"], "other": ["v"]}; unknown flags become problems (their
+    values are not reported again), as do values before the first flag."""
+    given: dict[str, list[str]] = {}
+    for name, values in flag_groups(argv):
+        if name is None:
+            problems.append(f"Unexpected value {values[0]!r}: values follow a --flag.")
+        elif name not in table:
+            close = difflib.get_close_matches(name, table, n=3, cutoff=0.6)
+            hint = f" Did you mean {', '.join('--' + c for c in close)}?" if close else ""
+            problems.append(f"Unknown flag --{name}.{hint}")
+        else:
+            entry = table[name]
+            given[entry if isinstance(entry, str) else entry.name] = values  # str: a flag outside the dataclass
     return given
 
 

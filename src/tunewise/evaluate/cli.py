@@ -9,12 +9,13 @@ from --old_name/--old_author, else the base model's default identity (tunewise.j
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewise.args import _f
+from tunewise.args import _f, below_minimum
 from tunewise.errors import UserError
 
 MATCH_MODES = ("contains", "exact")
@@ -55,9 +56,7 @@ class EvalArgs:
         for flag in ("model_name", "model_author", "old_name", "old_author"):
             if len(getattr(self, flag)) > 2:
                 problems.append(f"--{flag} takes one or two values (Chinese, English).")
-        for flag in ("max_new_tokens", "max_length", "batch_size"):
-            if getattr(self, flag) < 1:
-                problems.append(f"--{flag} {getattr(self, flag)}: must be at least 1.")
+        problems += below_minimum(self, ("max_new_tokens", "max_length", "batch_size"))
         if problems:
             raise UserError(" ".join(problems))
 
@@ -150,15 +149,19 @@ def run_one(args: EvalArgs, target: Target, suite) -> dict:
     engine = Engine.load(model=target.model, adapters=target.adapters, system=args.system, dtype=args.torch_dtype)
     suite = dataclasses.replace(suite, training_responses=training_responses(target.run_args))
 
+    @functools.cache
+    def full_base():  # a full checkpoint's base model, loaded once for both the retention and the reference pass
+        from tunewise.models.load import load_model
+
+        return load_model(target.base_dir, args.torch_dtype).eval()
+
     @contextlib.contextmanager
     def base_model():
         if engine.spec.adapter:  # LoRA: the same weights with the adapter switched off
             with engine.model.disable_adapter():
                 yield engine.model
-        else:  # a full checkpoint: the base model itself, loaded for this pass only
-            from tunewise.models.load import load_model
-
-            yield load_model(target.base_dir, args.torch_dtype).eval()
+        else:
+            yield full_base()
 
     wants_base = args.retention_baseline and target.adapters and target.base_dir is not None
     result = evaluate_model(engine.model, engine.tokenizer, suite, engine.spec.system,
@@ -168,13 +171,12 @@ def run_one(args: EvalArgs, target: Target, suite) -> dict:
         from tunewise.evaluate.preference import score
 
         rows = [trl_row(c, engine.spec.system) for c in load_preferences(args.preference_dataset)]
-        reference = None  # the starting model, for the implicit reward: LoRA's adapter disabled, or the base model
+        # the reference of the implicit reward is the starting model: LoRA's adapter disabled, or the base model
+        reference = None
         if engine.spec.adapter:
             reference = engine.model.disable_adapter
         elif target.adapters and target.base_dir:
-            from tunewise.models.load import load_model
-
-            reference = load_model(target.base_dir, args.torch_dtype).eval()
+            reference = full_base()
         scores = score(engine.model, engine.tokenizer, rows, reference, engine.spec.system)
         result["metrics"].update({f"preference_{k}": v for k, v in scores.items() if k != "pairs"})
     return {"label": engine.spec.label, "base": engine.spec.base, "adapter": engine.spec.adapter,

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewise.args import _f, help_text, parse
+from tunewise.args import _f, below_minimum, help_text, parse
 from tunewise.errors import UserError
 
 ENGINES = ("hf", "vllm")
@@ -57,9 +57,7 @@ class ServeArgs:
             problems.append(f"--batching {self.batching}: expected one of {', '.join(BATCHING)}.")
         if not 0 < self.port < 65536:
             problems.append(f"--port {self.port}: expected 1-65535.")
-        for name in ("max_batch_size", "tensor_parallel_size"):
-            if getattr(self, name) < 1:
-                problems.append(f"--{name} {getattr(self, name)}: must be at least 1.")
+        problems += below_minimum(self, ("max_batch_size", "tensor_parallel_size"))
         if problems:
             raise UserError(" ".join(problems))
 

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewise.args import SftArgs, _f, convert_value, field_kind, flag_table, parse
+from tunewise.args import SftArgs, _f, below_minimum, convert_value, field_kind, flag_groups, flag_table, parse
 from tunewise.errors import UserError
 
 DEFAULT_SWEEP_DIR = "output/sweep"
@@ -41,8 +41,7 @@ class SweepArgs:
     eval_max_new_tokens: int = _f(128, "longest reply in the evaluation (a reply reaching it counts as running on)")
 
     def __post_init__(self):
-        problems = [f"--{name} {getattr(self, name)}: must be at least {low}."
-                    for name, low in (("eval_general_limit", 0), ("eval_max_new_tokens", 1)) if getattr(self, name) < low]
+        problems = below_minimum(self, ("eval_general_limit",), 0) + below_minimum(self, ("eval_max_new_tokens",))
         if problems:
             raise UserError(" ".join(problems))
 
@@ -79,21 +78,6 @@ class Grid:
     axes: list[Axis]
     trials: list[Trial]
     system: str | None  # the fixed --system (the base model is evaluated with it too)
-
-
-def _groups(argv: list[str]) -> list[tuple[str | None, list[str]]]:
-    """[(flag name, its values)] in order, with tunewise.args' rule for what is a flag; a value before any flag
-    becomes (None, [value]) and is reported by the parser."""
-    groups: list[tuple[str | None, list[str]]] = []
-    for token in argv:
-        if token.startswith("--") and len(token) > 2 and not token[2].isdigit():
-            name, eq, value = token[2:].partition("=")
-            groups.append((name.replace("-", "_"), [value] if eq else []))
-        elif groups and groups[-1][0] is not None:
-            groups[-1][1].append(token)
-        else:
-            groups.append((None, [token]))
-    return groups
 
 
 def _slug(text: str) -> str:
@@ -152,7 +136,7 @@ def parse_grid(argv: list[str]) -> Grid:
     sweep_argv, fixed, axes = [], [], []
     sweep_dir = DEFAULT_SWEEP_DIR
     problems, seen = [], []
-    for name, values in _groups(argv):
+    for name, values in flag_groups(argv):
         field = sft_fields.get(name) if name else None
         if field is not None:
             seen.append(field.name)
