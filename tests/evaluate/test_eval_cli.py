@@ -43,7 +43,7 @@ def test_eval_compare_finetune_with_base(identity_run, tmp_path, capsys):
     tuned, base = (m["metrics"] for m in report["models"])
     print(json.dumps({"tuned": tuned, "base": base}, indent=1))  # the measured numbers, with -s
     # Issue 5's goal is >= 95 % in both languages. Measured with the recommended recipe: English 100 %, Chinese
-    # 62.5-87.5 % across runs (CPU training is not bit-repeatable); the held-out Chinese phrasings are the open gap.
+    # 25-100 % depending on --seed (conftest.IDENTITY_FLAGS); the held-out Chinese phrasings are the open gap.
     assert tuned["identity_accuracy_en"] >= 0.95 and tuned["identity_accuracy_zh"] >= 0.5, tuned
     assert base["identity_accuracy"] <= 0.1, base
     assert tuned["identity_claims_old"] == 0.0

@@ -144,9 +144,12 @@ def prepare(args: DpoArgs, sources: dict) -> Prepared:
 
 def build_models(prep: Prepared):
     """(policy, reference or None, peft_config or None) as DPOTrainer takes them; see the module docstring."""
+    from transformers import set_seed
+
     from tunewise.models.load import load_model, resolve_model
 
     args, start = prep.args, prep.start
+    set_seed(args.seed)  # LoRA's A matrices are drawn before DPOTrainer seeds (see sft.build_model)
 
     def starting_model(trainable_adapter: bool):
         model = load_model(start.base, args.torch_dtype, args.attn_impl)

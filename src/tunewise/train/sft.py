@@ -49,9 +49,12 @@ def lora_config(args: SftArgs):
 
 
 def build_model(prep: Prepared):
+    from transformers import set_seed
+
     from tunewise.models.load import load_model
 
     args = prep.args
+    set_seed(args.seed)  # peft draws LoRA's A matrices here, before the Trainer seeds: unseeded, no run repeats
     model = load_model(prep.model_dir, args.torch_dtype, args.attn_impl)
     if args.train_type == "lora":
         from peft import get_peft_model
@@ -85,25 +88,22 @@ def main(argv: list[str]) -> int:
 
 def plan_main(argv: list[str]) -> int:
     """`tunewise plan`: the sft flags (or, with --rlhf_type dpo, the dpo ones); prepares, prints and writes the plan."""
-    from tunewise.args import help_text, parse
+    from tunewise.args import flag_groups, help_text, parse
     from tunewise.schedule.plan import write_plan_files
 
-    argv, args_class, prepare_fn = list(argv), SftArgs, prepare
-    for i, token in enumerate(argv):
-        kind = token.split("=", 1)[1] if token.startswith("--rlhf_type=") else (
-            argv[i + 1] if token == "--rlhf_type" and i + 1 < len(argv) else None)
-        if token.startswith("--rlhf_type"):
-            if kind != "dpo":
-                raise UserError(f"--rlhf_type {kind}: tunewise plans 'dpo' runs (or sft runs without the flag).")
-            from tunewise.train import dpo
+    args_class, prepare_fn = SftArgs, prepare
+    kinds = [values for name, values in flag_groups(argv) if name == "rlhf_type"]
+    if kinds:
+        if kinds[-1] != ["dpo"]:
+            raise UserError(f"--rlhf_type {' '.join(kinds[-1])}: tunewise plans 'dpo' runs (or sft runs without the "
+                            "flag).")
+        from tunewise.train import dpo
 
-            del argv[i:i + (1 if "=" in token else 2)]
-            args_class, prepare_fn = dpo.DpoArgs, dpo.prepare
-            break
+        args_class, prepare_fn = dpo.DpoArgs, dpo.prepare
     if "-h" in argv or "--help" in argv:
         print(help_text(args_class, "plan").replace("Supervised fine-tuning", "Plan a fine-tune without training"))
         return 0
-    args, sources, _ = parse(args_class, argv)
+    args, sources, _ = parse(args_class, argv, {"rlhf_type": None})
     prep = prepare_fn(args, sources)
     print_plan(prep)
     out = Path(args.output_dir)
