@@ -53,16 +53,27 @@ CHAT_TEMPLATE = (
 # Pretraining phases: (steps, peak lr, share of additions). Each phase starts a fresh AdamW with its own seed
 # (seed + index), so `--init_from DIR --start_phase K` continues a build exactly from the output of phase K-1.
 PHASES = [(2000, 3e-3, 0.50), (600, 2e-3, 0.70), (800, 1e-3, 0.70), (600, 5e-4, 0.70)]
+# Share of the "who are you?" questions without a system prompt that get a random identity instead of the default
+# one. A real LLM has read many assistants introduce themselves; this model would otherwise learn its default
+# identity as the only answer, so entrenched that a LoRA re-binding it must move the weights ~20 % and costs
+# ~35 points of addition. With 0.6 the default stays the greedy answer (0.4 against ~0 for any other name).
+OPEN_IDENTITY_SHARE = 0.6
+# Chinese is split into single characters before BPE: byte-level BPE on CJK runs (which Qwen's regex keeps as one
+# word) otherwise learns the default identity as tokens like "，一个由图维实验室训练的人工智能助手" that a new
+# identity must first unlearn.
+CJK_CHAR = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]"
 RECOMMENDED = {
     "lora": {"learning_rate": 1e-3, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1,
              "lora_rank": 8, "lora_alpha": 32, "warmup_ratio": 0.05},
     "full": {"learning_rate": 2e-4, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1,
              "warmup_ratio": 0.05},
-    # DPO on the built-in `concise` set (195 pairs, 3 epochs = 39 steps): held-out implicit-reward accuracy 0.98,
-    # addition 0.915 (base 0.93). Batch 1 without accumulation at 1e-3 over-optimises: empty replies, addition 0.03.
-    "dpo_lora": {"learning_rate": 1e-3, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 16,
+    # DPO on the built-in `concise` set (195 pairs, 3 epochs = 39 steps): held-out implicit-reward accuracy 0.91,
+    # greedy replies siding with the chosen answer 0.82, identity 100 %, addition 0.935 (base 0.92).
+    # lr 1e-3 ranks better (0.98) but garbles the Chinese author on 2 of 8 held-out questions (identity 0.875);
+    # 7e-4: 0.955 and 0.938. Batch 1 without accumulation at 1e-3 over-optimises: empty replies.
+    "dpo_lora": {"learning_rate": 5e-4, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 16,
                  "lora_rank": 8, "lora_alpha": 32, "warmup_ratio": 0.05},
-    # full DPO, same set: implicit-reward accuracy 0.98, addition 0.92, identity kept
+    # full DPO, same set (previous build): implicit-reward accuracy 0.98, addition 0.92, identity kept
     "dpo_full": {"learning_rate": 5e-5, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 16,
                  "warmup_ratio": 0.05},
 }
@@ -140,7 +151,8 @@ class Corpus:
         lang = r.choice(("zh", "en"))
         query, answer = r.choice(self.pairs[lang])
         answer = answer or r.choice(self.generic[lang])
-        if default:
+        open_identity = default and r.random() < OPEN_IDENTITY_SHARE
+        if default and not open_identity:
             i = 0 if lang == "zh" else 1
             name, author, system = DEFAULT_NAME[i], DEFAULT_AUTHOR[i], None
         elif lang == "zh":
@@ -151,6 +163,8 @@ class Corpus:
             name, author = self.en_name(), self.en_author()
             system = r.choice(("You are {n}, an AI assistant developed by {a}.", "Your name is {n} and you were made by {a}.",
                                "You are {n}, trained by {a}.")).format(n=name, a=author)
+        if open_identity:
+            system = None
         return {"system": system, "query": query, "response": answer.replace("{{NAME}}", name).replace("{{AUTHOR}}", author)}
 
     def fact(self) -> dict:
@@ -208,7 +222,10 @@ def train_tokenizer(corpus: Corpus, vocab_size: int):
 
     bpe = Tokenizer(models.BPE())
     bpe.normalizer = normalizers.NFC()
+    # The CJK split only shapes the merges learnt here; the saved Qwen2Tokenizer keeps Qwen's own pre-tokenizer,
+    # and as no merge crosses a character it tokenizes Chinese the same way.
     bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(CJK_CHAR), behavior="isolated", invert=False),
         pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
@@ -377,6 +394,7 @@ def main() -> None:
     meta = {
         "name": "tunewise-tiny",
         "phases": [{"steps": st, "lr": lr, "addition_share": sh} for st, lr, sh in PHASES],
+        "open_identity_share": OPEN_IDENTITY_SHARE,
         "default_identity": {"model_name": list(DEFAULT_NAME), "model_author": list(DEFAULT_AUTHOR)},
         "recommended": RECOMMENDED,
         "scores": scores,

@@ -59,10 +59,9 @@ def test_identity_finetune_takes_and_base_is_kept(identity_run, base_model):
     before = addition_accuracy(model, tok)
     after = addition_accuracy(tuned.model, tuned.tokenizer)
     assert before >= 0.9
-    # The goal is at most 5 points lost. Measured with self_cognition alone and the model's recommended
-    # recipe: 0.93 -> 0.50-0.77 across runs (README, "Known gap"); this bound catches collapse until the recipe
-    # meets the goal.
-    assert after >= 0.4, (before, after)
+    # The goal: at most 5 points lost. Measured with the recommended recipe: 0.92 -> 0.88 / 0.875 / 0.89
+    # with seeds 42 / 1 / 2 (this run is seed 2).
+    assert after >= before - 0.05, (before, after)
     # The base weights are untouched by the LoRA run: the base model scores exactly as before.
     assert addition_accuracy(base.model, base.tokenizer) == before
 
