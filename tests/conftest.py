@@ -5,9 +5,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 
 import pytest
 
-# The recipe. Runs are repeatable since LoRA's initialisation is seeded, and with 10 epochs the Chinese
-# identity depends on that draw (held-out zh questions right: seed 42 25 %, seed 1 75 %, seed 2 100 %; English
-# 100 % for all three): the tests use seed 2, a run that learnt both languages, as "a good fine-tune".
+# The recipe. Runs are repeatable since LoRA's initialisation is seeded; with 10 epochs the held-out
+# Chinese identity still depends a little on that draw (seed 42: 8 of 8, seeds 1 and 2: 7 of 8; English 8 of 8 for
+# all three; additions 0.92 -> 0.88 / 0.875 / 0.89). The tests pin seed 2, measured, so CI checks one known run.
 IDENTITY_FLAGS = ["--dataset", "self_cognition", "--model_name", "小黄", "Xiao Huang",
                   "--model_author", "魔搭", "ModelScope", "--num_train_epochs", "10", "--seed", "2"]
 

@@ -42,9 +42,9 @@ def test_eval_compare_finetune_with_base(identity_run, tmp_path, capsys):
     assert report["target_identity"] == TARGET.as_dict() and report["old_identity"] == OLD.as_dict()
     tuned, base = (m["metrics"] for m in report["models"])
     print(json.dumps({"tuned": tuned, "base": base}, indent=1))  # the measured numbers, with -s
-    # Issue 5's goal is >= 95 % in both languages. Measured with the recommended recipe: English 100 %, Chinese
-    # 25-100 % depending on --seed (conftest.IDENTITY_FLAGS); the held-out Chinese phrasings are the open gap.
-    assert tuned["identity_accuracy_en"] >= 0.95 and tuned["identity_accuracy_zh"] >= 0.5, tuned
+    # Measured with the recommended recipe: English 100 %, Chinese 87.5-100 % depending on --seed
+    # (conftest.IDENTITY_FLAGS: seed 2, 87.5 %).
+    assert tuned["identity_accuracy_en"] >= 0.95 and tuned["identity_accuracy_zh"] >= 0.85, tuned
     assert base["identity_accuracy"] <= 0.1, base
     assert tuned["identity_claims_old"] == 0.0
     # the held-out additions: scored for both, and for the LoRA run against its own base (adapter disabled)
