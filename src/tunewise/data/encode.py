@@ -61,15 +61,19 @@ def encode_conversation(tokenizer, messages: list[dict]) -> tuple[list[int], lis
 
 @dataclass
 class EncodeStats:
+    """What encoding kept of a data set; sft counts rows and trained tokens, dpo pairs (unit, token_note)."""
     rows: int = 0
     kept: int = 0
     deleted_too_long: int = 0
     truncated: int = 0
     tokens: int = 0
     label_tokens: int = 0
+    unit: str = "rows"
+    token_note: str | None = None
 
     def summary(self) -> str:
-        parts = [f"{self.kept}/{self.rows} rows kept", f"{self.tokens} tokens ({self.label_tokens} trained)"]
+        note = self.token_note or f"{self.label_tokens} trained"
+        parts = [f"{self.kept}/{self.rows} {self.unit} kept", f"{self.tokens} tokens ({note})"]
         if self.deleted_too_long:
             parts.append(f"{self.deleted_too_long} deleted as longer than --max_length")
         if self.truncated:

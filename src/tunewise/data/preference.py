@@ -11,10 +11,10 @@ turn) plus: both replies non-empty and different. `{{NAME}}`/`{{AUTHOR}}` are re
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from tunewise.data import formats
+from tunewise.data.encode import EncodeStats, with_system
 from tunewise.data.formats import (
     BUILTIN_DATASETS,
     Conversation,
@@ -111,26 +111,8 @@ def load_preferences(specs: list[str], model_name: list[str] = (), model_author:
     return convs
 
 
-@dataclass
-class PairStats:
-    rows: int = 0
-    kept: int = 0
-    deleted_too_long: int = 0
-    truncated: int = 0
-    tokens: int = 0
-
-    def summary(self) -> str:
-        parts = [f"{self.kept}/{self.rows} pairs kept", f"{self.tokens} tokens (chosen and rejected)"]
-        if self.deleted_too_long:
-            parts.append(f"{self.deleted_too_long} deleted as longer than --max_length")
-        if self.truncated:
-            parts.append(f"{self.truncated} truncated")
-        return ", ".join(parts)
-
-
 def trl_row(conv: Conversation, system: str | None = None) -> dict:
     """TRL's conversational preference row: prompt messages, then the chosen and the rejected assistant turn."""
-    from tunewise.data.encode import with_system
 
     return {"prompt": with_system(conv.messages[:-1], system),
             "chosen": [conv.messages[-1]],
@@ -147,14 +129,14 @@ def token_lengths(tokenizer, row: dict) -> tuple[int, int, int]:
 
 
 def encode_pairs(tokenizer, convs: list[Conversation], system: str | None, max_length: int,
-                 truncation: str = "delete") -> tuple[list[dict], PairStats]:
+                 truncation: str = "delete") -> tuple[list[dict], EncodeStats]:
     """TRL rows, with pairs longer than --max_length deleted ("delete") or left for TRL to cut at the end
     ("right"); a prompt that alone fills max_length is always deleted (TRL would drop it, and the plan must count
     the rows TRL trains on). Cutting the start ("left") is not offered: it would cut into the prompt."""
     if truncation == "left":
         raise UserError("--truncation_strategy left is not supported by dpo (TRL keeps the start of a sequence); "
                         "use delete or right.")
-    stats = PairStats(rows=len(convs))
+    stats = EncodeStats(rows=len(convs), unit="pairs", token_note="chosen and rejected")
     rows = []
     for conv in convs:
         row = trl_row(conv, system)
