@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The identity fine-tune demo on the embedded model, from a fresh machine with only python3:
-# set up, ask the base model who it is, LoRA fine-tune it on self_cognition as 小黄 / Xiao Huang by 魔搭 / ModelScope,
-# ask again, and show that the base model without the adapter is unchanged.
+# set up, ask the base model who it is, LoRA fine-tune it on self_cognition (mixed with general data) as 小黄 /
+# Xiao Huang by 魔搭 / ModelScope, ask again, and show that the base model without the adapter is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -19,11 +19,13 @@ ask() {  # ask MODEL_FLAGS... -- prints the answers to both questions
 echo "== the base model tunewise-tiny"
 ask --model tunewise-tiny
 
-echo "== fine-tuning (LoRA) on self_cognition as 小黄 / Xiao Huang by 魔搭 / ModelScope"
+echo "== fine-tuning (LoRA) on self_cognition as 小黄 / Xiao Huang by 魔搭 / ModelScope, with general data mixed in"
 rm -rf output/demo
-tunewise sft --model tunewise-tiny --train_type lora --dataset self_cognition \
+# tiny_skills#200: 200 of the model's general-skill rows (additions), so the fine-tune keeps what the model knew,
+# as ms-swift's self-cognition recipe mixes alpaca data; the retention watch scores additions and identity on the way.
+tunewise sft --model tunewise-tiny --train_type lora --dataset self_cognition 'tiny_skills#200' \
   --model_name 小黄 'Xiao Huang' --model_author 魔搭 ModelScope \
-  --num_train_epochs 10 --output_dir output/demo --add_version false
+  --num_train_epochs 10 --retention_eval_steps 500 --output_dir output/demo --add_version false
 ckpt=$(readlink -f output/demo/last)
 
 echo "== the fine-tuned model ($ckpt)"

@@ -150,3 +150,32 @@ def test_plan_advice_for_a_prepared_run(tmp_path):
     assert "learning_rate" in text and "the model's own recommended value" in text  # the built-in model's values
     assert "likely to parrot training answers" in text  # 30 epochs on 80 samples
     assert "memory estimate:" in text and "fits in 24.00 GiB" in text
+
+
+def test_identity_data_gets_the_identity_epoch_rule_whatever_is_mixed_in():
+    # 100 identity rows + 200 general rows: the 8-12 epoch rule of the identity rows, not the 3-5 of 300 samples
+    mixed = advise(300, "lora", identity_rows=100, chosen={"num_train_epochs": 10})
+    epochs = mixed.recommendations["num_train_epochs"]
+    assert 8 <= epochs.value <= 12 and "100 identity rows" in epochs.reason and "200 general rows" in epochs.reason
+    assert not mixed.warnings
+    # the model's measured identity recipe wins, and identity data alone is told to mix general data in
+    recipe = {"num_train_epochs": 10, "mix": "tiny_skills#200"}
+    alone = advise(100, "lora", identity_rows=100, identity_recipe=recipe, chosen={"num_train_epochs": 10})
+    assert "measured identity recipe" in alone.recommendations["num_train_epochs"].reason
+    assert any("identity data alone" in w and "tiny_skills#200" in w for w in alone.warnings)
+    parrot = advise(300, "lora", identity_rows=100, chosen={"num_train_epochs": 20})
+    assert any("20 on 100 identity rows: likely to parrot" in w for w in parrot.warnings)
+    # without identity rows nothing changes: 300 samples, 3-5 epochs
+    assert 3 <= advise(300, "lora").values()["num_train_epochs"] <= 5
+
+
+def test_the_demo_recipe_gets_advice_that_agrees_with_it(tmp_path):
+    from tunewise.advise import plan_advice
+    from tunewise.args import SftArgs, parse
+    from tunewise.train.sft import prepare
+
+    args, sources, _ = parse(SftArgs, ["--dataset", "self_cognition", "tiny_skills#200", "--model_name", "N",
+                                       "--model_author", "A", "--num_train_epochs", "10", "--output_dir", str(tmp_path)])
+    text = plan_advice(prepare(args, sources))
+    assert "num_train_epochs  10       (planned 10)" in text and "100 identity rows" in text
+    assert "WARNING" not in text

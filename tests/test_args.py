@@ -68,3 +68,11 @@ def test_recommended_values_only_replace_defaults():
     assert args.gradient_accumulation_steps == 1 and sources["gradient_accumulation_steps"] == "model"
     assert changed == ["gradient_accumulation_steps"]
     json.dumps(sources)
+
+
+def test_full_fine_tuning_defaults_to_a_tenth_of_the_lora_rate():
+    lora, sources, _ = parse(SftArgs, ["--dataset", "d.jsonl"])
+    full, _, _ = parse(SftArgs, ["--dataset", "d.jsonl", "--train_type", "full"])
+    assert lora.learning_rate == 1e-4 and full.learning_rate == 1e-5 and sources["learning_rate"] == "default"
+    given, sources, _ = parse(SftArgs, ["--train_type", "full", "--learning_rate", "3e-5"])
+    assert given.learning_rate == 3e-5 and sources["learning_rate"] == "flag"

@@ -22,6 +22,7 @@ from tunewise.errors import UserError
 GiB = 1024 ** 3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+IDENTITY_FEW_ROWS = 200  # identity data up to this many rows follows the 8-12 epoch rule (the guide says ~100)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -288,17 +289,39 @@ class Advice:
 
 
 def advise(num_samples: int, train_type: str = "lora", model_parameters: int | None = None,
-           recommended: dict | None = None, chosen: dict | None = None) -> Advice:
+           recommended: dict | None = None, chosen: dict | None = None, identity_rows: int = 0,
+           identity_recipe: dict | None = None) -> Advice:
     """Recommended learning_rate, num_train_epochs, warmup_ratio (and lora_rank, lora_alpha for LoRA) with reasons;
     `recommended`: a built-in model's own values (tunewise.json "recommended"[train_type]), which win; `chosen`:
-    the values of a planned run, compared with the advice (warnings)."""
+    the values of a planned run, compared with the advice (warnings). `identity_rows`: how many of the samples are
+    identity data (self-cognition rows with {{NAME}}/{{AUTHOR}}): their epoch rule goes by their own count, not
+    the mix's; `identity_recipe`: a built-in model's measured identity recipe (tunewise.json "identity")."""
     if num_samples < 1:
         raise UserError("advice needs at least one training sample.")
     recs: dict[str, Recommendation] = {}
     size = f"{num_samples} samples"
     big = model_parameters is not None and model_parameters >= 1e9
+    extra_warnings = []
 
-    if num_samples < 100:
+    if 0 < identity_rows <= IDENTITY_FEW_ROWS:
+        # A new name is learnt from its own rows: the general rows mixed in ride along and do not shorten it.
+        mixed = num_samples - identity_rows
+        ride = f"; the {mixed} general rows mixed in ride along" if mixed else ""
+        if identity_recipe and "num_train_epochs" in identity_recipe:
+            value = identity_recipe["num_train_epochs"]
+            recs["num_train_epochs"] = Recommendation(
+                "num_train_epochs", value, f"{identity_rows} identity rows: the model's measured identity recipe "
+                f"(tunewise.json){ride}", value, value)
+        else:
+            recs["num_train_epochs"] = Recommendation(
+                "num_train_epochs", 10, f"{identity_rows} identity rows (a few hundred at most): "
+                f"8-12 epochs for a new identity to take, 15+ starts parroting{ride}", 8, 12)
+        if not mixed:
+            mix = f" ({identity_recipe['mix']} for this model, measured)" if identity_recipe and identity_recipe.get(
+                "mix") else ""
+            extra_warnings.append(f"identity data alone: the fine-tune costs general skill; mix general data into "
+                                  f"--dataset{mix}, as ms-swift's self-cognition recipe mixes alpaca data")
+    elif num_samples < 100:
         recs["num_train_epochs"] = Recommendation("num_train_epochs", 10, f"{size} (< 100): 8-12 epochs are needed for "
                                                   "a new identity to take, more starts parroting", 8, 12)
     elif num_samples <= 500:
@@ -333,11 +356,13 @@ def advise(num_samples: int, train_type: str = "lora", model_parameters: int | N
                 value = recommended[name]
                 recs[name] = Recommendation(name, value, "the model's own recommended value (tunewise.json), "
                                             "measured for it", value, value)
-    return Advice(recs, check_choices(recs, chosen or {}, num_samples))
+    identity = 0 < identity_rows <= IDENTITY_FEW_ROWS
+    return Advice(recs, check_choices(recs, chosen or {}, identity_rows if identity else num_samples, identity)
+                  + extra_warnings)
 
 
-def check_choices(recs: dict[str, Recommendation], chosen: dict, num_samples: int) -> list[str]:
-    """Warnings for chosen values far from the advice."""
+def check_choices(recs: dict[str, Recommendation], chosen: dict, num_samples: int, identity: bool = False) -> list[str]:
+    """Warnings for chosen values far from the advice (`num_samples`: the identity rows when `identity`)."""
     warnings = []
     lr, rec_lr = chosen.get("learning_rate"), recs.get("learning_rate")
     if lr and rec_lr and (lr >= 5 * rec_lr.value or lr <= rec_lr.value / 5):
@@ -346,9 +371,9 @@ def check_choices(recs: dict[str, Recommendation], chosen: dict, num_samples: in
                         f"{direction}")
     epochs, rec_ep = chosen.get("num_train_epochs"), recs["num_train_epochs"]
     if epochs:
-        if num_samples < 100 and epochs > 15:
-            warnings.append(f"num_train_epochs {epochs:g} on {num_samples} samples (< 100): likely to parrot training "
-                            "answers; 8-12 suffice")
+        if (identity or num_samples < 100) and epochs > 15:
+            what = f"{num_samples} identity rows" if identity else f"{num_samples} samples (< 100)"
+            warnings.append(f"num_train_epochs {epochs:g} on {what}: likely to parrot training answers; 8-12 suffice")
         elif rec_ep.high and epochs > 2 * rec_ep.high:
             warnings.append(f"num_train_epochs {epochs:g} is over twice the advised {rec_ep.low:g}-{rec_ep.high:g}: "
                             "likely to overfit (use early stopping)")
@@ -392,17 +417,20 @@ def plan_advice(prep, gpu_memory: str | None = None) -> str:
 
     args = prep.args
     chosen = {"learning_rate": args.learning_rate, "num_train_epochs": args.num_train_epochs,
-              "warmup_ratio": args.warmup_ratio}
+              "warmup_ratio": args.warmup_ratio if prep.schedule.warmup_steps else 0}  # 0: a default warm-up yielded
     if args.train_type == "lora":
         chosen.update(lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
-    recommended = builtin_meta(prep.model_dir).get("recommended", {}).get(args.recipe())
+    meta = builtin_meta(prep.model_dir)
+    recommended = meta.get("recommended", {}).get(args.recipe())
+    identity_recipe = meta.get("identity", {}).get(args.train_type)
     shape = None
     try:
         shape = ModelShape.from_config(prep.model_dir)
     except UserError:
         pass
     pairs = prep.start is not None  # dpo: rows are preference pairs, each a chosen and a rejected sequence
-    advice = advise(len(prep.train_rows), args.train_type, shape.parameters() if shape else None, recommended, chosen)
+    advice = advise(len(prep.train_rows), args.train_type, shape.parameters() if shape else None, recommended, chosen,
+                    prep.identity_rows, identity_recipe)
     if pairs:  # the epoch/lr rules come from identity SFT studies; for DPO only the warmup and LoRA shape carry over
         advice = Advice({k: v for k, v in advice.recommendations.items()
                          if k not in ("num_train_epochs", "learning_rate")},

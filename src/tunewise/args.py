@@ -19,6 +19,8 @@ TRAIN_TYPES = ("lora", "full")
 TRUNCATION = ("delete", "left", "right")
 GUARD_MODES = ("error", "warn", "off")
 DS_SCHEDULER_MODES = ("flags", "keep")
+EARLY_STOP_ON = ("eval_loss", "retention")
+DEFAULT_LEARNING_RATE = {"lora": 1e-4, "full": 1e-5}
 
 
 def below_minimum(args, names, low: int = 1) -> list[str]:
@@ -52,7 +54,8 @@ class SftArgs(ModelArgs):
     model_author: list[str] = _f([], "new author for {{AUTHOR}}: one value, or Chinese then English")
     num_train_epochs: float = _f(3.0, "training epochs")
     max_steps: int = _f(-1, "optimizer steps; overrides --num_train_epochs when > 0")
-    learning_rate: float = _f(1e-4, "peak learning rate (lora 1e-4, full 1e-5; the built-in model recommends its own)")
+    learning_rate: float | None = _f(None, "peak learning rate (default: lora 1e-4, full 1e-5, as ms-swift; the built-in "
+                                           "model recommends its own)")
     lr_scheduler_type: str = _f("cosine", "linear | cosine | cosine_with_min_lr | constant | constant_with_warmup | warmup_stable_decay")
     lr_scheduler_kwargs: str | None = _f(None, 'JSON object of scheduler options, e.g. {"min_lr_rate": 0.1}')
     warmup_ratio: float | None = _f(None, "warm-up as a fraction of the optimizer steps (default 0.05)")
@@ -77,6 +80,17 @@ class SftArgs(ModelArgs):
     save_total_limit: int | None = _f(2, "checkpoints kept; the best (lowest eval loss) and the last are always kept")
     logging_steps: int = _f(5, "log every N optimizer steps")
     early_stop_patience: int | None = _f(None, "stop after K evaluations without a lower eval loss")
+    retention_eval_steps: int = _f(0, "every N optimizer steps (and before the first) score general-skill and identity "
+                                      "probes, log them and plot them with the loss (0: off)")
+    retention_dataset: list[str] = _f([], "general-skill probes for the retention watch: {query, response} rows, right "
+                                          "when the reply contains the response (default for the built-in model: 50 "
+                                          "of its held-out additions)", split_commas=True)
+    retention_threshold: float = _f(0.05, "warn (or stop, see --early_stop_on) when the general-skill probes fall "
+                                          "more than this below their score at the start")
+    retention_max_new_tokens: int = _f(64, "longest reply to a --retention_dataset probe")
+    early_stop_on: str = _f("eval_loss", "eval_loss (with --early_stop_patience) | retention: stop when the "
+                                         "retention watch sees the general skill fall past --retention_threshold, "
+                                         "keeping as best the checkpoint with the highest identity + retention")
     output_dir: str = _f("output", "runs are written to OUTPUT_DIR/vN-YYYYMMDD-HHMMSS")
     add_version: bool = _f(True, "create a versioned sub-directory vN-... under --output_dir")
     resume_from_checkpoint: str | None = _f(None, "a checkpoint directory, or 'latest' (the newest in --output_dir)")
@@ -94,6 +108,8 @@ class SftArgs(ModelArgs):
 
     def __post_init__(self):
         problems = []
+        if self.learning_rate is None:  # every weight moves in full fine-tuning: ten times below LoRA
+            self.learning_rate = DEFAULT_LEARNING_RATE.get(self.train_type, DEFAULT_LEARNING_RATE["lora"])
         if self.train_type not in TRAIN_TYPES:
             problems.append(f"--train_type {self.train_type}: expected one of {', '.join(TRAIN_TYPES)}.")
         if self.truncation_strategy not in TRUNCATION:
@@ -111,7 +127,8 @@ class SftArgs(ModelArgs):
             problems.append(f"--split_dataset_ratio {self.split_dataset_ratio}: must be in [0, 1).")
         problems += below_minimum(self, ("nproc_per_node", "nnodes", "per_device_train_batch_size",
                                          "per_device_eval_batch_size", "gradient_accumulation_steps", "lora_rank",
-                                         "lora_alpha", "max_length", "eval_steps", "save_steps", "logging_steps"))
+                                         "lora_alpha", "max_length", "eval_steps", "save_steps", "logging_steps",
+                                         "retention_max_new_tokens"))
         if self.learning_rate <= 0:
             problems.append(f"--learning_rate {self.learning_rate}: must be positive.")
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
@@ -125,6 +142,16 @@ class SftArgs(ModelArgs):
                     raise ValueError
             except ValueError:
                 problems.append(f"--lr_scheduler_kwargs {self.lr_scheduler_kwargs}: expected a JSON object.")
+        if self.early_stop_on not in EARLY_STOP_ON:
+            problems.append(f"--early_stop_on {self.early_stop_on}: expected one of {', '.join(EARLY_STOP_ON)}.")
+        elif self.early_stop_on == "retention" and self.retention_eval_steps <= 0:
+            problems.append("--early_stop_on retention needs --retention_eval_steps N (how often to probe).")
+        if self.retention_eval_steps < 0:
+            problems.append(f"--retention_eval_steps {self.retention_eval_steps}: must be 0 (off) or more.")
+        if not 0 <= self.retention_threshold <= 1:
+            problems.append(f"--retention_threshold {self.retention_threshold}: must be in [0, 1] (an accuracy drop).")
+        if self.retention_dataset and not self.retention_eval_steps:
+            problems.append("--retention_dataset is only read by the retention watch: give --retention_eval_steps N.")
         if self.early_stop_patience is not None and self.early_stop_patience < 1:
             problems.append(f"--early_stop_patience {self.early_stop_patience}: must be at least 1.")
         if problems:

@@ -17,3 +17,20 @@ def test_plan_prints_and_writes_the_plan_without_training(tmp_path, capsys):
     assert (tmp_path / "lr_plan.png").stat().st_size > 0
     assert len((tmp_path / "lr_plan.csv").read_text().splitlines()) == 1 + 22
     assert not list(tmp_path.glob("v*-*"))  # no run directory, no checkpoint
+
+
+def test_a_warmup_nobody_asked_for_yields_and_a_given_one_is_labelled_flag(tmp_path, capsys):
+    common = ["--dataset", "self_cognition", "--model_name", "N", "--model_author", "A"]
+    # the model's own warm-up (0.05) cannot go with 'constant' nor fit a 1-step run: dropped with a note, not refused
+    assert run_cli("plan", *common, "--lr_scheduler_type", "constant", "--output_dir", tmp_path / "a") == 0
+    out = capsys.readouterr().out
+    assert "no warm-up: the model warm-up of 0.05" in out and "constant scheduler has none" in out
+    assert run_cli("plan", *common, "--max_steps", 1, "--output_dir", tmp_path / "b") == 0
+    assert "would cover the whole run of 1 steps" in capsys.readouterr().out
+    # a warm-up the user gave is honoured, so a contradiction is still an error
+    assert run_cli("plan", *common, "--lr_scheduler_type", "constant", "--warmup_ratio", 0.1,
+                   "--output_dir", tmp_path / "c") == 2
+    assert "ignores warmup" in capsys.readouterr().err
+    assert run_cli("plan", *common, "--warmup_ratio", 0.1, "--output_dir", tmp_path / "d") == 0
+    warmup_row = next(line for line in capsys.readouterr().out.splitlines() if "warmup steps" in line)
+    assert warmup_row.split()[-1] == "flag", warmup_row

@@ -68,12 +68,15 @@ class EncodeStats:
     truncated: int = 0
     tokens: int = 0
     label_tokens: int = 0
+    identity_rows: int = 0  # kept rows of identity data ({{NAME}}/{{AUTHOR}} placeholders)
     unit: str = "rows"
     token_note: str | None = None
 
     def summary(self) -> str:
         note = self.token_note or f"{self.label_tokens} trained"
         parts = [f"{self.kept}/{self.rows} {self.unit} kept", f"{self.tokens} tokens ({note})"]
+        if self.identity_rows:
+            parts.append(f"{self.identity_rows} of them identity rows")
         if self.deleted_too_long:
             parts.append(f"{self.deleted_too_long} deleted as longer than --max_length")
         if self.truncated:
@@ -100,6 +103,7 @@ def encode_dataset(tokenizer, convs: list[Conversation], system: str | None, max
             continue
         rows.append({"input_ids": ids, "labels": labels, "attention_mask": [1] * len(ids)})
         stats.kept += 1
+        stats.identity_rows += conv.identity
         stats.tokens += len(ids)
         stats.label_tokens += sum(label != IGNORE for label in labels)
     return rows, stats

@@ -28,6 +28,7 @@ class Conversation:
     messages: list[dict]
     origin: str  # "file:line", for error messages
     extra: dict = field(default_factory=dict)  # other fields of the row (e.g. "rejected_response" for DPO)
+    identity: bool = False  # it held {{NAME}} or {{AUTHOR}}: identity (self-cognition) data
 
 
 def _rows_of_jsonl(path: Path, text: str):
@@ -123,6 +124,7 @@ def _substitute(conv: Conversation, names: list[str], authors: list[str]) -> Non
     text = "".join(m["content"] for m in conv.messages)
     if "{{" not in text:
         return
+    conv.identity = "{{NAME}}" in text or "{{AUTHOR}}" in text
     tag = conv.extra.get("tag")
     chinese = tag == "zh" if tag in ("zh", "en") else bool(_CJK.search(text))
     pick = (lambda v: v[0] if chinese or len(v) == 1 else v[1])

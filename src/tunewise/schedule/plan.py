@@ -345,7 +345,7 @@ def format_plan(step_plan: StepPlan, schedule: LRSchedule, sources: dict[str, st
         ("batches/epoch/device", "batches_per_epoch_per_device", f"{p.batches_per_epoch_per_device:,}"),
         ("steps/epoch", "steps_per_epoch", f"{p.steps_per_epoch:,}"),
         ("total steps", "total_steps", f"{p.total_steps:,}"),
-        ("warmup steps", "warmup_steps", f"{schedule.warmup_steps:,}"),
+        ("warmup steps", "warmup", f"{schedule.warmup_steps:,}"),
         ("scheduler", "scheduler", schedule.scheduler),
         ("peak learning rate", "learning_rate", f"{schedule.learning_rate:g}"),
     ]

@@ -45,8 +45,16 @@ class MetricsLog(TrainerCallback):
                 record["tokens_per_s"] = round((tokens - self._tokens) / (now - self._time), 1)
             self._tokens, self._time = tokens, now
             self.latest = record
+        self.write(record)
+
+    def write(self, record: dict) -> None:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict]:
+        from tunewise.train.plots import read_log
+
+        return read_log(self.path)
 
 
 class ProgressBar(TrainerCallback):
@@ -87,21 +95,34 @@ class ProgressBar(TrainerCallback):
 
 
 class BestTracker(TrainerCallback):
-    """Remembers the step with the lowest eval loss, and stops after `patience` evaluations without a new one."""
+    """Remembers the best step, and stops after `patience` evaluations without a lower eval loss.
 
-    def __init__(self, patience: int | None = None):
+    The best is the lowest eval loss, unless `by_eval_loss` is False: then another judge (the retention watch's
+    combined score) names it through `consider`, and the eval loss only counts towards the patience."""
+
+    def __init__(self, patience: int | None = None, by_eval_loss: bool = True):
         self.patience = patience
-        self.best_loss = math.inf
+        self.by_eval_loss = by_eval_loss
+        self.lowest_loss = math.inf
+        self.best_value: float | None = None
+        self.best_metric = "eval_loss"
         self.best_step: int | None = None
         self.bad_evals = 0
         self.stopped_early = False
+
+    def consider(self, step: int, value: float, metric: str) -> None:
+        """A higher-is-better score for `step`; a tie goes to the later step (it trained longer)."""
+        if self.best_value is None or value >= self.best_value:
+            self.best_value, self.best_step, self.best_metric = value, step, metric
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         loss = (metrics or {}).get("eval_loss")
         if loss is None:
             return
-        if loss < self.best_loss:
-            self.best_loss, self.best_step, self.bad_evals = loss, state.global_step, 0
+        if loss < self.lowest_loss:
+            self.lowest_loss, self.bad_evals = loss, 0
+            if self.by_eval_loss:
+                self.best_value, self.best_step = loss, state.global_step
         else:
             self.bad_evals += 1
             if self.patience is not None and self.bad_evals >= self.patience:

@@ -136,7 +136,7 @@ def prepare(args: DpoArgs, sources: dict) -> Prepared:
                         else " (merged, then trained in full)"))
     own_tokenizer = start.adapter and (Path(start.adapter) / "tokenizer_config.json").is_file()
     tokenizer = load_tokenizer(start.adapter if own_tokenizer else start.base)
-    train_rows, val_rows = load_and_encode(args, tokenizer, load_preferences, encode_pairs, notes, "pairs")
+    train_rows, val_rows, _ = load_and_encode(args, tokenizer, load_preferences, encode_pairs, notes, "pairs")
     prep = make_prepared(args, sources, start.base, tokenizer, train_rows, val_rows, notes)
     prep.start = start
     return prep

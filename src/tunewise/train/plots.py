@@ -31,6 +31,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     written = []
     train = [r for r in log if "loss" in r]
     evals = [r for r in log if "eval_loss" in r]
+    probes = [r for r in log if "retention" in r]
     if train or evals:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         if train:
@@ -40,7 +41,18 @@ def plot_run(run_dir: Path) -> list[Path]:
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("loss")
         ax.set_title(run_dir.name)
-        ax.legend()
+        handles, labels = ax.get_legend_handles_labels()
+        if probes:  # the retention watch: its scores on a second axis, so loss and forgetting are read together
+            right = ax.twinx()
+            steps = [r["step"] for r in probes]
+            right.plot(steps, [r["retention"] for r in probes], "s-", color="tab:green", label="general skill (probes)")
+            if "identity" in probes[-1]:
+                right.plot(steps, [r.get("identity") for r in probes], "^-", color="tab:red", label="identity (probes)")
+            right.set_ylim(-0.02, 1.02)
+            right.set_ylabel("probe accuracy")
+            more_handles, more_labels = right.get_legend_handles_labels()
+            handles, labels = handles + more_handles, labels + more_labels
+        ax.legend(handles, labels, loc="center right", fontsize="small")
         ax.grid(alpha=0.3)
         save_figure(fig, run_dir / "loss.png")
         plt.close(fig)

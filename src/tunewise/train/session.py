@@ -31,6 +31,8 @@ class Prepared:
     notes: list
     deepspeed: object = None  # tunewise.schedule.deepspeed.Reconciled when --deepspeed is given
     start: object = None  # dpo: where the policy starts (tunewise.train.dpo.Start)
+    probes: object = None  # tunewise.train.retention.Probes when --retention_eval_steps is given
+    identity_rows: int = 0  # training rows of identity data (the advice's epoch rule reads it)
 
 
 def planned_world_size(args) -> int:
@@ -77,8 +79,8 @@ def split_validation(items: list, ratio: float, seed: int) -> tuple[list, list]:
     return shuffled[:n_val], shuffled[n_val:]
 
 
-def load_and_encode(args, tokenizer, load, encode, notes: list, unit: str = "rows") -> tuple[list, list]:
-    """(training rows, validation rows): --dataset, and --val_dataset or a --split_dataset_ratio share of it, read
+def load_and_encode(args, tokenizer, load, encode, notes: list, unit: str = "rows") -> tuple[list, list, object]:
+    """(training rows, validation rows, the training rows' EncodeStats): --dataset, and --val_dataset or a --split_dataset_ratio share of it, read
     by `load(specs, names, authors, seed)` and encoded by `encode(tokenizer, items, system, max_length, truncation)`
     (conversations for sft, preference pairs for dpo)."""
     items = load(args.dataset, args.model_name, args.model_author, args.seed)
@@ -90,17 +92,28 @@ def load_and_encode(args, tokenizer, load, encode, notes: list, unit: str = "row
     notes.append(f"train data: {stats.summary()}" + (f"; validation: {len(val_rows)} {unit}" if val_rows else ""))
     if not train_rows:
         raise UserError(f"No training {unit} are left after encoding (all longer than --max_length?).")
-    return train_rows, val_rows
+    return train_rows, val_rows, stats
 
 
 def make_prepared(args, sources: dict, model_dir: str, tokenizer, train_rows: list, val_rows: list,
-                  notes: list) -> Prepared:
+                  notes: list, identity_rows: int = 0) -> Prepared:
     """Step arithmetic, warmup, schedule and (with --deepspeed) the reconciled DeepSpeed config for encoded rows."""
     from tunewise.schedule.plan import make_schedule, plan_steps, resolve_warmup
 
     step_plan = plan_steps(len(train_rows), args.per_device_train_batch_size, args.gradient_accumulation_steps,
                            planned_world_size(args), args.num_train_epochs, args.max_steps)
     warmup = resolve_warmup(step_plan.total_steps, args.warmup_ratio, args.warmup_steps)
+    warmup_flag = "warmup_steps" if args.warmup_steps is not None else "warmup_ratio"
+    sources = {**sources, "warmup": sources.get(warmup_flag, "default")}  # the plan's warm-up row says who set it
+    if warmup and sources["warmup"] in ("default", "model"):
+        # a warm-up the user never asked for yields where it cannot be honoured, instead of refusing the run
+        why = ("the constant scheduler has none (constant_with_warmup has one)" if args.lr_scheduler_type == "constant"
+               else f"it would cover the whole run of {step_plan.total_steps} steps" if warmup >= step_plan.total_steps
+               else None)
+        if why:
+            notes.append(f"note: no warm-up: the {sources['warmup']} warm-up of {args.warmup_ratio:g} ({warmup} steps) "
+                         f"is dropped because {why}; give --warmup_steps or --warmup_ratio to choose one.")
+            warmup, sources["warmup"] = 0, f"{sources['warmup']} (dropped)"
     schedule = make_schedule(args.lr_scheduler_type, args.learning_rate, step_plan.total_steps, warmup,
                              **args.scheduler_kwargs())
     deepspeed = None
@@ -121,7 +134,12 @@ def make_prepared(args, sources: dict, model_dir: str, tokenizer, train_rows: li
         notes += [f"WARNING: {text}" for text in deepspeed.warnings]
         sources = {**sources, **deepspeed.sources}
         schedule = deepspeed.schedule_override or schedule
-    return Prepared(args, sources, model_dir, tokenizer, train_rows, val_rows, step_plan, schedule, notes, deepspeed)
+    from tunewise.train.retention import build_probes
+
+    zero_stage = int(deepspeed.config.get("zero_optimization", {}).get("stage", 0)) if deepspeed else 0
+    probes = build_probes(args, model_dir, zero_stage)
+    return Prepared(args, sources, model_dir, tokenizer, train_rows, val_rows, step_plan, schedule, notes, deepspeed,
+                    probes=probes, identity_rows=identity_rows)
 
 
 def print_plan(prep: Prepared) -> None:
@@ -240,15 +258,21 @@ def open_run(prep: Prepared, command: str) -> tuple[Path, Path | None]:
 
 def run_callbacks(prep: Prepared, run_dir: Path) -> tuple[list, object, object]:
     """(callbacks for the trainer, the MetricsLog, the BestTracker): logging.jsonl with planned_lr, the progress
-    bar, best/early stop, atomic checkpoint publishing, the schedule guard and TensorBoard."""
+    bar, best/early stop, the retention watch, atomic checkpoint publishing, the schedule guard and TensorBoard."""
     from tunewise.train import callbacks
 
     args = prep.args
     metrics = callbacks.MetricsLog(run_dir / "logging.jsonl", prep.schedule)
-    best = callbacks.BestTracker(args.early_stop_patience)
-    extra = [metrics, callbacks.ProgressBar(metrics), best,
-             callbacks.PublishCheckpoints(run_dir, args.save_total_limit, best),
-             callbacks.ScheduleGuard(prep.schedule, args.schedule_guard)]
+    by_retention = args.early_stop_on == "retention" and prep.probes is not None and prep.probes.has_identity
+    best = callbacks.BestTracker(args.early_stop_patience, by_eval_loss=not by_retention)
+    extra = [metrics, callbacks.ProgressBar(metrics), best]
+    if prep.probes is not None:  # before publishing: the best it names is known when the checkpoint is rotated
+        from tunewise.train.retention import RetentionWatch
+
+        extra.append(RetentionWatch(prep.probes, prep.tokenizer, args.retention_eval_steps, args.retention_threshold,
+                                    metrics, best, stop=args.early_stop_on == "retention"))
+    extra += [callbacks.PublishCheckpoints(run_dir, args.save_total_limit, best),
+              callbacks.ScheduleGuard(prep.schedule, args.schedule_guard)]
     if "tensorboard" in args.report_to and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
@@ -273,12 +297,24 @@ def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda
     best_cp, last_cp = (run_dir / "best").resolve(), (run_dir / "last").resolve()
     if best.stopped_early:
         print(f"early stop: no lower eval loss in {best.patience} evaluations.")
-    for line in lines():
+    watch = next((c for c in trainer.callback_handler.callbacks if type(c).__name__ == "RetentionWatch"), None)
+    for line in (watch_summary(watch) if watch else []) + lines():
         print(line)
     print(f"last checkpoint: {last_cp}")
     if best.best_step is not None:
-        print(f"best checkpoint: {best_cp} (eval_loss {best.best_loss:.4f})")
+        print(f"best checkpoint: {best_cp} ({best.best_metric} {best.best_value:.4f})")
     print(f"try it: tunewise infer --adapters {last_cp}", flush=True)
+
+
+def watch_summary(watch) -> list[str]:
+    """The retention watch's end-of-run lines: start and end scores, its cost, and why it stopped the run."""
+    first, last = watch.history[0], watch.history[-1]
+    line = (f"retention watch: general skill {first['retention']:.3f} at step {first['step']} -> "
+            f"{last['retention']:.3f} at step {last['step']}")
+    if "identity" in last:
+        line += f"; identity {first['identity']:.3f} -> {last['identity']:.3f}"
+    line += f" ({len(watch.history)} probes, {watch.seconds:.1f} s)"
+    return [line] + ([watch.stopped] if watch.stopped else [])
 
 
 def command_main(argv: list[str], args_class, command: str, prepare, train) -> int:

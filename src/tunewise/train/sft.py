@@ -36,8 +36,8 @@ def prepare(args: SftArgs, sources: dict) -> Prepared:
     notes = []
     apply_model_defaults(args, sources, model_dir, notes)
     tokenizer = load_tokenizer(model_dir)
-    train_rows, val_rows = load_and_encode(args, tokenizer, load_conversations, encode_dataset, notes)
-    return make_prepared(args, sources, model_dir, tokenizer, train_rows, val_rows, notes)
+    train_rows, val_rows, stats = load_and_encode(args, tokenizer, load_conversations, encode_dataset, notes)
+    return make_prepared(args, sources, model_dir, tokenizer, train_rows, val_rows, notes, stats.identity_rows)
 
 
 def lora_config(args: SftArgs):

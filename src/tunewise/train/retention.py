@@ -1,0 +1,159 @@
+"""The retention watch: general skill and identity measured during training, not only after it.
+
+Every `--retention_eval_steps N` optimizer steps (and once before the first step) the model answers a small
+general-skill probe set with references (the embedded model: 50 of its held-out additions; any model:
+`--retention_dataset`) and, when the run sets a new identity, the 16 held-out identity questions. The scores go to
+logging.jsonl (`retention`, `retention_start`, `identity`, `identity_zh`, `identity_en`) and into loss.png. When
+the general skill falls more than `--retention_threshold` below its value at the start, the watch warns; with
+`--early_stop_on retention` it stops the run there, and `best` is the checkpoint with the highest
+identity accuracy + retained share of the general skill (a checkpoint is saved at every probe for that).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from transformers import TrainerCallback
+
+from tunewise.errors import UserError
+
+BUILTIN_PROBE_STRIDE = 4  # every 4th of the 200 held-out additions: 50 prompts, all five phrasings
+GENERAL_MAX_NEW_TOKENS = {"heldout_addition": 8}  # "a+b=c" is at most 7 tokens; datasets get max_new_tokens
+IDENTITY_MAX_NEW_TOKENS = 48
+
+
+@dataclass
+class Probes:
+    """What the watch asks: general-skill items with references (scored like `tunewise eval`) and the identity."""
+
+    suite: object  # tunewise.evaluate.report.Suite
+    max_new_tokens: int
+    system: str | None = None
+
+    @property
+    def has_identity(self) -> bool:
+        return bool(self.suite.target)
+
+
+def build_probes(args, model_dir: str, zero_stage: int = 0) -> Probes | None:
+    """The watch's probes for a run, or None when the watch is off; a UserError when it cannot run."""
+    if not args.retention_eval_steps:
+        return None
+    from tunewise.evaluate.identity import Identity
+    from tunewise.evaluate.report import Suite, addition_items, dataset_items
+    from tunewise.models.load import builtin_meta
+
+    meta = builtin_meta(model_dir)
+    if args.retention_dataset:
+        general, kind = dataset_items(args.retention_dataset, args.seed), "dataset:contains"
+    elif meta:
+        general, kind = addition_items()[::BUILTIN_PROBE_STRIDE], "heldout_addition"
+    else:
+        raise UserError(f"--retention_eval_steps {args.retention_eval_steps}: {args.model} has no built-in probes; "
+                        "give --retention_dataset FILE with general-skill prompts and reference answers "
+                        "({\"query\", \"response\"} rows; a reply is right when it contains the reference).")
+    if not general:
+        raise UserError(f"--retention_dataset {' '.join(args.retention_dataset)}: no rows.")
+    if zero_stage >= 3:
+        raise UserError("--retention_eval_steps with ZeRO-3 (--deepspeed zero3): the watch generates on the "
+                        "partitioned model, which tunewise does not do yet; use zero2 or no DeepSpeed.")
+    target = Identity(list(args.model_name), list(args.model_author))
+    old = Identity.from_dict(meta.get("default_identity")) if meta else None
+    suite = Suite(target, old or None, general=general, general_kind=kind)
+    return Probes(suite, GENERAL_MAX_NEW_TOKENS.get(kind, args.retention_max_new_tokens), args.system)
+
+
+def measure(model, tokenizer, probes: Probes) -> dict:
+    """{"retention": general accuracy, "identity", "identity_zh", "identity_en"} of a model (greedy, eval mode)."""
+    import torch
+
+    from tunewise.evaluate import identity
+    from tunewise.evaluate.generate import greedy_replies
+
+    suite = probes.suite
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            replies = greedy_replies(model, tokenizer, [it.messages for it in suite.general], probes.max_new_tokens,
+                                     probes.system)
+            out = {"retention": sum(suite.general_correct(r, it.reference) for r, it in zip(replies, suite.general))
+                   / len(suite.general)}
+            if probes.has_identity:
+                questions = identity.identity_questions()
+                answers = greedy_replies(model, tokenizer, [[{"role": "user", "content": q["query"]}]
+                                                            for q in questions], IDENTITY_MAX_NEW_TOKENS, probes.system)
+                scores, _ = identity.score(answers, questions, suite.target, suite.old)
+                out.update(identity=scores["identity_accuracy"], identity_zh=scores["identity_accuracy_zh"],
+                           identity_en=scores["identity_accuracy_en"])
+    finally:
+        model.train(was_training)
+    return out
+
+
+def combined_score(record: dict) -> float:
+    """identity accuracy + the share of the starting general skill kept (capped at 1): 0 to 2."""
+    start = record["retention_start"]
+    kept = min(1.0, record["retention"] / start) if start else 1.0
+    return record.get("identity", 0.0) + kept
+
+
+@dataclass
+class RetentionWatch(TrainerCallback):
+    """Runs the probes at the start and every `every` steps; warns or stops when the general skill drops."""
+
+    probes: Probes
+    tokenizer: object
+    every: int
+    threshold: float
+    metrics: object  # tunewise.train.callbacks.MetricsLog: the records go to logging.jsonl
+    best: object  # tunewise.train.callbacks.BestTracker
+    stop: bool = False  # --early_stop_on retention
+    start: float | None = None  # the general accuracy before the first step (read back from the log on resume)
+    history: list = field(default_factory=list)
+    stopped: str | None = None  # the stop message, when the watch ended the run
+    warned: bool = False
+    seconds: float = 0.0
+
+    def _probe(self, state, model) -> dict:
+        began = time.perf_counter()
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
+                  **measure(model, self.tokenizer, self.probes)}
+        took = time.perf_counter() - began
+        self.seconds += took
+        if self.start is None:
+            self.start = record["retention"]
+        record.update(retention_start=self.start, retention_s=round(took, 2))
+        self.history.append(record)
+        if state.is_world_process_zero:
+            self.metrics.write(record)
+        return record
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.start is None:
+            self.start = next((r["retention_start"] for r in self.metrics.read() if "retention_start" in r), None)
+        if state.global_step == 0 or self.start is None:
+            self._probe(state, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        step = state.global_step
+        if step % self.every and step != state.max_steps:
+            return
+        record = self._probe(state, model)
+        if self.stop:
+            if self.probes.has_identity:
+                self.best.consider(step, combined_score(record), "identity + retention")
+            control.should_save = True  # the best by combined score must exist as a checkpoint
+        drop = self.start - record["retention"]
+        if drop <= self.threshold:
+            return
+        message = (f"retention watch: at step {step} the general-skill probes score {record['retention']:.3f}, "
+                   f"{drop:.3f} below {self.start:.3f} at the start (threshold {self.threshold:g}).")
+        if self.stop:
+            self.stopped = message + (f" Stopping (--early_stop_on retention). A lower --learning_rate, fewer epochs "
+                                      f"or general data mixed into --dataset keep more.")
+            control.should_training_stop = True
+        elif not self.warned and state.is_world_process_zero:
+            print(f"\nWARNING: {message} The fine-tune is costing general skill; --early_stop_on retention stops "
+                  "such a run.", flush=True)
+            self.warned = True
