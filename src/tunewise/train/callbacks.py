@@ -11,6 +11,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from tunewise.errors import UserError
 from tunewise.train import rundir
 
 
@@ -157,8 +158,8 @@ class PublishCheckpoints(TrainerCallback):
         rundir.rotate(self.run_dir, self.limit, self.best_checkpoint())
 
 
-class ScheduleGuardError(RuntimeError):
-    pass
+class ScheduleGuardError(UserError):
+    """The optimizer left the plan: a one-paragraph error (exit 2) naming the step, both rates and the checkpoint kept."""
 
 
 class ScheduleGuard(TrainerCallback):
@@ -170,10 +171,10 @@ class ScheduleGuard(TrainerCallback):
     CAUSES = ("a DeepSpeed JSON 'scheduler' block overriding --lr_scheduler_type, a custom optimizer or scheduler "
               "passed to the trainer, or a resumed run whose scheduler state does not match the plan")
 
-    def __init__(self, schedule, mode: str = "error", tolerance: float = 1e-6):
+    def __init__(self, schedule, mode: str = "error", tolerance: float = 1e-6, run_dir: Path | None = None):
         from tunewise.schedule.plan import lr_relative_error
 
-        self.schedule, self.mode, self.tolerance = schedule, mode, tolerance
+        self.schedule, self.mode, self.tolerance, self.run_dir = schedule, mode, tolerance, run_dir
         self._error = lr_relative_error
         self.warned = False
 
@@ -191,7 +192,12 @@ class ScheduleGuard(TrainerCallback):
             message = (f"schedule guard: at step {step} the {what} learning rate is {actual:.6g} but the plan says "
                        f"{planned:.6g}. Likely causes: {self.CAUSES}.")
             if self.mode == "error":
-                raise ScheduleGuardError(message + " Stopping (use --schedule_guard warn to continue).")
+                kept = rundir.checkpoints(self.run_dir) if self.run_dir and Path(self.run_dir).is_dir() else []
+                where = (f" The newest checkpoint, written before the mismatch was seen, is kept: {kept[-1]} (resume "
+                         "from it with --resume_from_checkpoint once the cause is fixed)." if kept
+                         else " No checkpoint had been written yet.")
+                raise ScheduleGuardError(message + " The run stopped here; nothing after this step was saved." + where
+                                         + " Use --schedule_guard warn to train on regardless.")
             if not self.warned:
                 print("WARNING: " + message, flush=True)
                 self.warned = True

@@ -272,7 +272,7 @@ def run_callbacks(prep: Prepared, run_dir: Path) -> tuple[list, object, object]:
         extra.append(RetentionWatch(prep.probes, prep.tokenizer, args.retention_eval_steps, args.retention_threshold,
                                     metrics, best, stop=args.early_stop_on == "retention"))
     extra += [callbacks.PublishCheckpoints(run_dir, args.save_total_limit, best),
-              callbacks.ScheduleGuard(prep.schedule, args.schedule_guard)]
+              callbacks.ScheduleGuard(prep.schedule, args.schedule_guard, run_dir=run_dir)]
     if "tensorboard" in args.report_to and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
@@ -287,9 +287,15 @@ def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda
     from transformers.trainer_callback import ProgressCallback
 
     from tunewise.train import plots, rundir
+    from tunewise.train.callbacks import ProgressBar
 
     trainer.remove_callback(ProgressCallback)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    finally:  # a run stopped by an error ends its progress bar's line, so the error starts on its own
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, ProgressBar):
+                callback.on_train_end(None, None, None)
     if not is_main_process():
         return
     rundir.clear_staging(run_dir)

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""What does the identity fine-tune cost, with and without general data mixed in? The README's table, reproduced.
+
+    .venv/bin/python benchmarks/identity_recipe.py [--mix 0,200] [--seeds 42,1,2] [--cpu_kinds default,avx2,avx512]
+                   [--num_train_epochs 10] [--out output/identity-recipe] [--json results.json]
+
+For every mix size N (0: `--dataset self_cognition`; N: `--dataset self_cognition tiny_skills#N`), seed and CPU
+kind, one `tunewise sft` run as 小黄 / Xiao Huang by 魔搭 / ModelScope (the model's recommended values otherwise),
+then `tunewise eval` on its last checkpoint: held-out identity (8 Chinese, 8 English questions) and the 200
+held-out additions against the base model (the adapter disabled). A CPU kind is torch's ATEN_CPU_CAPABILITY (the
+vector kernels an Intel or AMD machine picks: `avx512`, `avx2`, or `default` for none); seeded runs repeat exactly on
+one kind and differ between kinds, which is the spread a test bound must survive. Prints a markdown table; finished
+runs under --out are reused (delete the folder to measure again). About 1 min per run of 100 rows x 10 epochs on 2
+cores, 2.5 min with 200 mixed rows (the `default` kind runs about 1.5x slower).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+IDENTITY = ["--model_name", "小黄", "Xiao Huang", "--model_author", "魔搭", "ModelScope"]
+
+
+def run(mix: int, seed: int, kind: str, epochs: float, out: Path) -> dict:
+    name = f"mix{mix}_seed{seed}_{kind}"
+    run_dir, report = out / name, out / f"{name}.json"
+    if report.is_file():
+        return json.loads(report.read_text(encoding="utf-8"))
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    if kind != "native":
+        env["ATEN_CPU_CAPABILITY"] = kind
+    dataset = ["self_cognition"] + ([f"tiny_skills#{mix}"] if mix else [])
+    cli = [sys.executable, "-m", "tunewise.cli"]
+    with (out / f"{name}.log").open("w", encoding="utf-8") as log:
+        subprocess.run(cli + ["sft", "--dataset", *dataset, *IDENTITY, "--num_train_epochs", str(epochs),
+                              "--seed", str(seed), "--report_to", "none", "--output_dir", str(run_dir),
+                              "--add_version", "false"], env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(cli + ["eval", "--adapters", str((run_dir / "last").resolve()), "--output", str(run_dir / "eval.json")],
+                       env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    m = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))["models"][0]["metrics"]
+    result = {"mix": mix, "seed": seed, "kind": kind, "identity": m["identity_accuracy"],
+              "zh": m["identity_accuracy_zh"], "en": m["identity_accuracy_en"], "additions": m["general_accuracy"],
+              "additions_base": m["general_accuracy_base"]}
+    report.write_text(json.dumps(result) + "\n", encoding="utf-8")
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mix", default="0,200", help="comma list of tiny_skills rows mixed in (0: none)")
+    p.add_argument("--seeds", default="42,1,2")
+    p.add_argument("--cpu_kinds", default="native", help="comma list of ATEN_CPU_CAPABILITY values, or native")
+    p.add_argument("--num_train_epochs", type=float, default=10)
+    p.add_argument("--out", default="output/identity-recipe")
+    p.add_argument("--json", help="also write every result to this file")
+    a = p.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = [run(int(mix), int(seed), kind, a.num_train_epochs, out)
+               for mix in a.mix.split(",") for kind in a.cpu_kinds.split(",") for seed in a.seeds.split(",")]
+    print("| mixed in | CPU kind | seed | identity (zh / en) | additions (base) |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        drop = (r["additions"] - r["additions_base"]) * 100
+        print(f"| {'tiny_skills#' + str(r['mix']) if r['mix'] else 'nothing'} | {r['kind']} | {r['seed']} | "
+              f"{r['identity']:.1%} ({r['zh']:.1%} / {r['en']:.1%}) | {r['additions']:.1%} ({drop:+.1f} points, "
+              f"base {r['additions_base']:.1%}) |")
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
