@@ -21,6 +21,9 @@ GUARD_MODES = ("error", "warn", "off")
 DS_SCHEDULER_MODES = ("flags", "keep")
 EARLY_STOP_ON = ("eval_loss", "retention")
 DEFAULT_LEARNING_RATE = {"lora": 1e-4, "full": 1e-5}
+TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")
+ATTN_IMPLS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+REPORT_TO = ("tensorboard", "none")
 
 
 def below_minimum(args, names, low: int = 1) -> list[str]:
@@ -40,6 +43,19 @@ class ModelArgs:
     torch_dtype: str = _f("auto", "auto | float32 | bfloat16 | float16")
     attn_impl: str | None = _f(None, "attention implementation: sdpa | eager | flash_attention_2")
     system: str | None = _f(None, "system prompt for rows (and chats) that have none")
+
+    def model_problems(self) -> list[str]:
+        """The problems of the model flags, found before anything is loaded or written."""
+        problems = []
+        if self.torch_dtype not in TORCH_DTYPES:
+            problems.append(f"--torch_dtype {self.torch_dtype}: expected one of {', '.join(TORCH_DTYPES)}.")
+        if self.attn_impl is not None and self.attn_impl not in ATTN_IMPLS:
+            problems.append(f"--attn_impl {self.attn_impl}: expected one of {', '.join(ATTN_IMPLS)}.")
+        return problems
+
+    def __post_init__(self):
+        if problems := self.model_problems():
+            raise UserError(" ".join(problems))
 
 
 @dataclass
@@ -107,7 +123,11 @@ class SftArgs(ModelArgs):
     schedule_guard: str = _f("error", "when the optimizer's LR leaves the plan: error (stop) | warn | off")
 
     def __post_init__(self):
-        problems = []
+        problems = self.model_problems()
+        unknown = [r for r in self.report_to if r not in REPORT_TO]
+        if unknown:
+            problems.append(f"--report_to {','.join(unknown)}: expected {' or '.join(REPORT_TO)} (logging.jsonl and "
+                            "the plots are always written).")
         if self.learning_rate is None:  # every weight moves in full fine-tuning: ten times below LoRA
             self.learning_rate = DEFAULT_LEARNING_RATE.get(self.train_type, DEFAULT_LEARNING_RATE["lora"])
         if self.train_type not in TRAIN_TYPES:
@@ -194,6 +214,10 @@ class ExportArgs:
     merge_lora: bool = _f(True, "merge the LoRA weights into the base model")
     output_dir: str | None = _f(None, "default: CHECKPOINT-merged next to the checkpoint")
     torch_dtype: str = _f("auto", "dtype of the written weights")
+
+    def __post_init__(self):
+        if self.torch_dtype not in TORCH_DTYPES:
+            raise UserError(f"--torch_dtype {self.torch_dtype}: expected one of {', '.join(TORCH_DTYPES)}.")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -98,3 +98,16 @@ def test_bad_data_fails_with_file_line_and_exit_2(tmp_path, line, expected):
     assert f"{data}{expected}" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()  # nothing was written before the data was checked
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--torch_dtype", "fp16", "--torch_dtype fp16: expected one of auto, float32, bfloat16, float16."),
+    ("--attn_impl", "flashy", "--attn_impl flashy: expected one of sdpa, eager, flash_attention_2"),
+    ("--report_to", "nonsense", "--report_to nonsense: expected tensorboard or none"),
+])
+def test_bad_model_and_logging_values_fail_before_anything_is_written(tmp_path, flag, value, message):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "tunewise.cli", "sft", "--dataset", "self_cognition", flag, value,
+                           "--output_dir", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
