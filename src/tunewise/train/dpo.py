@@ -20,7 +20,7 @@ from pathlib import Path
 from tunewise.args import SftArgs, _f
 from tunewise.errors import UserError
 from tunewise.train.rundir import STAGING
-from tunewise.train.sft import lora_config
+from tunewise.models.lora import lora_config
 from tunewise.train.session import (
     Prepared,
     apply_model_defaults,

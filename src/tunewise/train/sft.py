@@ -40,18 +40,11 @@ def prepare(args: SftArgs, sources: dict) -> Prepared:
     return make_prepared(args, sources, model_dir, tokenizer, train_rows, val_rows, notes, stats.identity_rows)
 
 
-def lora_config(args: SftArgs):
-    from peft import LoraConfig
-
-    targets = "all-linear" if args.target_modules == ["all-linear"] else args.target_modules
-    return LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
-
-
 def build_model(prep: Prepared):
     from transformers import set_seed
 
     from tunewise.models.load import load_model
+    from tunewise.models.lora import lora_config
 
     args = prep.args
     set_seed(args.seed)  # peft draws LoRA's A matrices here, before the Trainer seeds: unseeded, no run repeats
