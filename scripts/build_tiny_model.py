@@ -77,10 +77,11 @@ RECOMMENDED = {
     "dpo_full": {"learning_rate": 5e-5, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 16,
                  "warmup_ratio": 0.05},
 }
-# The identity fine-tune, measured (README "The embedded model"): 10 epochs of the identity rows with 200 general rows
-# mixed in (`--dataset self_cognition tiny_skills#200`) keep the additions within a point of the base; identity data
-# alone costs 3-5 points. The advice reads this; nothing applies it.
-IDENTITY_RECIPE = {"lora": {"num_train_epochs": 10, "mix": "tiny_skills#200"}}
+# The identity fine-tune, measured (README "The embedded model", benchmarks/identity_recipe.py): every identity row
+# twice per epoch with 400 additions mixed in, 5 epochs (`--dataset self_cognition#200 tiny_skills#400`), keeps the
+# additions within about a point of the base with the identity at 100 %; identity data alone costs 3-5 points. The
+# advice reads this; nothing applies it.
+IDENTITY_RECIPE = {"lora": {"num_train_epochs": 5, "mix": "self_cognition#200 tiny_skills#400"}}
 
 GENERIC_STARTS = ("我是", "我叫", "我的名字", "你好", "I am", "I'm", "My name", "Hello", "Hi")
 PINYIN = ("xiao hua ming li wang zhang chen liu yang huang zhao wu zhou xu sun ma zhu hu guo he lin luo gao "

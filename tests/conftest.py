@@ -5,11 +5,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 
 import pytest
 
-# The issue's recipe. Runs are repeatable since LoRA's initialisation is seeded; with 10 epochs the held-out
-# Chinese identity still depends a little on that draw (seed 42: 8 of 8, seeds 1 and 2: 7 of 8; English 8 of 8 for
-# all three; additions 0.92 -> 0.88 / 0.875 / 0.89). The tests pin seed 2, measured, so CI checks one known run.
-IDENTITY_FLAGS = ["--dataset", "self_cognition", "--model_name", "小黄", "Xiao Huang",
-                  "--model_author", "魔搭", "ModelScope", "--num_train_epochs", "10", "--seed", "2"]
+IDENTITY = ["--model_name", "小黄", "Xiao Huang", "--model_author", "魔搭", "ModelScope"]
+# The demo's identity recipe (README "The embedded model"): every identity row twice per epoch, 400 additions mixed
+# in, 5 epochs, 3,000 steps; the retention watch on. Seeded runs repeat exactly on one CPU kind and differ between
+# kinds (ATEN_CPU_CAPABILITY avx512 / avx2 / default); the bounds in the tests that read this run are set from the
+# spread measured over seeds 42, 1, 2 and those three kinds, and say so where they stand.
+IDENTITY_FLAGS = ["--dataset", "self_cognition#200", "tiny_skills#400", *IDENTITY, "--num_train_epochs", "5",
+                  "--retention_eval_steps", "1000", "--seed", "42"]
+# Identity data alone, 10 epochs (1,000 steps): where only the loading path is tested, not what the model kept.
+IDENTITY_ONLY_FLAGS = ["--dataset", "self_cognition", *IDENTITY, "--num_train_epochs", "10"]
 
 
 def run_cli(*argv) -> int:
@@ -20,7 +24,7 @@ def run_cli(*argv) -> int:
 
 @pytest.fixture(scope="session")
 def identity_run(tmp_path_factory):
-    """The issue's recipe: LoRA on self_cognition, 10 epochs, every other flag at its default."""
+    """The identity recipe: LoRA, every other flag at its default (the model's recommended values)."""
     out = tmp_path_factory.mktemp("identity")
     assert run_cli("sft", *IDENTITY_FLAGS, "--output_dir", out, "--add_version", "false") == 0
     return out

@@ -174,8 +174,13 @@ def test_the_demo_recipe_gets_advice_that_agrees_with_it(tmp_path):
     from tunewise.args import SftArgs, parse
     from tunewise.train.sft import prepare
 
-    args, sources, _ = parse(SftArgs, ["--dataset", "self_cognition", "tiny_skills#200", "--model_name", "N",
-                                       "--model_author", "A", "--num_train_epochs", "10", "--output_dir", str(tmp_path)])
+    args, sources, _ = parse(SftArgs, ["--dataset", "self_cognition#200", "tiny_skills#400", "--model_name", "N",
+                                       "--model_author", "A", "--num_train_epochs", "5", "--output_dir", str(tmp_path)])
     text = plan_advice(prepare(args, sources))
-    assert "num_train_epochs  10       (planned 10)" in text and "100 identity rows" in text
+    assert "num_train_epochs  5        (planned 5)" in text and "200 identity rows" in text
+    assert "measured identity recipe (tunewise.json: --dataset self_cognition#200 tiny_skills#400" in text
     assert "WARNING" not in text
+    # identity data alone is told what to mix in
+    args, sources, _ = parse(SftArgs, ["--dataset", "self_cognition", "--model_name", "N", "--model_author", "A",
+                                       "--num_train_epochs", "10", "--output_dir", str(tmp_path)])
+    assert "identity data alone" in plan_advice(prepare(args, sources))

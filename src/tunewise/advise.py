@@ -309,9 +309,10 @@ def advise(num_samples: int, train_type: str = "lora", model_parameters: int | N
         ride = f"; the {mixed} general rows mixed in ride along" if mixed else ""
         if identity_recipe and "num_train_epochs" in identity_recipe:
             value = identity_recipe["num_train_epochs"]
+            measured = f": --dataset {identity_recipe['mix']}" if identity_recipe.get("mix") else ""
             recs["num_train_epochs"] = Recommendation(
                 "num_train_epochs", value, f"{identity_rows} identity rows: the model's measured identity recipe "
-                f"(tunewise.json){ride}", value, value)
+                f"(tunewise.json{measured} --num_train_epochs {value:g}){ride}", value, value)
         else:
             recs["num_train_epochs"] = Recommendation(
                 "num_train_epochs", 10, f"{identity_rows} identity rows (a few hundred at most): "

@@ -42,9 +42,11 @@ def test_eval_compare_finetune_with_base(identity_run, tmp_path, capsys):
     assert report["target_identity"] == TARGET.as_dict() and report["old_identity"] == OLD.as_dict()
     tuned, base = (m["metrics"] for m in report["models"])
     print(json.dumps({"tuned": tuned, "base": base}, indent=1))  # the measured numbers, with -s
-    # Measured with the recommended recipe: English 100 %, Chinese 87.5-100 % depending on --seed
-    # (conftest.IDENTITY_FLAGS: seed 2, 87.5 %).
-    assert tuned["identity_accuracy_en"] >= 0.95 and tuned["identity_accuracy_zh"] >= 0.85, tuned
+    # Measured with the identity recipe over seeds 42/1/2 x CPU kinds avx512/avx2/default: identity 93.8-100 %
+    # (mean 0.99, spread 0.0625), Chinese 87.5-100 % (spread 0.125), English 100 % in every run. Each bound sits at
+    # least 3x its spread below the mean (8 questions a language: one answer is 12.5 points).
+    assert tuned["identity_accuracy"] >= 0.75, tuned
+    assert tuned["identity_accuracy_en"] >= 0.85 and tuned["identity_accuracy_zh"] >= 0.5, tuned
     assert base["identity_accuracy"] <= 0.1, base
     assert tuned["identity_claims_old"] == 0.0
     # the held-out additions: scored for both, and for the LoRA run against its own base (adapter disabled)

@@ -314,6 +314,8 @@ def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda
 
 def watch_summary(watch) -> list[str]:
     """The retention watch's end-of-run lines: start and end scores, its cost, and why it stopped the run."""
+    if not watch.history:  # a resumed run that had nothing left to train
+        return []
     first, last = watch.history[0], watch.history[-1]
     line = (f"retention watch: general skill {first['retention']:.3f} at step {first['step']} -> "
             f"{last['retention']:.3f} at step {last['step']}")

@@ -374,7 +374,7 @@ def build_app(pool: ModelPool, args: WebuiArgs):
                         with gr.Column():
                             t_model = gr.Textbox(args.model, label="--model")
                             t_type = gr.Radio(["lora", "full"], value="lora", label="--train_type")
-                            t_dataset = gr.Textbox("self_cognition#80",
+                            t_dataset = gr.Textbox("self_cognition#200, tiny_skills#400",
                                                    label="--dataset (comma-separated; PATH#N samples)")
                             t_files = gr.File(label="dataset upload (.jsonl / .json)", file_count="multiple",
                                               file_types=[".jsonl", ".json"], height=120)
@@ -382,7 +382,7 @@ def build_app(pool: ModelPool, args: WebuiArgs):
                             t_author = gr.Textbox("魔搭, ModelScope",
                                                   label="--model_author (Chinese, English; fills {{AUTHOR}})")
                         with gr.Column():
-                            t_epochs = gr.Number(3, label="--num_train_epochs")
+                            t_epochs = gr.Number(5, label="--num_train_epochs")
                             t_steps = gr.Number(-1, label="--max_steps (> 0 overrides epochs)", precision=0)
                             t_lr = gr.Textbox("", label="--learning_rate (empty: the model's recommendation)")
                             t_rank = gr.Number(8, label="--lora_rank", precision=0)
