@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
 """What does the identity fine-tune cost, with and without general data mixed in? The README's table, reproduced.
 
-    .venv/bin/python benchmarks/identity_recipe.py [--mix 0,200] [--seeds 42,1,2] [--cpu_kinds default,avx2,avx512]
-                   [--num_train_epochs 10] [--out output/identity-recipe] [--json results.json]
+    .venv/bin/python benchmarks/identity_recipe.py [--recipes mixed,alone] [--seeds 42,1,2]
+                   [--cpu_kinds native|avx512,avx2,default] [--out output/identity-recipe] [--json results.json]
 
-For every mix size N (0: `--dataset self_cognition`; N: `--dataset self_cognition tiny_skills#N`), seed and CPU
-kind, one `tunewise sft` run as 小黄 / Xiao Huang by 魔搭 / ModelScope (the model's recommended values otherwise),
-then `tunewise eval` on its last checkpoint: held-out identity (8 Chinese, 8 English questions) and the 200
+Recipes: `mixed`, the embedded model's identity recipe (tunewise.json "identity": `--dataset self_cognition#200
+tiny_skills#400 --num_train_epochs 5`); `alone`, `--dataset self_cognition --num_train_epochs 10`; or any
+`DATASETS@EPOCHS` (`"self_cognition tiny_skills#200@10"`). For every recipe, seed and CPU kind, one `tunewise sft`
+run as 小黄 / Xiao Huang by 魔搭 / ModelScope (the model's recommended values otherwise), then `tunewise eval` on its
+last checkpoint: held-out identity (8 Chinese, 8 English questions) and the 200
 held-out additions against the base model (the adapter disabled). A CPU kind is torch's ATEN_CPU_CAPABILITY (the
 vector kernels an Intel or AMD machine picks: `avx512`, `avx2`, or `default` for none); seeded runs repeat exactly on
 one kind and differ between kinds, which is the spread a test bound must survive. Prints a markdown table; finished
-runs under --out are reused (delete the folder to measure again). About 1 min per run of 100 rows x 10 epochs on 2
-cores, 2.5 min with 200 mixed rows (the `default` kind runs about 1.5x slower).
+runs under --out are reused (delete the folder to measure again).
 """
 from __future__ import annotations
 
@@ -25,26 +26,40 @@ from pathlib import Path
 IDENTITY = ["--model_name", "小黄", "Xiao Huang", "--model_author", "魔搭", "ModelScope"]
 
 
-def run(mix: int, seed: int, kind: str, epochs: float, out: Path) -> dict:
-    name = f"mix{mix}_seed{seed}_{kind}"
-    run_dir, report = out / name, out / f"{name}.json"
+def recipe(name: str) -> tuple[list[str], float]:
+    """(dataset specs, epochs) of a recipe name or DATASETS@EPOCHS."""
+    if name == "mixed":
+        from tunewise.models.load import builtin_meta, resolve_model
+
+        lora = builtin_meta(resolve_model("tunewise-tiny"))["identity"]["lora"]
+        return lora["mix"].split(), lora["num_train_epochs"]
+    if name == "alone":
+        return ["self_cognition"], 10
+    specs, _, epochs = name.rpartition("@")
+    return specs.split(), float(epochs)
+
+
+def run(name: str, seed: int, kind: str, out: Path) -> dict:
+    dataset, epochs = recipe(name)
+    tag = "".join(c if c.isalnum() else "_" for c in name)
+    name_dir = f"{tag}_seed{seed}_{kind}"
+    run_dir, report = out / name_dir, out / f"{name_dir}.json"
     if report.is_file():
         return json.loads(report.read_text(encoding="utf-8"))
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     env.pop("ATEN_CPU_CAPABILITY", None)
     if kind != "native":
         env["ATEN_CPU_CAPABILITY"] = kind
-    dataset = ["self_cognition"] + ([f"tiny_skills#{mix}"] if mix else [])
     cli = [sys.executable, "-m", "tunewise.cli"]
-    with (out / f"{name}.log").open("w", encoding="utf-8") as log:
+    with (out / f"{name_dir}.log").open("w", encoding="utf-8") as log:
         subprocess.run(cli + ["sft", "--dataset", *dataset, *IDENTITY, "--num_train_epochs", str(epochs),
                               "--seed", str(seed), "--report_to", "none", "--output_dir", str(run_dir),
                               "--add_version", "false"], env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
-        subprocess.run(cli + ["eval", "--adapters", str((run_dir / "last").resolve()), "--output", str(run_dir / "eval.json")],
-                       env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(cli + ["eval", "--adapters", str((run_dir / "last").resolve()),
+                              "--output", str(run_dir / "eval.json")], env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
     m = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))["models"][0]["metrics"]
-    result = {"mix": mix, "seed": seed, "kind": kind, "identity": m["identity_accuracy"],
-              "zh": m["identity_accuracy_zh"], "en": m["identity_accuracy_en"], "additions": m["general_accuracy"],
+    result = {"recipe": name, "dataset": " ".join(dataset), "epochs": epochs, "seed": seed, "kind": kind,
+              "identity": m["identity_accuracy"], "zh": m["identity_accuracy_zh"], "en": m["identity_accuracy_en"], "additions": m["general_accuracy"],
               "additions_base": m["general_accuracy_base"]}
     report.write_text(json.dumps(result) + "\n", encoding="utf-8")
     return result
@@ -52,22 +67,21 @@ def run(mix: int, seed: int, kind: str, epochs: float, out: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--mix", default="0,200", help="comma list of tiny_skills rows mixed in (0: none)")
+    p.add_argument("--recipes", default="mixed,alone", help="comma list: mixed, alone, or DATASETS@EPOCHS")
     p.add_argument("--seeds", default="42,1,2")
     p.add_argument("--cpu_kinds", default="native", help="comma list of ATEN_CPU_CAPABILITY values, or native")
-    p.add_argument("--num_train_epochs", type=float, default=10)
     p.add_argument("--out", default="output/identity-recipe")
     p.add_argument("--json", help="also write every result to this file")
     a = p.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = [run(int(mix), int(seed), kind, a.num_train_epochs, out)
-               for mix in a.mix.split(",") for kind in a.cpu_kinds.split(",") for seed in a.seeds.split(",")]
-    print("| mixed in | CPU kind | seed | identity (zh / en) | additions (base) |")
-    print("|---|---|---|---|---|")
+    results = [run(name, int(seed), kind, out)
+               for name in a.recipes.split(",") for kind in a.cpu_kinds.split(",") for seed in a.seeds.split(",")]
+    print("| recipe | --dataset, epochs | CPU kind | seed | identity (zh / en) | additions (base) |")
+    print("|---|---|---|---|---|---|")
     for r in results:
         drop = (r["additions"] - r["additions_base"]) * 100
-        print(f"| {'tiny_skills#' + str(r['mix']) if r['mix'] else 'nothing'} | {r['kind']} | {r['seed']} | "
+        print(f"| {r['recipe']} | {r['dataset']}, {r['epochs']:g} | {r['kind']} | {r['seed']} | "
               f"{r['identity']:.1%} ({r['zh']:.1%} / {r['en']:.1%}) | {r['additions']:.1%} ({drop:+.1f} points, "
               f"base {r['additions_base']:.1%}) |")
     if a.json:

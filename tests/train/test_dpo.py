@@ -86,8 +86,10 @@ def read_log(run):
 @pytest.mark.slow
 def test_dpo_on_the_builtin_set_learns_the_preference_and_keeps_the_rest(tmp_path, capsys):
     """The issue's check with the model's recommended DPO values (3 epochs of `concise`, 39 steps): the held-out
-    implicit-reward accuracy rises from 0 (every pair a tie) to >= 0.9 (measured 0.909); identity and additions kept
-    (measured 100% and 0.935 against the base's 0.92)."""
+    implicit-reward accuracy rises from 0 (every pair a tie); identity and additions kept. Measured over seeds 42/1/2
+    (avx512) and seed 42 on avx2 and default: implicit reward 0.909-0.955 (mean 0.927, spread 0.045), identity 100 %
+    in every run, additions 0.925-0.935 against the base's 0.92 (spread 0.01). Each bound sits at least 3x its
+    spread below the mean."""
     assert run_cli("dpo", "--dataset", "concise", "--logging_steps", 5, "--report_to", "none",
                    "--output_dir", tmp_path, "--add_version", "false") == 0
     saved = json.loads((tmp_path / "args.json").read_text())
@@ -104,7 +106,7 @@ def test_dpo_on_the_builtin_set_learns_the_preference_and_keeps_the_rest(tmp_pat
                    "--model_author", "图维实验室", "Tunewise Labs", "--preference_dataset", "concise_heldout",
                    "--output", tmp_path / "eval.json") == 0
     metrics = json.loads((tmp_path / "eval.json").read_text())["models"][0]["metrics"]
-    assert metrics["preference_implicit_reward_accuracy"] >= 0.9, metrics
+    assert metrics["preference_implicit_reward_accuracy"] >= 0.75, metrics
     assert metrics["identity_accuracy"] >= 0.95, metrics
     assert metrics["general_accuracy"] >= metrics["general_accuracy_base"] - 0.05, metrics
 
