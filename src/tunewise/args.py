@@ -95,7 +95,8 @@ class SftArgs(ModelArgs):
     save_steps: int = _f(50, "save a checkpoint every N optimizer steps")
     save_total_limit: int | None = _f(2, "checkpoints kept; the best (lowest eval loss) and the last are always kept")
     logging_steps: int = _f(5, "log every N optimizer steps")
-    early_stop_patience: int | None = _f(None, "stop after K evaluations without a lower eval loss")
+    early_stop_patience: int | None = _f(None, "stop after K evaluations without a lower eval loss (with --early_stop_on "
+                                               "retention: after K probes in a row past the threshold, default 2)")
     retention_eval_steps: int = _f(0, "every N optimizer steps (and before the first) score general-skill and identity "
                                       "probes, log them and plot them with the loss (0: off)")
     retention_dataset: list[str] = _f([], "general-skill probes for the retention watch: {query, response} rows, right "
@@ -105,8 +106,9 @@ class SftArgs(ModelArgs):
                                           "more than this below their score at the start")
     retention_max_new_tokens: int = _f(64, "longest reply to a --retention_dataset probe")
     early_stop_on: str = _f("eval_loss", "eval_loss (with --early_stop_patience) | retention: stop when the "
-                                         "retention watch sees the general skill fall past --retention_threshold, "
-                                         "keeping as best the checkpoint with the highest identity + retention")
+                                         "retention watch sees the general skill stay past --retention_threshold "
+                                         "for --early_stop_patience probes (default 2), keeping as best the "
+                                         "checkpoint with the highest identity + retention")
     output_dir: str = _f("output", "runs are written to OUTPUT_DIR/vN-YYYYMMDD-HHMMSS")
     add_version: bool = _f(True, "create a versioned sub-directory vN-... under --output_dir")
     resume_from_checkpoint: str | None = _f(None, "a checkpoint directory, or 'latest' (the newest in --output_dir)")

@@ -16,22 +16,25 @@ def read_log(run):
 
 
 def test_a_collapsing_run_is_stopped_with_a_clear_message_and_the_best_kept(tmp_path, capsys):
-    # lr 5e-2 is 50x the model's recommended 1e-3: the additions collapse within 10 steps (measured: 0.90 at the start,
-    # 0.00 at step 10 for seeds 42/1/2 x CPU kinds avx512/avx2/default, no spread; the stop needs a drop over 0.05).
-    rc = run_cli("sft", "--dataset", "self_cognition#20", *IDENTITY, "--max_steps", 20, "--learning_rate", 5e-2,
+    # lr 5e-2 is 50x the model's recommended 1e-3: the additions collapse within 10 steps and stay down (measured
+    # with this command: 0.90 at the start, 0.00-0.02 at step 10 and 0.00 at step 20 for seeds 42/1/2 x CPU kinds
+    # avx512/avx2/default; the stop needs a drop over 0.05 at two probes in a row, so the margin is 0.83).
+    rc = run_cli("sft", "--dataset", "self_cognition#20", *IDENTITY, "--max_steps", 40, "--learning_rate", 5e-2,
                  "--retention_eval_steps", 10, "--early_stop_on", "retention", "--report_to", "none",
                  "--output_dir", tmp_path, "--add_version", "false")
     assert rc == 0
     out = capsys.readouterr().out
-    assert "retention watch: at step 10 the general-skill probes score" in out
+    assert "WARNING: retention watch: at step 10 the general-skill probes score" in out
+    assert "the run stops if 2 probes in a row are this low" in out
+    assert "retention watch: at step 20 the general-skill probes score" in out and "2 probes in a row)" in out
     assert "Stopping (--early_stop_on retention)" in out and "A lower --learning_rate" in out
     probes = [r for r in read_log(tmp_path) if "retention" in r]
-    assert [r["step"] for r in probes] == [0, 10]  # before the first step, then every 10; stopped at the first drop
-    assert probes[0]["retention"] >= 0.8 and probes[1]["retention"] < probes[0]["retention"] - 0.05
+    assert [r["step"] for r in probes] == [0, 10, 20]  # before the first step, then every 10; stopped at the 2nd drop
+    assert probes[0]["retention"] >= 0.8 and all(r["retention"] < probes[0]["retention"] - 0.05 for r in probes[1:])
     assert all(r["retention_start"] == probes[0]["retention"] for r in probes)
     assert all(k in probes[1] for k in ("identity", "identity_zh", "identity_en", "retention_s"))
-    # a checkpoint at every probe (the best by identity + retention must exist); the run ended at step 10
-    assert (tmp_path / "last").resolve().name == "checkpoint-10"
+    # a checkpoint at every probe (the best by identity + retention must exist); the run ended at step 20 of 40
+    assert (tmp_path / "last").resolve().name == "checkpoint-20"
     assert (tmp_path / "best").resolve().is_dir()
     assert "best checkpoint:" in out and "(identity + retention" in out
     assert (tmp_path / "loss.png").is_file()
@@ -42,7 +45,7 @@ def test_without_early_stop_it_warns_and_trains_on(tmp_path, capsys):
                  "--retention_eval_steps", 10, "--report_to", "none", "--output_dir", tmp_path, "--add_version", "false")
     assert rc == 0
     out = capsys.readouterr().out
-    assert "WARNING: retention watch: at step 10" in out and "--early_stop_on retention stops such a run" in out
+    assert "WARNING: retention watch: at step 10" in out and "--early_stop_on retention stops a run that" in out
     assert [r["step"] for r in read_log(tmp_path) if "retention" in r] == [0, 10, 20]
     assert (tmp_path / "last").resolve().name == "checkpoint-20"
     assert "retention watch: general skill" in out and "(3 probes," in out

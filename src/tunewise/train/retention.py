@@ -5,8 +5,9 @@ general-skill probe set with references (the embedded model: 50 of its held-out 
 `--retention_dataset`) and, when the run sets a new identity, the 16 held-out identity questions. The scores go to
 logging.jsonl (`retention`, `retention_start`, `identity`, `identity_zh`, `identity_en`) and into loss.png. When
 the general skill falls more than `--retention_threshold` below its value at the start, the watch warns; with
-`--early_stop_on retention` it stops the run there, and `best` is the checkpoint with the highest
-identity accuracy + retained share of the general skill (a checkpoint is saved at every probe for that).
+`--early_stop_on retention` it stops the run once `patience` probes in a row have been that low (a single low probe
+can be a dip that recovers), and `best` is the checkpoint with the highest identity accuracy + retained share of
+the general skill (a checkpoint is saved at every probe for that).
 """
 from __future__ import annotations
 
@@ -109,6 +110,8 @@ class RetentionWatch(TrainerCallback):
     metrics: object  # tunewise.train.callbacks.MetricsLog: the records go to logging.jsonl
     best: object  # tunewise.train.callbacks.BestTracker
     stop: bool = False  # --early_stop_on retention
+    patience: int = 2  # probes in a row past the threshold before it stops
+    low_in_a_row: int = 0
     start: float | None = None  # the general accuracy before the first step (read back from the log on resume)
     history: list = field(default_factory=list)
     stopped: str | None = None  # the stop message, when the watch ended the run
@@ -146,14 +149,18 @@ class RetentionWatch(TrainerCallback):
             control.should_save = True  # the best by combined score must exist as a checkpoint
         drop = self.start - record["retention"]
         if drop <= self.threshold:
+            self.low_in_a_row = 0
             return
+        self.low_in_a_row += 1
         message = (f"retention watch: at step {step} the general-skill probes score {record['retention']:.3f}, "
-                   f"{drop:.3f} below {self.start:.3f} at the start (threshold {self.threshold:g}).")
-        if self.stop:
-            self.stopped = message + (f" Stopping (--early_stop_on retention). A lower --learning_rate, fewer epochs "
-                                      f"or general data mixed into --dataset keep more.")
+                   f"{drop:.3f} below {self.start:.3f} at the start (threshold {self.threshold:g}")
+        if self.stop and self.low_in_a_row >= self.patience:
+            self.stopped = message + (f", {self.low_in_a_row} probes in a row). Stopping (--early_stop_on retention). "
+                                      "A lower --learning_rate, fewer epochs or general data mixed into --dataset "
+                                      "keep more.")
             control.should_training_stop = True
         elif not self.warned and state.is_world_process_zero:
-            print(f"\nWARNING: {message} The fine-tune is costing general skill; --early_stop_on retention stops "
-                  "such a run.", flush=True)
+            then = (f"the run stops if {self.patience} probes in a row are this low" if self.stop
+                    else "--early_stop_on retention stops a run that stays this low")
+            print(f"\nWARNING: {message}). The fine-tune is costing general skill; {then}.", flush=True)
             self.warned = True
