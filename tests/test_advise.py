@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from tunewise.advise import (ModelShape, advise, estimate_memory, format_advice, format_memory, lora_parameters,
+from tunewise.advise import advise, format_advice
+from tunewise.memory import (ModelShape, estimate_memory, format_memory, lora_parameters,
                              parse_size)
 
 QWEN25_7B = {"model_type": "qwen2", "hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28,
