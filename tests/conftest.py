@@ -16,6 +16,13 @@ IDENTITY_FLAGS = ["--dataset", "self_cognition#200", "tiny_skills#400", *IDENTIT
 IDENTITY_ONLY_FLAGS = ["--dataset", "self_cognition", *IDENTITY, "--num_train_epochs", "10"]
 
 
+def read_log(run) -> list[dict]:
+    """A run's logging.jsonl, strictly: a line that is not JSON fails the test."""
+    import json
+
+    return [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
+
+
 def run_cli(*argv) -> int:
     from tunewise.cli import main
 

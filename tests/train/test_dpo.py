@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from conftest import run_cli
+from conftest import read_log, run_cli
 
 
 # ------------------------------------------------------------------------------------------------- loss by hand
@@ -79,10 +79,6 @@ def test_trl_dpo_loss_matches_hand_computation(tmp_path, flags, expected):
 
 
 # ------------------------------------------------------------------------------------------------- runs
-def read_log(run):
-    return [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_dpo_on_the_builtin_set_learns_the_preference_and_keeps_the_rest(tmp_path, capsys):
     """The issue's check with the model's recommended DPO values (3 epochs of `concise`, 39 steps): the held-out

@@ -1,12 +1,7 @@
-import json
 
 import pytest
 
-from conftest import run_cli
-
-
-def read_log(run):
-    return [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
+from conftest import read_log, run_cli
 
 
 def test_resume_continues_the_same_lr_curve(tmp_path):

@@ -1,18 +1,13 @@
 """The retention watch: probes logged during training, a warning, and a stop when the general skill collapses."""
-import json
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import run_cli
+from conftest import read_log, run_cli
 from tunewise.train.callbacks import BestTracker
 from tunewise.train.retention import combined_score
 
 IDENTITY = ["--model_name", "小黄", "Xiao Huang", "--model_author", "魔搭", "ModelScope"]
-
-
-def read_log(run):
-    return [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
 
 
 def test_a_collapsing_run_is_stopped_with_a_clear_message_and_the_best_kept(tmp_path, capsys):

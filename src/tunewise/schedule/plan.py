@@ -25,10 +25,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 
 from tunewise.errors import UserError
+from tunewise.files import replace_atomically
 
 SCHEDULERS = ("linear", "cosine", "cosine_with_min_lr", "constant", "constant_with_warmup", "warmup_stable_decay")
 _KWARGS = {  # keys each transformers scheduler accepts through TrainingArguments.lr_scheduler_kwargs
@@ -271,21 +271,6 @@ def lr_relative_error(actual: float, planned: float, floor: float = 0.0) -> floa
     return abs(actual - planned) / denom
 
 
-def _replace_atomically(path: str, write) -> None:
-    directory, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _plot(handle, schedule: LRSchedule) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: only runs that write plan files need it
     from matplotlib.figure import Figure
@@ -322,10 +307,10 @@ def write_plan_files(directory, step_plan: StepPlan, schedule: LRSchedule, extra
         "extra": dict(extra or {}),
     }
     text = json.dumps(plan, indent=2, sort_keys=False, default=str) + "\n"
-    _replace_atomically(os.path.join(directory, "plan.json"), lambda h: h.write(text.encode()))
+    replace_atomically(os.path.join(directory, "plan.json"), lambda h: h.write(text.encode()))
     csv_text = "step,lr\n" + "".join(f"{s},{lr!r}\n" for s, lr in schedule.curve())
-    _replace_atomically(os.path.join(directory, "lr_plan.csv"), lambda h: h.write(csv_text.encode()))
-    _replace_atomically(os.path.join(directory, "lr_plan.png"), lambda h: _plot(h, schedule))
+    replace_atomically(os.path.join(directory, "lr_plan.csv"), lambda h: h.write(csv_text.encode()))
+    replace_atomically(os.path.join(directory, "lr_plan.png"), lambda h: _plot(h, schedule))
     return plan
 
 

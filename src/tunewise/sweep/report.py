@@ -9,9 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from pathlib import Path
 
+from tunewise.files import write_text_atomic
 from tunewise.sweep.trend import RULE
 
 MARK = "★ recommended"
@@ -49,12 +49,6 @@ def recommend(records: list[dict]) -> dict | None:
                                   repetition(r), r.get("total_steps") or 0))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _num(value, digits: int = 6):
     return "" if value is None else round(value, digits) if isinstance(value, float) else value
 
@@ -70,7 +64,7 @@ def write_csv(path: Path, records: list[dict], axes: list, best: dict | None) ->
                          _num(loss.get("start")), _num(loss.get("final")), loss.get("label", ""),
                          *(_num(_metric(r, k)) for k in CSV_METRICS), _num(r.get("train_seconds"), 1),
                          _num(r.get("eval_seconds"), 1), "yes" if best is not None and r is best else ""])
-    _atomic_write(path, out.getvalue())
+    write_text_atomic(path, out.getvalue())
 
 
 def _pct(value) -> str:
@@ -172,7 +166,7 @@ def write_markdown(path: Path, command: str, records: list[dict], axes: list, be
              "How to read the table:", "", f"- {RULE}", f"- {METRIC_RULES}", f"- {RECOMMEND_RULE}",
              "- Every trial is a plain `tunewise sft` run in `trials/NAME/` (its `train.log`, `logging.jsonl`, "
              "checkpoints) with its evaluation in `trials/NAME/eval.json`; `results.csv` has every number.", ""]
-    _atomic_write(path, "\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
 
 
 def plot_curves(path: Path, records: list[dict], axes: list, logs: dict[str, list[dict]]) -> None:

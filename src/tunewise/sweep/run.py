@@ -43,7 +43,7 @@ values in a --config YAML are fixed. Flags of the sweep itself:
 
 
 def _write_json(path: Path, data) -> None:
-    from tunewise.train.rundir import write_json_atomic
+    from tunewise.files import write_json_atomic
 
     write_json_atomic(path, data)
 
@@ -178,9 +178,9 @@ def evaluate_trial(grid: Grid, trial: Trial) -> tuple[dict, dict]:
 
 
 def train_losses(run_dir: Path) -> list[dict]:
-    from tunewise.train.plots import read_log
+    from tunewise.files import read_jsonl
 
-    return [e for e in read_log(run_dir / "logging.jsonl") if "loss" in e]
+    return [e for e in read_jsonl(run_dir / "logging.jsonl") if "loss" in e]
 
 
 def run_trial(grid: Grid, trial: Trial, steps: int) -> tuple[dict, dict | None]:

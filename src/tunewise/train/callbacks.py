@@ -12,6 +12,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from tunewise.errors import UserError
+from tunewise.files import read_jsonl
 from tunewise.train import rundir
 
 
@@ -53,9 +54,7 @@ class MetricsLog(TrainerCallback):
             f.write(json.dumps(record) + "\n")
 
     def read(self) -> list[dict]:
-        from tunewise.train.plots import read_log
-
-        return read_log(self.path)
+        return read_jsonl(self.path)
 
 
 class ProgressBar(TrainerCallback):

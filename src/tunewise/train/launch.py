@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from tunewise.errors import UserError
+from tunewise.files import write_text_atomic
 
 RUN_DIR_ENV = "TUNEWISE_RUN_DIR"
 LAUNCH_FLAGS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port")
@@ -79,9 +80,7 @@ def shared_run_dir(make) -> tuple[Path, bool]:
     marker = Path(os.environ.get("TMPDIR", "/tmp")) / f"tunewise-run-{os.environ.get('TORCHELASTIC_RUN_ID', 'none')}-{os.environ.get('MASTER_PORT', '')}"
     if rank() == 0:
         path = make()
-        tmp = marker.with_name(marker.name + ".tmp")
-        tmp.write_text(str(path))
-        os.replace(tmp, marker)
+        write_text_atomic(marker, str(path))
         return path, True
     for _ in range(600):
         if marker.is_file():

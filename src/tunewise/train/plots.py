@@ -1,23 +1,14 @@
 """loss.png and lr.png of a run, drawn from its logging.jsonl."""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-
-def read_log(path: Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+from tunewise.files import read_jsonl, replace_atomically
 
 
 def save_figure(fig, path: Path) -> None:
     """Write the png through a temporary file, so a reader never sees half of it."""
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    replace_atomically(path, lambda handle: fig.savefig(handle, format="png", dpi=110, bbox_inches="tight"))
 
 
 def plot_run(run_dir: Path) -> list[Path]:
@@ -27,7 +18,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    log = read_log(run_dir / "logging.jsonl")
+    log = read_jsonl(run_dir / "logging.jsonl")
     written = []
     train = [r for r in log if "loss" in r]
     evals = [r for r in log if "eval_loss" in r]

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from tunewise.errors import UserError
+from tunewise.files import read_jsonl, write_text_atomic
 
 STAGING = ".staging"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -36,12 +37,6 @@ def new_run_dir(output_dir: str, add_version: bool = True) -> Path:
         except FileExistsError:
             continue
     raise UserError(f"{root}: could not create a new run directory.")
-
-
-def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -131,8 +126,5 @@ def truncate_log(log: Path, after_step: int) -> None:
     log = Path(log)
     if not log.is_file():
         return
-    lines = log.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= after_step]
-    tmp = log.with_name(log.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, log)
+    kept = [record for record in read_jsonl(log) if record.get("step", 0) <= after_step]
+    write_text_atomic(log, "".join(json.dumps(record) + "\n" for record in kept))

@@ -230,11 +230,12 @@ def resume_target(args) -> Path | None:
 def create_run_dir(prep: Prepared, command: str) -> Path:
     """A new versioned run directory holding args.json and the plan files."""
     from tunewise.args import to_json
+    from tunewise.files import write_json_atomic
     from tunewise.schedule.plan import write_plan_files
     from tunewise.train import rundir
 
     run_dir = rundir.new_run_dir(prep.args.output_dir, prep.args.add_version)
-    rundir.write_json_atomic(run_dir / "args.json", to_json(prep.args, prep.sources, command))
+    write_json_atomic(run_dir / "args.json", to_json(prep.args, prep.sources, command))
     write_plan_files(run_dir, prep.step_plan, prep.schedule, {"notes": prep.notes})
     return run_dir
 

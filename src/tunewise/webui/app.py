@@ -11,7 +11,6 @@ Generation goes through the same batching engine as `tunewise serve` (serve/batc
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from tunewise.args import _f, help_text, parse
 from tunewise.errors import UserError
+from tunewise.files import read_jsonl
 
 SCHEDULERS = ["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr", "warmup_stable_decay"]
 
@@ -202,7 +202,7 @@ class TrainJob:
 
     def records(self) -> list[dict]:
         run = self.run_dir()
-        return read_log(run / "logging.jsonl") if run else []
+        return read_jsonl(run / "logging.jsonl") if run else []
 
     def status(self) -> str:
         if self.proc is None:
@@ -211,17 +211,6 @@ class TrainJob:
             return f"running for {time.time() - self.started:.0f} s"
         code = self.proc.returncode
         return "finished" if code == 0 else f"exited with code {code}"
-
-
-def read_log(path: Path) -> list[dict]:
-    records = []
-    if Path(path).is_file():
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue  # a line being written
-    return records
 
 
 def plot_frames(records: list[dict]):

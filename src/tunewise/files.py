@@ -1,0 +1,53 @@
+"""Files a reader never sees half of, and the JSON-lines logs that runs append to.
+
+Every file tunewise rewrites (args.json, plans, plots, reports, the run-directory marker) goes through
+`replace_atomically`: written to a temporary file in the same folder, flushed to disk, then renamed over the old one,
+so a crash leaves the old file or the new one, never a mix. `read_jsonl` is the one reader of logging.jsonl.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def replace_atomically(path, write) -> None:
+    """Call `write(binary_handle)` on a temporary file beside `path`, then rename it to `path`."""
+    directory, name = os.path.split(os.fspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory or ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path, text: str) -> None:
+    replace_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_json_atomic(path, data) -> None:
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+
+
+def read_jsonl(path) -> list[dict]:
+    """The JSON objects of a JSON-lines file, in order; [] when it does not exist. A line that is not JSON (the last
+    one of a log being written, or cut short by a crash or a full disk) is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
