@@ -158,7 +158,8 @@ class PublishCheckpoints(TrainerCallback):
 
 
 class ScheduleGuardError(UserError):
-    """The optimizer left the plan: a one-paragraph error (exit 2) naming the step, both rates and the checkpoint kept."""
+    """The optimizer left the plan: a one-paragraph error (exit 2) naming the step, both rates and the checkpoint
+    kept."""
 
 
 class ScheduleGuard(TrainerCallback):

@@ -83,9 +83,9 @@ def split_validation(items: list, ratio: float, seed: int) -> tuple[list, list]:
 
 
 def load_and_encode(args, tokenizer, load, encode, notes: list, unit: str = "rows") -> tuple[list, list, object]:
-    """(training rows, validation rows, the training rows' EncodeStats): --dataset, and --val_dataset or a --split_dataset_ratio share of it, read
-    by `load(specs, names, authors, seed)` and encoded by `encode(tokenizer, items, system, max_length, truncation)`
-    (conversations for sft, preference pairs for dpo)."""
+    """(training rows, validation rows, the training rows' EncodeStats): --dataset, and --val_dataset or a
+    --split_dataset_ratio share of it, read by `load(specs, names, authors, seed)` and encoded by
+    `encode(tokenizer, items, system, max_length, truncation)` (conversations for sft, preference pairs for dpo)."""
     items = load(args.dataset, args.model_name, args.model_author, args.seed)
     val_items = load(args.val_dataset, args.model_name, args.model_author, args.seed)
     if not val_items and args.split_dataset_ratio > 0:
@@ -294,6 +294,7 @@ def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda
 
     from tunewise.train import plots, rundir
     from tunewise.train.callbacks import ProgressBar
+    from tunewise.train.retention import RetentionWatch
 
     trainer.remove_callback(ProgressCallback)
     try:
@@ -309,7 +310,7 @@ def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda
     best_cp, last_cp = (run_dir / "best").resolve(), (run_dir / "last").resolve()
     if best.stopped_early:
         print(f"early stop: no lower eval loss in {best.patience} evaluations.")
-    watch = next((c for c in trainer.callback_handler.callbacks if type(c).__name__ == "RetentionWatch"), None)
+    watch = next((c for c in trainer.callback_handler.callbacks if isinstance(c, RetentionWatch)), None)
     for line in (watch_summary(watch) if watch else []) + lines():
         print(line)
     print(f"last checkpoint: {last_cp}")
