@@ -95,3 +95,13 @@ def test_combined_score_and_the_tracker_it_feeds():
     tracker.on_evaluate(None, SimpleNamespace(global_step=50), SimpleNamespace(should_training_stop=False),
                         metrics={"eval_loss": 0.1})
     assert tracker.best_step == 30  # the eval loss does not override the combined score
+
+
+def test_the_end_line_names_a_dip_between_start_and_end():
+    from tunewise.train.session import watch_summary
+
+    history = [{"step": s, "retention": r, "identity": i} for s, r, i in [(0, 0.9, 0.0), (500, 0.74, 0.81),
+                                                                           (1000, 0.92, 1.0)]]
+    (line,) = watch_summary(SimpleNamespace(history=history, seconds=1.5, stopped=None))
+    assert line == ("retention watch: general skill 0.900 at step 0 -> 0.920 at step 1000 (lowest 0.740 at step 500); "
+                    "identity 0.000 -> 1.000 (3 probes, 1.5 s)")

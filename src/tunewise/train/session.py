@@ -326,11 +326,11 @@ def watch_summary(watch) -> list[str]:
     first, last = watch.history[0], watch.history[-1]
     line = (f"retention watch: general skill {first['retention']:.3f} at step {first['step']} -> "
             f"{last['retention']:.3f} at step {last['step']}")
-    if "identity" in last:
-        line += f"; identity {first['identity']:.3f} -> {last['identity']:.3f}"
     low = min(watch.history, key=lambda r: r["retention"])
     if low is not first and low is not last:
         line += f" (lowest {low['retention']:.3f} at step {low['step']})"
+    if "identity" in last:
+        line += f"; identity {first['identity']:.3f} -> {last['identity']:.3f}"
     line += f" ({len(watch.history)} probes, {watch.seconds:.1f} s)"
     return [line] + ([watch.stopped] if watch.stopped else [])
 
