@@ -52,14 +52,16 @@ def advise(num_samples: int, train_type: str = "lora", model_parameters: int | N
     size = f"{num_samples} samples"
     big = model_parameters is not None and model_parameters >= 1e9
     extra_warnings = []
+    identity = 0 < identity_rows <= IDENTITY_FEW_ROWS
+    recipe_mix = (identity_recipe or {}).get("mix")
 
-    if 0 < identity_rows <= IDENTITY_FEW_ROWS:
+    if identity:
         # A new name is learnt from its own rows: the general rows mixed in ride along and do not shorten it.
         mixed = num_samples - identity_rows
         ride = f"; the {mixed} general rows mixed in ride along" if mixed else ""
         if identity_recipe and "num_train_epochs" in identity_recipe:
             value = identity_recipe["num_train_epochs"]
-            measured = f": --dataset {identity_recipe['mix']}" if identity_recipe.get("mix") else ""
+            measured = f": --dataset {recipe_mix}" if recipe_mix else ""
             recs["num_train_epochs"] = Recommendation(
                 "num_train_epochs", value, f"{identity_rows} identity rows: the model's measured identity recipe "
                 f"(tunewise.json{measured} --num_train_epochs {value:g}){ride}", value, value)
@@ -68,8 +70,7 @@ def advise(num_samples: int, train_type: str = "lora", model_parameters: int | N
                 "num_train_epochs", 10, f"{identity_rows} identity rows (a few hundred at most): "
                 f"8-12 epochs for a new identity to take, 15+ starts parroting{ride}", 8, 12)
         if not mixed:
-            mix = f" ({identity_recipe['mix']} for this model, measured)" if identity_recipe and identity_recipe.get(
-                "mix") else ""
+            mix = f" ({recipe_mix} for this model, measured)" if recipe_mix else ""
             extra_warnings.append(f"identity data alone: the fine-tune costs general skill; mix general data into "
                                   f"--dataset{mix}, as ms-swift's self-cognition recipe mixes alpaca data")
     elif num_samples < 100:
@@ -107,7 +108,6 @@ def advise(num_samples: int, train_type: str = "lora", model_parameters: int | N
                 value = recommended[name]
                 recs[name] = Recommendation(name, value, "the model's own recommended value (tunewise.json), "
                                             "measured for it", value, value)
-    identity = 0 < identity_rows <= IDENTITY_FEW_ROWS
     return Advice(recs, check_choices(recs, chosen or {}, identity_rows if identity else num_samples, identity)
                   + extra_warnings)
 

@@ -26,6 +26,13 @@ ATTN_IMPLS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_a
 REPORT_TO = ("tensorboard", "none")
 
 
+def not_one_of(args, choices: dict[str, tuple]) -> list[str]:
+    """The "--flag value: expected one of a, b." problems of the named flags of `args` (a None value is not checked)."""
+    values = {name: getattr(args, name) for name in choices}
+    return [f"--{name} {values[name]}: expected one of {', '.join(allowed)}."
+            for name, allowed in choices.items() if values[name] is not None and values[name] not in allowed]
+
+
 def below_minimum(args, names, low: int = 1) -> list[str]:
     """The "--flag value: must be at least `low`." problems of the named numeric flags of `args`."""
     return [f"--{name} {getattr(args, name)}: must be at least {low}." for name in names if getattr(args, name) < low]
@@ -46,12 +53,7 @@ class ModelArgs:
 
     def model_problems(self) -> list[str]:
         """The problems of the model flags, found before anything is loaded or written."""
-        problems = []
-        if self.torch_dtype not in TORCH_DTYPES:
-            problems.append(f"--torch_dtype {self.torch_dtype}: expected one of {', '.join(TORCH_DTYPES)}.")
-        if self.attn_impl is not None and self.attn_impl not in ATTN_IMPLS:
-            problems.append(f"--attn_impl {self.attn_impl}: expected one of {', '.join(ATTN_IMPLS)}.")
-        return problems
+        return not_one_of(self, {"torch_dtype": TORCH_DTYPES, "attn_impl": ATTN_IMPLS})
 
     def __post_init__(self):
         if problems := self.model_problems():
@@ -132,15 +134,9 @@ class SftArgs(ModelArgs):
                             "the plots are always written).")
         if self.learning_rate is None:  # every weight moves in full fine-tuning: ten times below LoRA
             self.learning_rate = DEFAULT_LEARNING_RATE.get(self.train_type, DEFAULT_LEARNING_RATE["lora"])
-        if self.train_type not in TRAIN_TYPES:
-            problems.append(f"--train_type {self.train_type}: expected one of {', '.join(TRAIN_TYPES)}.")
-        if self.truncation_strategy not in TRUNCATION:
-            problems.append(f"--truncation_strategy {self.truncation_strategy}: expected one of {', '.join(TRUNCATION)}.")
-        if self.schedule_guard not in GUARD_MODES:
-            problems.append(f"--schedule_guard {self.schedule_guard}: expected one of {', '.join(GUARD_MODES)}.")
-        if self.deepspeed_scheduler not in DS_SCHEDULER_MODES:
-            problems.append(f"--deepspeed_scheduler {self.deepspeed_scheduler}: expected one of "
-                            f"{', '.join(DS_SCHEDULER_MODES)}.")
+        problems += not_one_of(self, {"train_type": TRAIN_TYPES, "truncation_strategy": TRUNCATION,
+                                      "schedule_guard": GUARD_MODES, "deepspeed_scheduler": DS_SCHEDULER_MODES,
+                                      "early_stop_on": EARLY_STOP_ON})
         if self.warmup_ratio is not None and self.warmup_steps is not None:
             problems.append("--warmup_ratio and --warmup_steps are both set; give one.")
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
@@ -164,9 +160,7 @@ class SftArgs(ModelArgs):
                     raise ValueError
             except ValueError:
                 problems.append(f"--lr_scheduler_kwargs {self.lr_scheduler_kwargs}: expected a JSON object.")
-        if self.early_stop_on not in EARLY_STOP_ON:
-            problems.append(f"--early_stop_on {self.early_stop_on}: expected one of {', '.join(EARLY_STOP_ON)}.")
-        elif self.early_stop_on == "retention" and self.retention_eval_steps <= 0:
+        if self.early_stop_on == "retention" and self.retention_eval_steps <= 0:
             problems.append("--early_stop_on retention needs --retention_eval_steps N (how often to probe).")
         if self.retention_eval_steps < 0:
             problems.append(f"--retention_eval_steps {self.retention_eval_steps}: must be 0 (off) or more.")
@@ -218,8 +212,8 @@ class ExportArgs:
     torch_dtype: str = _f("auto", "dtype of the written weights")
 
     def __post_init__(self):
-        if self.torch_dtype not in TORCH_DTYPES:
-            raise UserError(f"--torch_dtype {self.torch_dtype}: expected one of {', '.join(TORCH_DTYPES)}.")
+        if problems := not_one_of(self, {"torch_dtype": TORCH_DTYPES}):
+            raise UserError(" ".join(problems))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewise.args import _f, below_minimum
+from tunewise.args import _f, below_minimum, not_one_of
 from tunewise.errors import UserError
 
 MATCH_MODES = ("contains", "exact")
@@ -51,8 +51,7 @@ class EvalArgs:
 
     def __post_init__(self):
         problems = []
-        if self.match not in MATCH_MODES:
-            problems.append(f"--match {self.match}: expected one of {', '.join(MATCH_MODES)}.")
+        problems += not_one_of(self, {"match": MATCH_MODES})
         for flag in ("model_name", "model_author", "old_name", "old_author"):
             if len(getattr(self, flag)) > 2:
                 problems.append(f"--{flag} takes one or two values (Chinese, English).")

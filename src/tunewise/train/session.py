@@ -267,8 +267,8 @@ def run_callbacks(prep: Prepared, run_dir: Path) -> tuple[list, object, object]:
 
     args = prep.args
     metrics = callbacks.MetricsLog(run_dir / "logging.jsonl", prep.schedule)
-    by_retention = args.early_stop_on == "retention" and prep.probes is not None and prep.probes.has_identity
     on_eval_loss = args.early_stop_on == "eval_loss"
+    by_retention = not on_eval_loss and prep.probes is not None and prep.probes.has_identity
     best = callbacks.BestTracker(args.early_stop_patience if on_eval_loss else None, by_eval_loss=not by_retention)
     extra = [metrics, callbacks.ProgressBar(metrics), best]
     if prep.probes is not None:  # before publishing: the best it names is known when the checkpoint is rotated
