@@ -42,7 +42,7 @@ def free_port() -> int:
 
 def start_server(model: str, mode: str, max_batch: int, threads: int):
     port = free_port()
-    code = "import sys; from tunewise.serve.app import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from tunewise.cli import main; sys.exit(main(['serve', *sys.argv[1:]]))"
     proc = subprocess.Popen([sys.executable, "-c", code, "--model", model, "--port", str(port), "--batching", mode,
                              "--max_batch_size", str(max_batch), "--num_threads", str(threads), "--log_level", "warning"],
                             env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))

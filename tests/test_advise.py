@@ -25,12 +25,14 @@ def test_advice_by_data_size_and_warnings():
 
 def test_plan_advice_for_a_prepared_run(tmp_path):
     from tunewise.advise import plan_advice
-    from tunewise.args import SftArgs, parse
-    from tunewise.train.sft import prepare
+    from tunewise.args import SftArgs
+    from tunewise.flags import parse
+    from tunewise.train.recipe import resolve
+    from tunewise.train.sft import SFT
 
     args, sources, _ = parse(SftArgs, ["--dataset", "self_cognition#80", "--model_name", "N", "--model_author", "A",
                                        "--num_train_epochs", "30", "--output_dir", str(tmp_path)])
-    text = plan_advice(prepare(args, sources), gpu_memory="24GiB")
+    text = plan_advice(resolve(SFT, args, sources), gpu_memory="24GiB")
     assert "learning_rate" in text and "the model's own recommended value" in text  # the built-in model's values
     assert "likely to parrot training answers" in text  # 30 epochs on 80 samples
     assert "memory estimate:" in text and "fits in 24.00 GiB" in text
@@ -55,16 +57,18 @@ def test_identity_data_gets_the_identity_epoch_rule_whatever_is_mixed_in():
 
 def test_the_demo_recipe_gets_advice_that_agrees_with_it(tmp_path):
     from tunewise.advise import plan_advice
-    from tunewise.args import SftArgs, parse
-    from tunewise.train.sft import prepare
+    from tunewise.args import SftArgs
+    from tunewise.flags import parse
+    from tunewise.train.recipe import resolve
+    from tunewise.train.sft import SFT
 
     args, sources, _ = parse(SftArgs, ["--dataset", "self_cognition#200", "tiny_skills#400", "--model_name", "N",
                                        "--model_author", "A", "--num_train_epochs", "5", "--output_dir", str(tmp_path)])
-    text = plan_advice(prepare(args, sources))
+    text = plan_advice(resolve(SFT, args, sources))
     assert "num_train_epochs  5        (planned 5)" in text and "200 identity rows" in text
     assert "measured identity recipe (tunewise.json: --dataset self_cognition#200 tiny_skills#400" in text
     assert "WARNING" not in text
     # identity data alone is told what to mix in
     args, sources, _ = parse(SftArgs, ["--dataset", "self_cognition", "--model_name", "N", "--model_author", "A",
                                        "--num_train_epochs", "10", "--output_dir", str(tmp_path)])
-    assert "identity data alone" in plan_advice(prepare(args, sources))
+    assert "identity data alone" in plan_advice(resolve(SFT, args, sources))

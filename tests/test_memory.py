@@ -55,6 +55,7 @@ def test_sizes():
 # ---------------------------------------------------------------------------------------------------------------
 MEASURE = r"""
 import gc, json, os, resource, sys
+from tunewise.cli import main
 from tunewise.train import sft
 
 def status(key):  # VmRSS / VmHWM (the peak) in bytes
@@ -63,16 +64,16 @@ def status(key):  # VmRSS / VmHWM (the peak) in bytes
 
 marks = {}
 build = sft.build_model
-def measured_build(prep):  # everything but the model, its training state and activations is loaded by now
+def measured_build(run):  # everything but the model, its training state and activations is loaded by now
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets the peak (VmHWM) to the current RSS
     marks["before"] = status("VmRSS")
     marks["hwm_before"] = status("VmHWM")
-    marks["seq_len"] = max(len(r["input_ids"]) for r in prep.train_rows)
-    return build(prep)
+    marks["seq_len"] = max(len(r["input_ids"]) for r in run.train_rows)
+    return build(run)
 sft.build_model = measured_build
-sft.main(sys.argv[1:])
+assert main(["sft", *sys.argv[1:]]) == 0
 marks["peak"] = status("VmHWM")
 print("MEASURED " + json.dumps(marks))
 """

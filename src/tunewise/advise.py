@@ -153,35 +153,35 @@ def format_advice(advice: Advice, chosen: dict | None = None, memory: MemoryEsti
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def _deepspeed_settings(prep) -> dict:
-    if prep.deepspeed is None:
+def _deepspeed_settings(run) -> dict:
+    if run.deepspeed is None:
         return {}
-    zero = prep.deepspeed.config.get("zero_optimization", {}) if isinstance(prep.deepspeed.config, dict) else {}
+    zero = run.deepspeed.config.get("zero_optimization", {}) if isinstance(run.deepspeed.config, dict) else {}
     off = lambda key: str(zero.get(key, {}).get("device", "none")) in ("cpu", "nvme")
     return {"zero_stage": int(zero.get("stage", 0)), "offload_optimizer": off("offload_optimizer"),
             "offload_params": off("offload_param"), "master_weights": True}
 
 
-def plan_advice(prep, gpu_memory: str | None = None) -> str:
-    """The advice and memory estimate for a prepared `tunewise sft`/`plan` run (tunewise.train.sft.Prepared)."""
+def plan_advice(run, gpu_memory: str | None = None) -> str:
+    """The advice and memory estimate for a resolved `tunewise sft`/`dpo`/`plan` run (tunewise.train.recipe.Run)."""
     from tunewise.models.load import builtin_meta
 
-    args = prep.args
+    args = run.args
     chosen = {"learning_rate": args.learning_rate, "num_train_epochs": args.num_train_epochs,
-              "warmup_ratio": args.warmup_ratio if prep.schedule.warmup_steps else 0}  # 0: a default warm-up yielded
+              "warmup_ratio": args.warmup_ratio if run.schedule.warmup_steps else 0}  # 0: a default warm-up yielded
     if args.train_type == "lora":
         chosen.update(lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
-    meta = builtin_meta(prep.model_dir)
+    meta = builtin_meta(run.model_dir)
     recommended = meta.get("recommended", {}).get(args.recipe())
     identity_recipe = meta.get("identity", {}).get(args.train_type)
     shape = None
     try:
-        shape = ModelShape.from_config(prep.model_dir)
+        shape = ModelShape.from_config(run.model_dir)
     except UserError:
         pass
-    pairs = prep.start is not None  # dpo: rows are preference pairs, each a chosen and a rejected sequence
-    advice = advise(len(prep.train_rows), args.train_type, shape.parameters() if shape else None, recommended, chosen,
-                    prep.identity_rows, identity_recipe)
+    pairs = run.recipe.pairs  # dpo: rows are preference pairs, each a chosen and a rejected sequence
+    advice = advise(len(run.train_rows), args.train_type, shape.parameters() if shape else None, recommended, chosen,
+                    run.identity_rows, identity_recipe)
     if pairs:  # the epoch/lr rules come from identity SFT studies; for DPO only the warmup and LoRA shape carry over
         advice = Advice({k: v for k, v in advice.recommendations.items()
                          if k not in ("num_train_epochs", "learning_rate")},
@@ -195,13 +195,13 @@ def plan_advice(prep, gpu_memory: str | None = None) -> str:
         dtype = args.torch_dtype if args.torch_dtype != "auto" else shape.dtype  # what load_model will give
         dtype = dtype if dtype in DTYPE_BYTES else "float32"
         # dpo: TRL pads pairs to --max_length at most and runs chosen and rejected as one batch of two per pair
-        seq = args.max_length if pairs else max(len(r["input_ids"]) for r in prep.train_rows)
+        seq = args.max_length if pairs else max(len(r["input_ids"]) for r in run.train_rows)
         device = "cuda" if torch.cuda.is_available() or gpu_memory is not None else "cpu"
         memory = estimate_memory(
             shape, args.train_type, weight_dtype=dtype, batch_size=args.per_device_train_batch_size * (2 if pairs else 1),
             seq_len=seq,
             lora_rank=args.lora_rank, lora_targets=args.target_modules, lora_dropout=args.lora_dropout,
-            gradient_checkpointing=args.gradient_checkpointing, world_size=prep.step_plan.world_size,
-            capacity=gpu_memory, device=device, **_deepspeed_settings(prep))
+            gradient_checkpointing=args.gradient_checkpointing, world_size=run.step_plan.world_size,
+            capacity=gpu_memory, device=device, **_deepspeed_settings(run))
     return format_advice(advice, chosen, memory)
 

@@ -5,16 +5,16 @@ import importlib
 import os
 import sys
 
-COMMANDS = {
-    "sft": ("tunewise.train.sft", "main", "supervised fine-tuning (LoRA or full)"),
-    "dpo": ("tunewise.train.dpo", "main", "preference alignment (DPO and TRL's other pairwise losses) with LoRA or full"),
-    "plan": ("tunewise.train.sft", "plan_main", "show the run plan (steps, warmup, LR curve) without training; --rlhf_type dpo for dpo"),
-    "infer": ("tunewise.infer.chat", "main", "chat with a base model or a checkpoint"),
-    "export": ("tunewise.export", "main", "merge a LoRA checkpoint into a plain Hugging Face model"),
-    "eval": ("tunewise.evaluate.cli", "main", "identity, general skills, repetition and loss of a model or checkpoint; --compare two"),
-    "serve": ("tunewise.serve.app", "main", "OpenAI-compatible API server: base model + LoRA adapters, batched (or vLLM)"),
-    "webui": ("tunewise.webui.app", "main", "web UI: chat, train and compare in the browser"),
-    "sweep": ("tunewise.sweep.run", "main", "a grid of sft runs (comma lists), evaluated: results.csv/.md, loss curves; resumable"),
+COMMANDS = {  # name -> (module, its Command attribute, description)
+    "sft": ("tunewise.train.commands", "SFT", "supervised fine-tuning (LoRA or full)"),
+    "dpo": ("tunewise.train.commands", "DPO", "preference alignment (DPO and TRL's other pairwise losses) with LoRA or full"),
+    "plan": ("tunewise.train.commands", "PLAN", "show the run plan (steps, warmup, LR curve) without training; --rlhf_type dpo for dpo"),
+    "infer": ("tunewise.infer.chat", "COMMAND", "chat with a base model or a checkpoint"),
+    "export": ("tunewise.export", "COMMAND", "merge a LoRA checkpoint into a plain Hugging Face model"),
+    "eval": ("tunewise.evaluate.cli", "COMMAND", "identity, general skills, repetition and loss of a model or checkpoint; --compare two"),
+    "serve": ("tunewise.serve.app", "COMMAND", "OpenAI-compatible API server: base model + LoRA adapters, batched (or vLLM)"),
+    "webui": ("tunewise.webui.app", "COMMAND", "web UI: chat, train and compare in the browser"),
+    "sweep": ("tunewise.sweep.run", "COMMAND", "a grid of sft runs (comma lists), evaluated: results.csv/.md, loss curves; resumable"),
 }
 
 
@@ -22,6 +22,23 @@ def usage() -> str:
     lines = ["usage: tunewise <command> [--flag value ...]   (tunewise <command> --help for its flags)", "", "commands:"]
     lines += [f"  {name:<8} {desc}" for name, (_, _, desc) in COMMANDS.items()]
     return "\n".join(lines)
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    """--help, or parse the flags (every problem at once, as a UserError) and run the command with them."""
+    from tunewise.flags import help_text, parse
+
+    module, attribute, _ = COMMANDS[name]
+    command = getattr(importlib.import_module(module), attribute)
+    if "-h" in argv or "--help" in argv:
+        cls = command.args_class(argv)
+        print(command.help(cls) if command.help else help_text(cls, name))
+        return 0
+    if command.parse:
+        args, sources = command.parse(argv)
+    else:
+        args, sources, _ = parse(command.args_class(argv), argv, command.extra_flags)
+    return command.run(args, sources, argv) or 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,11 +63,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # peft 0.21 reads transformers 5's deprecated alias on every load; the warning is not the user's to act on
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-    module, func, _ = COMMANDS[argv[0]]
     from tunewise.errors import UserError
 
     try:
-        return getattr(importlib.import_module(module), func)(argv[1:]) or 0
+        return run_command(argv[0], argv[1:])
     except UserError as e:
         print(f"tunewise {argv[0]}: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -5,7 +5,8 @@ import torch
 
 from conftest import run_cli
 from tunewise.infer.chat import answer
-from tunewise.infer.engine import Engine, Reply, Sampling
+from tunewise.args import Sampling
+from tunewise.infer.engine import Engine, Reply
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,7 @@ def test_adapter_loads_with_plain_peft_and_answers_the_same(identity_run, tuned)
 
     ckpt = (identity_run / "last").resolve()
     tok = AutoTokenizer.from_pretrained(ckpt)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tuned.spec.base), ckpt).eval()
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tuned.checkpoint.base), ckpt).eval()
     prompt = tok.apply_chat_template([{"role": "user", "content": "你是谁？"}], add_generation_prompt=True,
                                      return_tensors="pt", return_dict=True)
     out = model.generate(**prompt, max_new_tokens=40, do_sample=False, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))

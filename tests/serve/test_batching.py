@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from tunewise.infer.engine import Engine, Reply, Sampling
+from tunewise.args import Sampling
+from tunewise.infer.engine import Engine, Reply
 from tunewise.serve.batching import BatchEngine, Delta, Detokenizer, Done, Request
 
 PROMPTS = ["你是谁？", "Who are you?", "12+34=", "Please introduce yourself in a few words.", "你好",
@@ -18,7 +19,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def engine():
-    e = BatchEngine(Engine.load("tunewise-tiny").spec.base, "tunewise-tiny", max_batch_size=8)
+    e = BatchEngine(Engine.load("tunewise-tiny").checkpoint.base, "tunewise-tiny", max_batch_size=8)
     yield e
     e.close()
 

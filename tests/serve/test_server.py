@@ -11,8 +11,10 @@ import httpx
 import openai
 import pytest
 
+from tunewise.cli import run_command
 from tunewise.errors import UserError
-from tunewise.infer.engine import Engine, Sampling
+from tunewise.args import Sampling
+from tunewise.infer.engine import Engine
 
 KEY = "sk-test-tunewise"
 Q = [{"role": "user", "content": "你是谁？"}]
@@ -59,7 +61,7 @@ def server(adapter, tmp_path_factory, request):
     """`tunewise serve --model tunewise-tiny --adapters xh=CKPT --api-key KEY` in its own process, default host."""
     port = free_port()
     log = (tmp_path_factory.mktemp("serve") / "server.log").open("w")
-    code = "import sys; from tunewise.serve.app import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from tunewise.cli import main; sys.exit(main(['serve', *sys.argv[1:]]))"
     proc = subprocess.Popen([sys.executable, "-c", code, "--model", "tunewise-tiny", "--adapters", f"xh={adapter}",
                              "--port", str(port), "--api-key", KEY, "--log_level", "warning", "--num_threads", "1"],
                             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
@@ -251,7 +253,9 @@ def test_defaults_bind_to_loopback():
 
 
 def test_bad_cli_input_is_a_user_error(adapter, tmp_path):
-    from tunewise.serve.app import main
+
+    def main(argv):
+        return run_command("serve", argv)
 
     with pytest.raises(UserError, match="NAME=CHECKPOINT|no such checkpoint"):
         main(["--adapters", f"x={tmp_path / 'missing'}"])
@@ -268,7 +272,7 @@ def test_vllm_engine_says_how_to_install_when_missing(monkeypatch):
 
     monkeypatch.setattr(app, "vllm_available", lambda: False)
     with pytest.raises(UserError, match="pip install vllm"):
-        app.main(["--engine", "vllm"])
+        run_command("serve", ["--engine", "vllm"])
 
 
 def test_vllm_command_line(monkeypatch, adapter, tmp_path):
@@ -277,7 +281,7 @@ def test_vllm_command_line(monkeypatch, adapter, tmp_path):
     calls = []
     monkeypatch.setattr(app, "vllm_available", lambda: True)
     monkeypatch.setattr(os, "execv", lambda path, argv: calls.append(argv))
-    app.main(["--engine", "vllm", "--adapters", f"xh={adapter}", "--tensor_parallel_size", "2",
+    run_command("serve", ["--engine", "vllm", "--adapters", f"xh={adapter}", "--tensor_parallel_size", "2",
               "--max-model-len", "512", "--enable-prefix-caching", "--api-key", "k", "--port", "9000"])
     (cmd,) = calls
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]

@@ -55,7 +55,7 @@ def test_trl_dpo_loss_matches_hand_computation(tmp_path, flags, expected):
     from trl import DPOConfig, DPOTrainer
 
     from tunewise.models.load import load_tokenizer, resolve_model
-    from tunewise.train.dpo import DpoArgs
+    from tunewise.args import DpoArgs
 
     args = DpoArgs(**flags)
     loss_type, loss_weights = args.losses()
@@ -110,16 +110,18 @@ def test_dpo_on_the_builtin_set_learns_the_preference_and_keeps_the_rest(tmp_pat
 def test_lora_dpo_keeps_one_copy_of_the_base_weights(tmp_path):
     """LoRA: no reference model; the reference is the policy with its adapter disabled (or, after --adapters, a
     frozen copy of the adapter): the base weights exist once. Full training keeps a frozen second model."""
-    from tunewise.args import parse
+    from tunewise.args import DpoArgs
+    from tunewise.flags import parse
     from tunewise.models.load import load_model, resolve_model
-    from tunewise.train.dpo import DpoArgs, build_trainer, prepare
+    from tunewise.train.dpo import DPO, build_trainer
+    from tunewise.train.recipe import resolve
 
     base_numel = sum(p.numel() for p in load_model(resolve_model("tunewise-tiny")).parameters())
 
     def trainer_for(*flags):
         args, sources, _ = parse(DpoArgs, ["--dataset", "concise#4", "--max_steps", "4", "--report_to", "none",
                                            "--output_dir", str(tmp_path), *flags])
-        return build_trainer(prepare(args, sources), tmp_path)[0]
+        return build_trainer(resolve(DPO, args, sources), tmp_path, [])
 
     trainer = trainer_for()
     assert trainer.ref_model is None

@@ -1,13 +1,13 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from conftest import IDENTITY_ONLY_FLAGS, run_cli
 from tunewise.evaluate.skills import addition_accuracy
-from tunewise.infer.engine import Engine, Sampling
+from tunewise.args import Sampling
+from tunewise.infer.engine import Engine
 
 
 def ask(engine, question):

@@ -8,20 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunewise.data.formats import Conversation
+from tunewise.data.template import render, with_system
 
 IGNORE = -100
-
-
-def with_system(messages: list[dict], system: str | None) -> list[dict]:
-    if system and (not messages or messages[0]["role"] != "system"):
-        return [{"role": "system", "content": system}] + messages
-    return messages
-
-
-def _render(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
-    if not messages:
-        return ""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
 def _end_of_turn(tokenizer, reply_text: str) -> str:
@@ -46,8 +35,8 @@ def encode_conversation(tokenizer, messages: list[dict]) -> tuple[list[int], lis
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = _render(tokenizer, messages[:i], generation_prompt=True)
-        full = _render(tokenizer, messages[: i + 1], generation_prompt=False)
+        prompt = render(tokenizer, messages[:i], generation_prompt=True)
+        full = render(tokenizer, messages[: i + 1], generation_prompt=False)
         if not (prompt.startswith(rendered) and full.startswith(prompt)):
             raise ValueError("the chat template does not render conversations prefix by prefix")
         add(prompt[len(rendered):], learn=False)

@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunewise.data import formats
-from tunewise.data.encode import EncodeStats, with_system
+from tunewise.data.encode import EncodeStats
+from tunewise.data.template import template_ids, with_system
 from tunewise.data.formats import (
     BUILTIN_DATASETS,
     Conversation,
@@ -121,11 +122,9 @@ def trl_row(conv: Conversation, system: str | None = None) -> dict:
 
 def token_lengths(tokenizer, row: dict) -> tuple[int, int, int]:
     """(prompt, prompt + chosen, prompt + rejected) lengths in tokens, rendered with the chat template as TRL does."""
-    def n(messages, generation_prompt=False):
-        return len(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt,
-                                                 return_dict=True)["input_ids"])
-
-    return n(row["prompt"], True), n(row["prompt"] + row["chosen"]), n(row["prompt"] + row["rejected"])
+    prompt = row["prompt"]
+    return (len(template_ids(tokenizer, prompt, True)), len(template_ids(tokenizer, prompt + row["chosen"])),
+            len(template_ids(tokenizer, prompt + row["rejected"])))
 
 
 def encode_pairs(tokenizer, convs: list[Conversation], system: str | None, max_length: int,

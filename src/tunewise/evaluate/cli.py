@@ -15,7 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewise.args import _f, below_minimum, not_one_of
+from tunewise.command import Command
+from tunewise.flags import below_minimum, flag_field, not_one_of
 from tunewise.errors import UserError
 
 MATCH_MODES = ("contains", "exact")
@@ -25,29 +26,29 @@ MATCH_MODES = ("contains", "exact")
 class EvalArgs:
     """Evaluate a model or checkpoint (`tunewise eval`): identity, general skills, repetition, loss; A/B with --compare."""
 
-    adapters: list[str] = _f([], "a LoRA or full checkpoint of a run (its args.json gives the base model and identity)")
-    model: str | None = _f(None, "base model (with --adapters), or the model to evaluate (without)")
-    compare: str | None = _f(None, "a second checkpoint or model: the same prompts through both, side by side")
-    model_name: list[str] = _f([], "target name: one value, or Chinese then English (default: the run's)")
-    model_author: list[str] = _f([], "target author: one value, or Chinese then English (default: the run's)")
-    old_name: list[str] = _f([], "old name a good fine-tune no longer claims (default: the base model's own)")
-    old_author: list[str] = _f([], "old author (default: the base model's own)")
-    dataset: list[str] = _f([], "general-skill prompts {query, response}; default: the built-in model's held-out "
+    adapters: list[str] = flag_field([], "a LoRA or full checkpoint of a run (its args.json gives the base model and identity)")
+    model: str | None = flag_field(None, "base model (with --adapters), or the model to evaluate (without)")
+    compare: str | None = flag_field(None, "a second checkpoint or model: the same prompts through both, side by side")
+    model_name: list[str] = flag_field([], "target name: one value, or Chinese then English (default: the run's)")
+    model_author: list[str] = flag_field([], "target author: one value, or Chinese then English (default: the run's)")
+    old_name: list[str] = flag_field([], "old name a good fine-tune no longer claims (default: the base model's own)")
+    old_author: list[str] = flag_field([], "old author (default: the base model's own)")
+    dataset: list[str] = flag_field([], "general-skill prompts {query, response}; default: the built-in model's held-out "
                                 "additions", split_commas=True)
-    match: str = _f("contains", "a general reply is correct when it: contains | exact(ly equals) the reference")
-    loss_dataset: list[str] = _f([], "conversations whose assistant-token loss and perplexity are reported",
+    match: str = flag_field("contains", "a general reply is correct when it: contains | exact(ly equals) the reference")
+    loss_dataset: list[str] = flag_field([], "conversations whose assistant-token loss and perplexity are reported",
                                  split_commas=True)
-    preference_dataset: list[str] = _f([], "preference pairs (as for tunewise dpo, e.g. concise_heldout): how often "
+    preference_dataset: list[str] = flag_field([], "preference pairs (as for tunewise dpo, e.g. concise_heldout): how often "
                                            "the greedy reply sides with the chosen answer, and the log-prob and "
                                            "implicit-reward (LoRA: against the adapter disabled) ranking accuracy",
                                        split_commas=True)
-    output: str | None = _f(None, "write the full report (every prompt and reply) to this JSON file")
-    system: str | None = _f(None, "system prompt (default: the run's)")
-    max_new_tokens: int = _f(128, "longest reply; a reply reaching it without end-of-turn counts as running on")
-    max_length: int = _f(2048, "longest conversation for the loss (longer ones are cut on the left)")
-    batch_size: int = _f(50, "prompts generated together")
-    retention_baseline: bool = _f(True, "also score the base model's general skill (LoRA: adapter disabled)")
-    torch_dtype: str = _f("auto", "auto | float32 | bfloat16 | float16")
+    output: str | None = flag_field(None, "write the full report (every prompt and reply) to this JSON file")
+    system: str | None = flag_field(None, "system prompt (default: the run's)")
+    max_new_tokens: int = flag_field(128, "longest reply; a reply reaching it without end-of-turn counts as running on")
+    max_length: int = flag_field(2048, "longest conversation for the loss (longer ones are cut on the left)")
+    batch_size: int = flag_field(50, "prompts generated together")
+    retention_baseline: bool = flag_field(True, "also score the base model's general skill (LoRA: adapter disabled)")
+    torch_dtype: str = flag_field("auto", "auto | float32 | bfloat16 | float16")
 
     def __post_init__(self):
         problems = []
@@ -72,7 +73,7 @@ class Target:
 
 def describe(model: str | None, adapters: list[str]) -> Target:
     from tunewise.models.load import DEFAULT_MODEL, resolve_model
-    from tunewise.train.rundir import find_run_dir, read_run_args
+    from tunewise.checkpoint import find_run_dir, read_run_args
 
     run_args = {}
     if adapters:
@@ -156,40 +157,35 @@ def run_one(args: EvalArgs, target: Target, suite) -> dict:
 
     @contextlib.contextmanager
     def base_model():
-        if engine.spec.adapter:  # LoRA: the same weights with the adapter switched off
+        if engine.checkpoint.adapter:  # LoRA: the same weights with the adapter switched off
             with engine.model.disable_adapter():
                 yield engine.model
         else:
             yield full_base()
 
     wants_base = args.retention_baseline and target.adapters and target.base_dir is not None
-    result = evaluate_model(engine.model, engine.tokenizer, suite, engine.spec.system,
+    result = evaluate_model(engine.model, engine.tokenizer, suite, engine.checkpoint.system,
                             base_model if wants_base else None)
     if args.preference_dataset:
         from tunewise.data.preference import load_preferences, trl_row
         from tunewise.evaluate.preference import score
 
-        rows = [trl_row(c, engine.spec.system) for c in load_preferences(args.preference_dataset)]
+        rows = [trl_row(c, engine.checkpoint.system) for c in load_preferences(args.preference_dataset)]
         # the reference of the implicit reward is the starting model: LoRA's adapter disabled, or the base model
         reference = None
-        if engine.spec.adapter:
+        if engine.checkpoint.adapter:
             reference = engine.model.disable_adapter
         elif target.adapters and target.base_dir:
             reference = full_base()
-        scores = score(engine.model, engine.tokenizer, rows, reference, engine.spec.system)
+        scores = score(engine.model, engine.tokenizer, rows, reference, engine.checkpoint.system)
         result["metrics"].update({f"preference_{k}": v for k, v in scores.items() if k != "pairs"})
-    return {"label": engine.spec.label, "base": engine.spec.base, "adapter": engine.spec.adapter,
-            "system": engine.spec.system, **result}
+    return {"label": engine.checkpoint.label, "base": engine.checkpoint.base, "adapter": engine.checkpoint.adapter,
+            "system": engine.checkpoint.system, **result}
 
 
-def main(argv: list[str]) -> int:
-    from tunewise.args import help_text, parse
+def run(args: EvalArgs, sources: dict, argv: list[str]) -> int:
     from tunewise.evaluate.report import compare_metrics, format_report
 
-    if "-h" in argv or "--help" in argv:
-        print(help_text(EvalArgs, "eval"))
-        return 0
-    args, _, _ = parse(EvalArgs, argv)
     if len(args.adapters) > 1:
         raise UserError("--adapters: give one checkpoint; use --compare for a second.")
     targets = [describe(args.model, args.adapters)]
@@ -216,5 +212,5 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+
+COMMAND = Command(EvalArgs, run)

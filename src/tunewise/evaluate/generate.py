@@ -20,7 +20,7 @@ def greedy_generations(model, tokenizer, conversations: list[list[dict]], max_ne
     """Greedy replies to each conversation (left padding, batches of `batch_size`), stopping at end-of-turn."""
     import torch
 
-    from tunewise.data.encode import with_system
+    from tunewise.data.template import render
     from tunewise.models.load import end_of_turn_ids
 
     stop = end_of_turn_ids(tokenizer)
@@ -30,8 +30,7 @@ def greedy_generations(model, tokenizer, conversations: list[list[dict]], max_ne
     try:
         for start in range(0, len(conversations), batch_size):
             chunk = conversations[start:start + batch_size]
-            prompts = [tokenizer.apply_chat_template(with_system(m, system), tokenize=False, add_generation_prompt=True)
-                       for m in chunk]
+            prompts = [render(tokenizer, m, system) for m in chunk]
             enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.no_grad():
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import re
 
+from tunewise.data.template import template_ids
+
 _CJK = re.compile(r"[\u4e00-\u9fff]")
-
-
-def _ids(tokenizer, messages: list[dict], generation_prompt: bool = False) -> list[int]:
-    return tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt,
-                                         return_dict=True)["input_ids"]
 
 
 def pair_logps(model, tokenizer, rows: list[dict]) -> list[tuple[float, float]]:
@@ -28,8 +25,8 @@ def pair_logps(model, tokenizer, rows: list[dict]) -> list[tuple[float, float]]:
 
     out = []
     for row in rows:
-        prompt = _ids(tokenizer, row["prompt"], True)
-        seqs = [_ids(tokenizer, row["prompt"] + row[key]) for key in ("chosen", "rejected")]
+        prompt = template_ids(tokenizer, row["prompt"], True)
+        seqs = [template_ids(tokenizer, row["prompt"] + row[key]) for key in ("chosen", "rejected")]
         width = max(map(len, seqs))
         pad = tokenizer.pad_token_id
         input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])

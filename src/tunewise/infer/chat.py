@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import sys
 
-from tunewise.args import InferArgs, help_text, parse
-from tunewise.infer.engine import Engine, Reply, Sampling
+from tunewise.args import InferArgs, Sampling
+from tunewise.command import Command
+from tunewise.infer.engine import Engine, Reply
 
 CHAT_HELP = "Type a message; 'clear' starts a new conversation, 'exit' quits."
-
-
-def sampling_of(args: InferArgs) -> Sampling:
-    return Sampling(args.temperature, args.top_p, args.top_k, args.repetition_penalty, args.max_new_tokens, args.seed)
 
 
 def answer(engine: Engine, messages: list[dict], sampling: Sampling, stream: bool, out=None) -> Reply:
@@ -33,18 +30,14 @@ def answer(engine: Engine, messages: list[dict], sampling: Sampling, stream: boo
     return reply
 
 
-def main(argv: list[str]) -> int:
-    if "-h" in argv or "--help" in argv:
-        print(help_text(InferArgs, "infer"))
-        return 0
-    args, _, _ = parse(InferArgs, argv)
+def chat(args: InferArgs, sources: dict, argv: list[str]) -> int:
     engine = Engine.load(args.model, args.adapters, args.system, dtype=args.torch_dtype,
                          attn_implementation=args.attn_impl)
-    sampling = sampling_of(args)
+    sampling = Sampling.of(args)
     if args.query is not None:
         answer(engine, [{"role": "user", "content": args.query}], sampling, args.stream)
         return 0
-    print(f"chatting with {engine.spec.label}. {CHAT_HELP}")
+    print(f"chatting with {engine.checkpoint.label}. {CHAT_HELP}")
     history: list[dict] = []
     while True:
         try:
@@ -64,3 +57,6 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(">>> ")
         reply = answer(engine, history, sampling, args.stream)
         history.append({"role": "assistant", "content": reply.text})
+
+
+COMMAND = Command(InferArgs, chat)

@@ -1,17 +1,13 @@
-"""Load a base model with or without a checkpoint and generate chat replies (whole, or streamed piece by piece).
-
-`--adapters CKPT` is either a LoRA checkpoint (peft: adapter_config.json), applied on the base model named in the
-run's args.json, or a full checkpoint (config.json + weights), loaded as the model itself. The run's system
-prompt is used unless one is given.
-"""
+"""Load a base model with or without a checkpoint (tunewise.checkpoint says what to load) and generate chat
+replies, whole or streamed piece by piece."""
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
-from tunewise.errors import UserError
+from tunewise.args import Sampling
+from tunewise.checkpoint import Checkpoint, resolve
 
 
 @dataclass
@@ -22,81 +18,29 @@ class Reply:
     completion_tokens: int
 
 
-@dataclass
-class Sampling:
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 50
-    repetition_penalty: float = 1.0
-    max_new_tokens: int = 512
-    seed: int | None = None
-
-
-@dataclass
-class ModelSpec:
-    """What to load: the base model directory (or hub id), an optional LoRA checkpoint, and the run's system."""
-
-    base: str
-    adapter: str | None
-    system: str | None
-    label: str
-
-
-def resolve_spec(model: str | None, adapters: list[str], system: str | None = None) -> ModelSpec:
-    from tunewise.models.load import DEFAULT_MODEL, resolve_model
-    from tunewise.train.rundir import find_run_dir, read_run_args
-
-    if len(adapters) > 1:
-        raise UserError("--adapters: give one checkpoint (several adapters at once are served by `tunewise serve`).")
-    if not adapters:
-        name = model or DEFAULT_MODEL
-        return ModelSpec(resolve_model(name), None, system, name)
-    ckpt = Path(adapters[0]).expanduser()
-    if not ckpt.is_dir():
-        raise UserError(f"--adapters {ckpt}: no such checkpoint directory.")
-    is_lora = (ckpt / "adapter_config.json").is_file()
-    if not is_lora and not (ckpt / "config.json").is_file():
-        raise UserError(f"--adapters {ckpt}: neither a LoRA checkpoint (adapter_config.json) nor a model (config.json).")
-    run_args = {}
-    if model is None or system is None:
-        try:
-            run_args = read_run_args(find_run_dir(str(ckpt)))
-        except UserError:
-            if is_lora and model is None:
-                raise
-    if system is None:
-        system = run_args.get("system")
-    if not is_lora:
-        return ModelSpec(str(ckpt), None, system, str(ckpt))
-    return ModelSpec(resolve_model(model or run_args["model"]), str(ckpt), system, str(ckpt))
-
-
 class Engine:
-    def __init__(self, spec: ModelSpec, dtype: str = "auto", attn_implementation: str | None = None):
-        from tunewise.models.load import end_of_turn_ids, load_model, load_tokenizer
+    def __init__(self, checkpoint: Checkpoint, dtype: str = "auto", attn_implementation: str | None = None):
+        from tunewise.models.load import end_of_turn_ids, load_model
 
-        self.spec = spec
-        tok_dir = spec.adapter if spec.adapter and (Path(spec.adapter) / "tokenizer_config.json").is_file() else spec.base
-        self.tokenizer = load_tokenizer(tok_dir)
-        model = load_model(spec.base, dtype, attn_implementation)
-        if spec.adapter:
+        self.checkpoint = checkpoint
+        self.tokenizer = checkpoint.load_tokenizer()
+        model = load_model(checkpoint.base, dtype, attn_implementation)
+        if checkpoint.adapter:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, spec.adapter)
+            model = PeftModel.from_pretrained(model, checkpoint.adapter)
         self.model = model.eval()
         self.stop_ids = end_of_turn_ids(self.tokenizer)
 
     @classmethod
     def load(cls, model: str | None = None, adapters: list[str] = (), system: str | None = None, **kwargs) -> "Engine":
-        return cls(resolve_spec(model, list(adapters), system), **kwargs)
+        return cls(resolve(model, list(adapters), system), **kwargs)
 
     # ---------------------------------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        from tunewise.data.encode import with_system
+        from tunewise.data.template import prompt_ids
 
-        text = self.tokenizer.apply_chat_template(with_system(messages, self.spec.system), tokenize=False,
-                                                  add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return prompt_ids(self.tokenizer, messages, self.checkpoint.system)
 
     def _generate_kwargs(self, ids: list[int], sampling: Sampling) -> dict:
         import torch

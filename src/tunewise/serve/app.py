@@ -18,7 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewise.args import _f, below_minimum, help_text, parse
+from tunewise.command import Command
+from tunewise.flags import below_minimum, flag_field
 from tunewise.errors import UserError
 
 ENGINES = ("hf", "vllm")
@@ -28,24 +29,24 @@ ENGINES = ("hf", "vllm")
 class ServeArgs:
     """Serve a base model and LoRA adapters over an OpenAI-compatible API (`tunewise serve`)."""
 
-    model: str | None = _f(None, "base model (default: the adapters' base from their args.json, else tunewise-tiny)")
-    adapters: list[str] = _f([], "LoRA checkpoints served by name: NAME=CHECKPOINT ... (a bare CHECKPOINT is named "
+    model: str | None = flag_field(None, "base model (default: the adapters' base from their args.json, else tunewise-tiny)")
+    adapters: list[str] = flag_field([], "LoRA checkpoints served by name: NAME=CHECKPOINT ... (a bare CHECKPOINT is named "
                                  "after its folder)")
-    served_model_name: str | None = _f(None, "the base model's name in /v1/models and requests (default: --model)")
-    host: str = _f("127.0.0.1", "address to bind; 0.0.0.0 exposes the server to the network")
-    port: int = _f(8000, "TCP port")
-    api_key: str | None = _f(None, "require 'Authorization: Bearer API_KEY' on /v1 routes")
-    engine: str = _f("hf", "hf (this process: transformers + peft, batched) | vllm (vLLM's OpenAI server)")
-    system: str | None = _f(None, "system prompt for the base model's chats that have none (adapters use their run's)")
-    torch_dtype: str = _f("auto", "auto | float32 | bfloat16 | float16")
-    attn_impl: str | None = _f(None, "attention implementation: sdpa | eager")
-    max_batch_size: int = _f(32, "most requests decoded together in one forward pass")
-    batching: str = _f("continuous", "continuous | dynamic (new requests wait for an empty batch) | none (one at a time)")
-    tensor_parallel_size: int = _f(1, "vLLM: GPUs per model")
-    max_model_len: int | None = _f(None, "vLLM: context length")
-    enable_prefix_caching: bool = _f(False, "vLLM: reuse the KV cache of shared prompt prefixes")
-    num_threads: int = _f(0, "torch CPU threads for generation; 0 = one less than the cores (the HTTP side keeps one)")
-    log_level: str = _f("info", "uvicorn log level: critical | error | warning | info | debug")
+    served_model_name: str | None = flag_field(None, "the base model's name in /v1/models and requests (default: --model)")
+    host: str = flag_field("127.0.0.1", "address to bind; 0.0.0.0 exposes the server to the network")
+    port: int = flag_field(8000, "TCP port")
+    api_key: str | None = flag_field(None, "require 'Authorization: Bearer API_KEY' on /v1 routes")
+    engine: str = flag_field("hf", "hf (this process: transformers + peft, batched) | vllm (vLLM's OpenAI server)")
+    system: str | None = flag_field(None, "system prompt for the base model's chats that have none (adapters use their run's)")
+    torch_dtype: str = flag_field("auto", "auto | float32 | bfloat16 | float16")
+    attn_impl: str | None = flag_field(None, "attention implementation: sdpa | eager")
+    max_batch_size: int = flag_field(32, "most requests decoded together in one forward pass")
+    batching: str = flag_field("continuous", "continuous | dynamic (new requests wait for an empty batch) | none (one at a time)")
+    tensor_parallel_size: int = flag_field(1, "vLLM: GPUs per model")
+    max_model_len: int | None = flag_field(None, "vLLM: context length")
+    enable_prefix_caching: bool = flag_field(False, "vLLM: reuse the KV cache of shared prompt prefixes")
+    num_threads: int = flag_field(0, "torch CPU threads for generation; 0 = one less than the cores (the HTTP side keeps one)")
+    log_level: str = flag_field("info", "uvicorn log level: critical | error | warning | info | debug")
 
     def __post_init__(self):
         from tunewise.serve.batching import BATCHING
@@ -74,7 +75,7 @@ class AdapterSpec:
 
 def parse_adapters(items: list[str]) -> list[AdapterSpec]:
     """NAME=CHECKPOINT items -> specs; each must be a LoRA checkpoint. All problems are reported at once."""
-    from tunewise.train.rundir import find_run_dir, read_run_args
+    from tunewise.checkpoint import is_lora, lora_rank, run_args_of
 
     specs, problems, names = [], [], set()
     for item in items:
@@ -91,18 +92,13 @@ def parse_adapters(items: list[str]) -> list[AdapterSpec]:
         if not ckpt.is_dir():
             problems.append(f"--adapters {item}: no such checkpoint directory.")
             continue
-        config = ckpt / "adapter_config.json"
-        if not config.is_file():
+        if not is_lora(ckpt):
             kind = "a full model; serve it with --model" if (ckpt / "config.json").is_file() else "not a checkpoint"
             problems.append(f"--adapters {item}: no adapter_config.json, so not a LoRA checkpoint ({kind}).")
             continue
-        run_args = {}
-        try:
-            run_args = read_run_args(find_run_dir(str(ckpt)))
-        except (UserError, OSError, ValueError, KeyError):
-            pass
-        rank = int(json.loads(config.read_text(encoding="utf-8")).get("r", 8))
-        specs.append(AdapterSpec(name, str(ckpt.resolve()), run_args.get("model"), run_args.get("system"), rank))
+        run_args = run_args_of(str(ckpt))
+        specs.append(AdapterSpec(name, str(ckpt.resolve()), run_args.get("model"), run_args.get("system"),
+                                 lora_rank(ckpt)))
     if problems:
         raise UserError(" ".join(problems))
     return specs
@@ -155,7 +151,7 @@ def create_app(engine, api_key: str | None = None):
     from pydantic import ValidationError
     from starlette.exceptions import HTTPException
 
-    from tunewise.infer.engine import Sampling
+    from tunewise.args import Sampling
     from tunewise.serve import protocol as P
     from tunewise.serve.batching import Delta, Done, Request as Generation
 
@@ -420,11 +416,7 @@ def set_threads(n: int) -> int:
 
 
 # --- main ------------------------------------------------------------------------------------------------------
-def main(argv: list[str]) -> int:
-    if "-h" in argv or "--help" in argv:
-        print(help_text(ServeArgs, "serve"))
-        return 0
-    args, _, _ = parse(ServeArgs, argv)
+def run(args: ServeArgs, sources: dict, argv: list[str]) -> int:
     if args.engine == "vllm":
         return serve_vllm(args)
     import uvicorn
@@ -440,3 +432,6 @@ def main(argv: list[str]) -> int:
     finally:
         engine.close()
     return 0
+
+
+COMMAND = Command(ServeArgs, run)

@@ -34,7 +34,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from tunewise.infer.engine import Reply, Sampling
+from tunewise.args import Sampling
+from tunewise.infer.engine import Reply
 
 BASE = "__base__"  # peft's name for "no adapter" in adapter_names
 BATCHING = ("continuous", "dynamic", "none")
@@ -473,13 +474,10 @@ class BatchEngine:
 
     # -- prompts --------------------------------------------------------------------------------------------------
     def prompt_ids(self, name: str, messages: list[dict]) -> list[int]:
-        from tunewise.data.encode import with_system
+        from tunewise.data.template import prompt_ids
 
-        served = self.models[name]
         with self.scheduler.tokenizer_lock:
-            text = self.tokenizer.apply_chat_template(with_system(messages, served.system), tokenize=False,
-                                                      add_generation_prompt=True)
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            return prompt_ids(self.tokenizer, messages, self.models[name].system)
 
     def request(self, name: str, messages: list[dict], sampling: Sampling, stop: list[str] | None,
                 emit: Callable[[Event], None]) -> Request:

@@ -15,7 +15,8 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewise.args import SftArgs, _f, below_minimum, convert_value, field_kind, flag_groups, flag_table, parse
+from tunewise.args import SftArgs
+from tunewise.flags import below_minimum, convert_value, field_kind, flag_field, flag_groups, flag_table, parse
 from tunewise.errors import UserError
 
 DEFAULT_SWEEP_DIR = "output/sweep"
@@ -36,9 +37,9 @@ SHORT = {"learning_rate": ("lr", "lr"), "num_train_epochs": ("ep", "epochs"), "m
 class SweepArgs:
     """Flags of `tunewise sweep` itself (all other flags are `tunewise sft`'s)."""
 
-    eval_general_limit: int = _f(0, "general-skill prompts asked of each trial: the first N of the held-out set "
+    eval_general_limit: int = flag_field(0, "general-skill prompts asked of each trial: the first N of the held-out set "
                                     "(0 = all; the embedded model has 200)")
-    eval_max_new_tokens: int = _f(128, "longest reply in the evaluation (a reply reaching it counts as running on)")
+    eval_max_new_tokens: int = flag_field(128, "longest reply in the evaluation (a reply reaching it counts as running on)")
 
     def __post_init__(self):
         problems = below_minimum(self, ("eval_general_limit",), 0) + below_minimum(self, ("eval_max_new_tokens",))

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from tunewise.command import Command
 from tunewise.errors import UserError
 from tunewise.sweep.grid import Grid, SweepArgs, Trial, parse_grid
 
@@ -61,14 +62,16 @@ def eval_settings(options: SweepArgs) -> dict:
 
 def plan_trials(grid: Grid) -> dict[str, int]:
     """Each trial's optimizer steps from its plan; data and plan errors surface here, before any training."""
-    from tunewise.args import SftArgs, parse
-    from tunewise.train.sft import prepare
+    from tunewise.args import SftArgs
+    from tunewise.flags import parse
+    from tunewise.train.recipe import resolve
+    from tunewise.train.sft import SFT
 
     steps, problems = {}, []
     for trial in grid.trials:
         args, sources, _ = parse(SftArgs, trial.full_argv())
         try:
-            steps[trial.name] = prepare(args, sources).step_plan.total_steps
+            steps[trial.name] = resolve(SFT, args, sources).step_plan.total_steps
         except UserError as e:
             if str(e) not in problems:
                 problems.append(str(e))
@@ -81,7 +84,8 @@ def _resolved(argv: list[str]) -> dict | None:
     """Every sft value the flags give (order and spelling of the flags do not matter); None if they do not parse."""
     import dataclasses
 
-    from tunewise.args import SftArgs, parse
+    from tunewise.args import SftArgs
+    from tunewise.flags import parse
 
     try:
         return dataclasses.asdict(parse(SftArgs, [*argv, "--output_dir", "."])[0])
@@ -247,14 +251,9 @@ class Clock:
                 + (f", about {_minutes(left)} left" if self.steps_left > 0 else ""))
 
 
-def main(argv: list[str]) -> int:
-    from tunewise.args import help_text
+def run(grid: Grid, sources: dict, argv: list[str]) -> int:
     from tunewise.sweep.report import recommend
 
-    if "-h" in argv or "--help" in argv:
-        print(HELP + help_text(SweepArgs, "sweep").split("\n", 3)[3])
-        return 0
-    grid = parse_grid(argv)
     settings = eval_settings(grid.options)
     previous = {t.name: finished(t, settings) for t in grid.trials}  # other flags than before stop here
     steps = plan_trials(grid)
@@ -298,3 +297,12 @@ def main(argv: list[str]) -> int:
     for name in ("results.md", "results.csv", "loss_curves.png"):
         print(f"wrote {grid.sweep_dir / name}")
     return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
+def sweep_help(cls) -> str:
+    from tunewise.flags import help_text
+
+    return HELP + help_text(cls, "sweep").split("\n", 3)[3]
+
+
+COMMAND = Command(SweepArgs, run, help=sweep_help, parse=lambda argv: (parse_grid(argv), {}))

@@ -1,6 +1,7 @@
 """`tunewise dpo`: direct preference optimisation with LoRA or all parameters, read top to bottom.
 
-flags -> args -> preference pairs -> plan -> run dir -> policy (+ reference) -> trl.DPOTrainer + callbacks.
+flags -> Run (tunewise.train.recipe: preference pairs, plan) -> run dir -> policy (+ reference) -> trl.DPOTrainer
++ callbacks (tunewise.train.session).
 The run directory, plan, schedule guard, checkpoints and plots are those of `tunewise sft`; `tunewise infer` and
 `tunewise export` read the checkpoints back the same way.
 
@@ -13,142 +14,38 @@ Where the policy starts and what it is compared with (the reference):
 """
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
-from tunewise.args import SftArgs, _f
-from tunewise.errors import UserError
-from tunewise.train.rundir import STAGING
+from tunewise.args import DpoArgs
+from tunewise.data.preference import encode_pairs, load_preferences
 from tunewise.models.lora import lora_config
-from tunewise.train.session import (
-    Prepared,
-    apply_model_defaults,
-    command_main,
-    load_and_encode,
-    make_prepared,
-    open_run,
-    run_callbacks,
-    run_training,
-    training_arguments,
-)
-
-# TRL 1.16 DPOConfig.loss_type values
-LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+from tunewise.train.recipe import Recipe, Run
+from tunewise.train.session import training_arguments
 
 
-@dataclass
-class DpoArgs(SftArgs):
-    """Direct preference optimisation (`tunewise dpo`): the sft flags plus the DPO ones."""
-
-    beta: float = _f(0.1, "how far the policy may move from the reference (higher: closer); IPO's tau")
-    loss_type: list[str] = _f(["sigmoid"], "sigmoid | ipo | hinge | robust | exo_pair | nca_pair | bco_pair | sppo_hard"
-                                           " | aot | aot_unpaired | apo_zero | apo_down | discopop | sigmoid_norm | "
-                                           "sft; several are summed", split_commas=True)
-    loss_weights: list[float] = _f([], "one weight per --loss_type (default 1 each)", split_commas=True)
-    rpo_alpha: float | None = _f(None, "RPO: add this times the NLL of the chosen reply (TRL's 'sft' loss) to the loss")
-    label_smoothing: float = _f(0.0, "probability that a label is flipped (robust; exo_pair needs it > 0)")
-    ref_model: str | None = _f(None, "reference model; default: the starting policy (LoRA: adapter disabled, no "
-                                     "second copy; full: a frozen copy)")
-    adapters: list[str] = _f([], "start from this SFT checkpoint (LoRA: it keeps training; full: merged first)")
-
-    def __post_init__(self):
-        problems = []
-        try:
-            super().__post_init__()
-        except UserError as e:
-            problems.append(str(e))
-        unknown = [t for t in self.loss_type if t not in LOSS_TYPES]
-        if unknown or not self.loss_type:
-            problems.append(f"--loss_type {','.join(unknown) or '(empty)'}: expected one or more of "
-                            f"{', '.join(LOSS_TYPES)}.")
-        if self.loss_weights and len(self.loss_weights) != len(self.loss_type):
-            problems.append(f"--loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} loss types.")
-        if self.beta <= 0:
-            problems.append(f"--beta {self.beta}: must be positive.")
-        if self.rpo_alpha is not None and self.rpo_alpha < 0:
-            problems.append(f"--rpo_alpha {self.rpo_alpha}: must be >= 0.")
-        if not 0 <= self.label_smoothing < 0.5:
-            problems.append(f"--label_smoothing {self.label_smoothing}: must be in [0, 0.5).")
-        if "exo_pair" in self.loss_type and self.label_smoothing == 0:
-            problems.append("--loss_type exo_pair needs --label_smoothing > 0 (the EXO paper uses 1e-3).")
-        if len(self.adapters) > 1:
-            problems.append("--adapters: give one checkpoint to start from.")
-        if problems:
-            raise UserError(" ".join(problems))
-
-    def recipe(self) -> str:
-        return f"dpo_{self.train_type}"  # DPO wants far smaller steps than SFT on the same model
-
-    def losses(self) -> tuple[list[str], list[float]]:
-        """TRL's loss_type and loss_weights; --rpo_alpha adds the NLL of the chosen reply (TRL's "sft" loss)."""
-        types = list(self.loss_type)
-        weights = list(self.loss_weights) or [1.0] * len(types)
-        if self.rpo_alpha:
-            types.append("sft")
-            weights.append(self.rpo_alpha)
-        return types, weights
-
-
-@dataclass
-class Start:
-    """Where the policy starts: the base model directory, an adapter on it, and the system prompt of that run."""
-
-    base: str
-    adapter: str | None
-    system: str | None
-
-
-def resolve_start(args: DpoArgs, sources: dict) -> Start:
-    """--adapters CKPT: its run's base model and system prompt unless given; a full checkpoint is the model."""
-    from tunewise.infer.engine import resolve_spec
-    from tunewise.models.load import resolve_model
-
-    from tunewise.train.rundir import find_run_dir, read_run_args
+def start_from_adapters(args: DpoArgs, sources: dict):
+    """(where the policy starts, the flags that sets): with --adapters CKPT, its run's base model and system prompt
+    unless given (a full checkpoint is the model itself); else the base model."""
+    from tunewise.checkpoint import resolve
 
     if not args.adapters:
-        return Start(resolve_model(args.model), None, args.system)
+        return resolve(args.model, []), {}
     model_given = sources.get("model") != "default"
-    spec = resolve_spec(args.model if model_given else None, args.adapters, args.system)
-    if not model_given:  # args.json names the base as the adapter's run does, so infer finds it the same way
-        args.model = read_run_args(find_run_dir(spec.adapter))["model"] if spec.adapter else spec.base
-        sources["model"] = "adapters"
-    if args.system is None and spec.system is not None:
-        args.system, sources["system"] = spec.system, "adapters"
-    return Start(spec.base, spec.adapter, spec.system)
+    checkpoint = resolve(args.model if model_given else None, args.adapters, args.system)
+    changes = {} if model_given else {"model": (checkpoint.base_name, "adapters")}
+    if args.system is None and checkpoint.system is not None:
+        changes["system"] = (checkpoint.system, "adapters")
+    return checkpoint, changes
 
 
-def prepare(args: DpoArgs, sources: dict) -> Prepared:
-    """The sft preparation for preference pairs; `prep.start` says where the policy starts."""
-    from tunewise.data.preference import encode_pairs, load_preferences
-    from tunewise.models.load import load_tokenizer
-
-    if not args.dataset:
-        raise UserError("--dataset is required: a .jsonl/.json file of preference pairs, PATH#N, or a built-in set "
-                        "such as concise.")
-    start = resolve_start(args, sources)
-    notes = []
-    apply_model_defaults(args, sources, start.base, notes)
-    if start.adapter:
-        notes.append(f"starting from {start.adapter} on {start.base}"
-                     + (" (the adapter keeps training; its LoRA settings apply)" if args.train_type == "lora"
-                        else " (merged, then trained in full)"))
-    own_tokenizer = start.adapter and (Path(start.adapter) / "tokenizer_config.json").is_file()
-    tokenizer = load_tokenizer(start.adapter if own_tokenizer else start.base)
-    train_rows, val_rows, _ = load_and_encode(args, tokenizer, load_preferences, encode_pairs, notes, "pairs")
-    prep = make_prepared(args, sources, start.base, tokenizer, train_rows, val_rows, notes)
-    prep.start = start
-    return prep
-
-
-def build_models(prep: Prepared):
+def build_models(run: Run):
     """(policy, reference or None, peft_config or None) as DPOTrainer takes them; see the module docstring."""
     from transformers import set_seed
 
     from tunewise.models.load import load_model, resolve_model
 
-    args, start = prep.args, prep.start
+    args, start = run.args, run.start
     set_seed(args.seed)  # LoRA's A matrices are drawn before DPOTrainer seeds (see sft.build_model)
 
     def starting_model(trainable_adapter: bool):
@@ -175,13 +72,13 @@ def build_models(prep: Prepared):
     return policy, ref, None
 
 
-def dpo_config(prep: Prepared, staging: Path):
+def dpo_config(run: Run, staging: Path):
     """DPOConfig = the sft TrainingArguments (one source for the shared settings) + the DPO fields."""
     from transformers import TrainingArguments
     from trl import DPOConfig
 
-    args = prep.args
-    shared = training_arguments(prep, staging)
+    args = run.args
+    shared = training_arguments(run, staging)
     kwargs = {f.name: getattr(shared, f.name) for f in fields(TrainingArguments) if f.init}
     loss_type, loss_weights = args.losses()
     kwargs.update(
@@ -193,45 +90,41 @@ def dpo_config(prep: Prepared, staging: Path):
     return DPOConfig(**kwargs)
 
 
-def build_trainer(prep: Prepared, run_dir: Path):
-    """(DPOTrainer, MetricsLog, BestTracker) with the sft callbacks, writing into `run_dir`."""
+def build_trainer(run: Run, staging: Path, callbacks: list):
+    """DPOTrainer with the shared callbacks, saving into `staging`."""
     from datasets import Dataset
     from trl import DPOTrainer
 
-    policy, ref, peft_config = build_models(prep)
-    callbacks, metrics, best = run_callbacks(prep, run_dir)
-    trainer = DPOTrainer(
+    policy, ref, peft_config = build_models(run)
+    return DPOTrainer(
         model=policy,
         ref_model=ref,
-        args=dpo_config(prep, run_dir / STAGING),
-        train_dataset=Dataset.from_list(prep.train_rows),
-        eval_dataset=Dataset.from_list(prep.val_rows) if prep.val_rows else None,
-        processing_class=prep.tokenizer,
+        args=dpo_config(run, staging),
+        train_dataset=Dataset.from_list(run.train_rows),
+        eval_dataset=Dataset.from_list(run.val_rows) if run.val_rows else None,
+        processing_class=run.tokenizer,
         callbacks=callbacks,
         peft_config=peft_config,
     )
-    return trainer, metrics, best
 
 
-def train(args: DpoArgs, sources: dict) -> Path:
-    prep = prepare(args, sources)
-    run_dir, resume = open_run(prep, "dpo")
-    trainer, metrics, best = build_trainer(prep, run_dir)
-
-    def rewards():
-        last = metrics.latest
-        if "rewards/accuracies" not in last:
-            return []
-        return [f"last logged step: rewards/accuracies {last['rewards/accuracies']:.2f}, "
-                f"rewards/margins {last['rewards/margins']:.3f}"]
-
-    run_training(trainer, run_dir, resume, best, rewards)
-    return run_dir
+def rewards(metrics) -> list[str]:
+    last = metrics.latest
+    if "rewards/accuracies" not in last:
+        return []
+    return [f"last logged step: rewards/accuracies {last['rewards/accuracies']:.2f}, "
+            f"rewards/margins {last['rewards/margins']:.3f}"]
 
 
-def main(argv: list[str]) -> int:
-    return command_main(argv, DpoArgs, "dpo", prepare, train)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+DPO = Recipe(
+    command="dpo",
+    args_class=DpoArgs,
+    dataset_hint="--dataset is required: a .jsonl/.json file of preference pairs, PATH#N, or a built-in set such as "
+                 "concise.",
+    load=load_preferences,
+    encode=encode_pairs,
+    start=start_from_adapters,
+    build_trainer=build_trainer,
+    summary=rewards,
+    pairs=True,
+)

@@ -94,21 +94,6 @@ def rotate(run_dir: Path, limit: int | None, best: Path | None) -> None:
     _link(run_dir, "best", best if best is not None and Path(best).exists() else last)
 
 
-def find_run_dir(checkpoint: str) -> Path:
-    """The run directory of a checkpoint: the folder holding args.json (the checkpoint's parent)."""
-    path = Path(checkpoint).expanduser()
-    if not path.is_dir():
-        raise UserError(f"--adapters {checkpoint}: no such checkpoint directory.")
-    for candidate in (path.parent, path):
-        if (candidate / "args.json").is_file():
-            return candidate
-    raise UserError(f"--adapters {checkpoint}: no args.json beside it, so the base model is unknown; pass --model.")
-
-
-def read_run_args(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "args.json").read_text(encoding="utf-8"))["args"]
-
-
 def latest_checkpoint(output_dir: str) -> Path:
     """The newest complete checkpoint under OUTPUT_DIR (searching its versioned runs)."""
     root = Path(output_dir)

@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunewise.args import _f, help_text, parse
+from tunewise.command import Command
+from tunewise.flags import flag_field
 from tunewise.errors import UserError
 from tunewise.files import read_jsonl
 
@@ -32,13 +33,13 @@ SCHEDULERS = ["cosine", "linear", "constant", "constant_with_warmup", "cosine_wi
 class WebuiArgs:
     """A web UI to chat with, fine-tune and compare models (`tunewise webui`)."""
 
-    host: str = _f("127.0.0.1", "address to bind; 0.0.0.0 exposes the UI to the network")
-    port: int = _f(7860, "TCP port")
-    model: str = _f("tunewise-tiny", "base model kept in memory for Chat and Compare")
-    adapters: list[str] = _f([], "LoRA checkpoints offered by name: NAME=CHECKPOINT ... (more are found under --output_dir)")
-    output_dir: str = _f("output", "where Train writes runs, and where Chat and Compare look for checkpoints")
-    system: str | None = _f(None, "default system prompt")
-    torch_dtype: str = _f("auto", "auto | float32 | bfloat16 | float16")
+    host: str = flag_field("127.0.0.1", "address to bind; 0.0.0.0 exposes the UI to the network")
+    port: int = flag_field(7860, "TCP port")
+    model: str = flag_field("tunewise-tiny", "base model kept in memory for Chat and Compare")
+    adapters: list[str] = flag_field([], "LoRA checkpoints offered by name: NAME=CHECKPOINT ... (more are found under --output_dir)")
+    output_dir: str = flag_field("output", "where Train writes runs, and where Chat and Compare look for checkpoints")
+    system: str | None = flag_field(None, "default system prompt")
+    torch_dtype: str = flag_field("auto", "auto | float32 | bfloat16 | float16")
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
@@ -233,14 +234,16 @@ def plot_frames(records: list[dict]):
 def build_app(pool: ModelPool, args: WebuiArgs):
     import gradio as gr
 
-    from tunewise.infer.engine import Reply, Sampling
+    from tunewise.args import Sampling
+    from tunewise.infer.engine import Reply
 
     job = TrainJob(Path(args.output_dir))
     default_model = pool.engine.base_name
 
     def sampling_of(temperature, top_p, top_k, repetition_penalty, max_tokens, seed=None) -> Sampling:
-        return Sampling(float(temperature), float(top_p), int(top_k), float(repetition_penalty), int(max_tokens),
-                        None if seed in (None, "", -1) else int(seed))
+        return Sampling(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
+                        repetition_penalty=float(repetition_penalty), max_new_tokens=int(max_tokens),
+                        seed=None if seed in (None, "", -1) else int(seed))
 
     def refresh_models(current):
         choices = pool.choices()
@@ -445,11 +448,7 @@ def launch(demo, host: str, port: int, block: bool = True):
                        show_error=True, quiet=not block, ssr_mode=False, theme=demo.tunewise_theme, footer_links=[])
 
 
-def main(argv: list[str]) -> int:
-    if "-h" in argv or "--help" in argv:
-        print(help_text(WebuiArgs, "webui"))
-        return 0
-    args, _, _ = parse(WebuiArgs, argv)
+def run(args: WebuiArgs, sources: dict, argv: list[str]) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from tunewise.serve.app import set_threads
 
@@ -464,3 +463,6 @@ def main(argv: list[str]) -> int:
             demo.tunewise_job.stop()
         pool.engine.close()
     return 0
+
+
+COMMAND = Command(WebuiArgs, run)

@@ -1,0 +1,94 @@
+"""What a checkpoint or run directory is made of, read one way for every command (infer, export, eval, serve, the
+web UI and dpo): the base model, the LoRA adapter, the tokenizer, the run's system prompt and its args.json.
+
+A checkpoint is either a LoRA checkpoint (peft: adapter_config.json), applied on the base model its run's args.json
+names, or a full checkpoint (config.json + weights), which is the model itself. A checkpoint's run directory is
+the folder holding args.json: the checkpoint's parent (or the folder itself).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunewise.errors import UserError
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What to load: the base model directory (or hub id), an optional LoRA adapter, the system prompt."""
+
+    base: str  # a full checkpoint: the checkpoint itself
+    adapter: str | None
+    system: str | None
+    label: str  # how it is shown: the model name, or the checkpoint path
+    base_name: str  # the base model as its run (or the user) named it: what a follow-up run's args.json records
+    run_args: dict = field(default_factory=dict)  # the run's args.json "args" ({} for a base model)
+
+    @property
+    def tokenizer_dir(self) -> str:
+        """The adapter's own tokenizer when it saved one (a run may add tokens), else the base model's."""
+        if self.adapter and (Path(self.adapter) / "tokenizer_config.json").is_file():
+            return self.adapter
+        return self.base
+
+    def load_tokenizer(self):
+        from tunewise.models.load import load_tokenizer
+
+        return load_tokenizer(self.tokenizer_dir)
+
+
+def find_run_dir(checkpoint: str) -> Path:
+    """The run directory of a checkpoint: the folder holding args.json (the checkpoint's parent)."""
+    path = Path(checkpoint).expanduser()
+    if not path.is_dir():
+        raise UserError(f"--adapters {checkpoint}: no such checkpoint directory.")
+    for candidate in (path.parent, path):
+        if (candidate / "args.json").is_file():
+            return candidate
+    raise UserError(f"--adapters {checkpoint}: no args.json beside it, so the base model is unknown; pass --model.")
+
+
+def read_run_args(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "args.json").read_text(encoding="utf-8"))["args"]
+
+
+def run_args_of(checkpoint: str) -> dict:
+    """The args of the run a checkpoint belongs to, or {} when it has no readable args.json."""
+    try:
+        return read_run_args(find_run_dir(checkpoint))
+    except (UserError, OSError, ValueError, KeyError):
+        return {}
+
+
+def is_lora(checkpoint: str | Path) -> bool:
+    return (Path(checkpoint) / "adapter_config.json").is_file()
+
+
+def lora_rank(checkpoint: str | Path) -> int:
+    return int(json.loads((Path(checkpoint) / "adapter_config.json").read_text(encoding="utf-8")).get("r", 8))
+
+
+def resolve(model: str | None, adapters: list[str], system: str | None = None) -> Checkpoint:
+    """--model / --adapters / --system as the user gave them -> what to load. Without --model a LoRA checkpoint's
+    base is its run's; without --system the run's system prompt is used."""
+    from tunewise.models.load import DEFAULT_MODEL, resolve_model
+
+    if len(adapters) > 1:
+        raise UserError("--adapters: give one checkpoint (several adapters at once are served by `tunewise serve`).")
+    if not adapters:
+        name = model or DEFAULT_MODEL
+        return Checkpoint(resolve_model(name), None, system, name, name)
+    ckpt = Path(adapters[0]).expanduser()
+    if not ckpt.is_dir():
+        raise UserError(f"--adapters {ckpt}: no such checkpoint directory.")
+    lora = is_lora(ckpt)
+    if not lora and not (ckpt / "config.json").is_file():
+        raise UserError(f"--adapters {ckpt}: neither a LoRA checkpoint (adapter_config.json) nor a model (config.json).")
+    run_args = read_run_args(find_run_dir(str(ckpt))) if lora and model is None else run_args_of(str(ckpt))
+    if system is None:
+        system = run_args.get("system")
+    if not lora:
+        return Checkpoint(str(ckpt), None, system, str(ckpt), str(ckpt), run_args)
+    base_name = model or run_args["model"]
+    return Checkpoint(resolve_model(base_name), str(ckpt), system, str(ckpt), base_name, run_args)

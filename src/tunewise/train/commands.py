@@ -1,0 +1,66 @@
+"""`tunewise sft`, `tunewise dpo` and `tunewise plan`: one main for the three, over a recipe.
+
+sft and dpo resolve their Run (nothing written until it is valid), then either train here or, for
+--nproc_per_node/--nnodes, print the plan once, make the run directory and hand it to torchrun's processes.
+plan resolves the same Run (the sft recipe, or dpo's with --rlhf_type dpo), prints it and writes the plan files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunewise.command import Command
+from tunewise.errors import UserError
+from tunewise.train import dpo, sft
+from tunewise.train.recipe import Recipe, resolve
+
+
+def training(recipe: Recipe) -> Command:
+    def run(args, sources: dict, argv: list[str]) -> int:
+        from tunewise.train import launch, session
+
+        resolved = resolve(recipe, args, sources)
+        if launch.wants_launch(resolved.args):
+            session.print_plan(resolved)
+            return launch.launch(resolved.args, argv, recipe.command, session.create_run_dir(resolved))
+        session.train(resolved)
+        return 0
+
+    return Command(recipe.args_class, run)
+
+
+SFT = training(sft.SFT)
+DPO = training(dpo.DPO)
+
+
+def plan_recipe(argv: list[str]) -> Recipe:
+    """The recipe `tunewise plan` plans: sft, or dpo with --rlhf_type dpo."""
+    from tunewise.flags import flag_groups
+
+    kinds = [values for name, values in flag_groups(argv) if name == "rlhf_type"]
+    if not kinds:
+        return sft.SFT
+    if kinds[-1] != ["dpo"]:
+        raise UserError(f"--rlhf_type {' '.join(kinds[-1])}: tunewise plans 'dpo' runs (or sft runs without the flag).")
+    return dpo.DPO
+
+
+def plan(args, sources: dict, argv: list[str]) -> int:
+    from tunewise.schedule.plan import write_plan_files
+    from tunewise.train.session import print_plan
+
+    run = resolve(plan_recipe(argv), args, sources)
+    print_plan(run)
+    out = Path(run.args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_plan_files(out, run.step_plan, run.schedule, {"notes": list(run.notes)})
+    print(f"wrote {out / 'plan.json'}, {out / 'lr_plan.csv'}, {out / 'lr_plan.png'}")
+    return 0
+
+
+def plan_help(args_class: type) -> str:
+    from tunewise.flags import help_text
+
+    return help_text(args_class, "plan").replace("Supervised fine-tuning", "Plan a fine-tune without training")
+
+
+PLAN = Command(lambda argv: plan_recipe(argv).args_class, plan, help=plan_help, extra_flags={"rlhf_type": None})

@@ -1,0 +1,206 @@
+"""One run, resolved once, for `tunewise sft`, `dpo` and `plan`; nothing here writes to disk.
+
+    parsed flags (cli.py) -> where the policy starts (dpo --adapters: that run's base model and system prompt)
+    -> the model's recommended values and the default warm-up -> one new, re-validated args object (every problem
+    at once) -> tokenizer and encoded rows -> step plan, warm-up, LR schedule, DeepSpeed reconciliation and
+    retention probes -> a frozen Run
+
+A Recipe (tunewise.train.sft.SFT, tunewise.train.dpo.DPO) says only what differs between commands: how its rows
+are read and encoded, where its policy starts, and which trainer runs it. tunewise.train.session turns a Run into
+a run directory and a finished training.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from tunewise.errors import UserError
+
+if TYPE_CHECKING:
+    from tunewise.args import SftArgs
+    from tunewise.checkpoint import Checkpoint
+    from tunewise.schedule.deepspeed import Reconciled
+    from tunewise.schedule.plan import LRSchedule, StepPlan
+    from tunewise.train.retention import Probes
+
+DEFAULT_WARMUP_RATIO = 0.05
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a training command adds to the shared machinery."""
+
+    command: str  # "sft" | "dpo": args.json's command, torchrun's sub-command
+    args_class: type
+    dataset_hint: str  # the error when --dataset is missing
+    load: Callable  # (specs, names, authors, seed) -> items (conversations, or preference pairs)
+    encode: Callable  # (tokenizer, items, system, max_length, truncation) -> (rows, EncodeStats)
+    start: Callable  # (args, sources) -> (Checkpoint, {flag: (value, source)}): the policy's start, flags it sets
+    build_trainer: Callable  # (run, staging folder, callbacks) -> a transformers/TRL trainer
+    summary: Callable = lambda metrics: []  # (MetricsLog) -> the command's own end-of-run lines
+    pairs: bool = False  # rows are preference pairs (a chosen and a rejected sequence each)
+
+    @property
+    def unit(self) -> str:
+        return "pairs" if self.pairs else "rows"
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything decided before a model is loaded."""
+
+    recipe: Recipe
+    args: SftArgs  # final and validated (an SftArgs or DpoArgs; frozen)
+    sources: Mapping[str, str]  # flag -> default | yaml | flag | model | adapters (| deepspeed ...), "warmup"
+    start: Checkpoint  # the base model, and the adapter dpo starts from
+    tokenizer: Any
+    train_rows: list
+    val_rows: list
+    step_plan: StepPlan
+    schedule: LRSchedule
+    deepspeed: Reconciled | None  # with --deepspeed: the reconciled config
+    probes: Probes | None  # with --retention_eval_steps
+    identity_rows: int  # training rows of identity data (the advice's epoch rule reads it)
+    notes: tuple[str, ...]  # printed before the plan and written to plan.json
+
+    @property
+    def model_dir(self) -> str:
+        return self.start.base
+
+
+def resolve(recipe: Recipe, args, sources: Mapping[str, str]) -> Run:
+    """The Run of parsed flags; a UserError (exit 2) for anything it cannot honour."""
+    from tunewise.models.load import builtin_meta
+
+    if not args.dataset:
+        raise UserError(recipe.dataset_hint)
+    start, changes = recipe.start(args, sources)
+    sources = {**sources, **{name: source for name, (_, source) in changes.items()}}
+    notes = []
+    recommended = recommended_changes(sources, builtin_meta(start.base).get("recommended", {}).get(args.recipe(), {}))
+    if recommended:
+        notes.append(f"{value_of(args, changes, 'model')} recommends its own defaults: "
+                     + ", ".join(f"{name}={value}" for name, value in recommended.items()))
+    changes.update({name: (value, "model") for name, value in recommended.items()})
+    sources.update({name: "model" for name in recommended})
+    if value_of(args, changes, "warmup_ratio") is None and value_of(args, changes, "warmup_steps") is None:
+        changes["warmup_ratio"] = (DEFAULT_WARMUP_RATIO, "default")
+    args = revalidated(args, changes)
+    if start.adapter:
+        notes.append(f"starting from {start.adapter} on {start.base}"
+                     + (" (the adapter keeps training; its LoRA settings apply)" if args.train_type == "lora"
+                        else " (merged, then trained in full)"))
+    tokenizer = start.load_tokenizer()
+    train_rows, val_rows, stats = load_and_encode(recipe, args, tokenizer, notes)
+    step_plan, schedule, deepspeed, sources = plan_schedule(args, sources, len(train_rows), notes)
+    from tunewise.train.retention import build_probes
+
+    zero_stage = int(deepspeed.config.get("zero_optimization", {}).get("stage", 0)) if deepspeed else 0
+    probes = build_probes(args, start.base, zero_stage)
+    return Run(recipe, args, MappingProxyType(sources), start, tokenizer, train_rows, val_rows, step_plan, schedule,
+               deepspeed, probes, stats.identity_rows, tuple(notes))
+
+
+def value_of(args, changes: dict, name: str):
+    return changes[name][0] if name in changes else getattr(args, name)
+
+
+def recommended_changes(sources: Mapping[str, str], recommended: dict) -> dict:
+    """The model's recommended values for flags left at their defaults (a recommended warm-up ratio yields to a
+    given --warmup_steps)."""
+    return {name: value for name, value in recommended.items()
+            if sources.get(name) == "default" and not (name == "warmup_ratio" and sources.get("warmup_steps") != "default")}
+
+
+def revalidated(args, changes: dict):
+    """`args` with `changes` ({flag: (value, source)}) applied, validated again; a value the model recommended or
+    a checkpoint's run set is named with where it came from when it fails."""
+    try:
+        return dataclasses.replace(args, **{name: value for name, (value, _) in changes.items()})
+    except UserError as e:
+        set_by = [f"{name}={value} ({'recommended by ' + args.model if source == 'model' else 'from ' + source})"
+                  for name, (value, source) in changes.items() if source != "default"]
+        raise UserError(f"{e} Values not given on the command line: {', '.join(set_by)}." if set_by else str(e)) from e
+
+
+def planned_world_size(args) -> int:
+    """The world size the run will have: torchrun's when running under it, else the one asked for."""
+    from tunewise.train import launch
+
+    return launch.world_size() if launch.under_launcher() else args.nproc_per_node * args.nnodes
+
+
+def mixed_precision(dtype: str) -> tuple[bool, bool]:
+    """(bf16, fp16) for TrainingArguments (and the DeepSpeed JSON): only on CUDA."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return dtype == "bfloat16" and cuda, dtype == "float16" and cuda
+
+
+def split_validation(items: list, ratio: float, seed: int) -> tuple[list, list]:
+    """(validation, training): a seeded random `ratio` share held out for evaluation."""
+    shuffled = items[:]
+    random.Random(seed).shuffle(shuffled)
+    n_val = max(1, round(len(shuffled) * ratio))
+    if n_val >= len(shuffled):
+        raise UserError(f"--split_dataset_ratio {ratio} leaves no training rows.")
+    return shuffled[:n_val], shuffled[n_val:]
+
+
+def load_and_encode(recipe: Recipe, args, tokenizer, notes: list) -> tuple[list, list, object]:
+    """(training rows, validation rows, the training rows' EncodeStats): --dataset, and --val_dataset or a
+    --split_dataset_ratio share of it, read and encoded the recipe's way."""
+    items = recipe.load(args.dataset, args.model_name, args.model_author, args.seed)
+    val_items = recipe.load(args.val_dataset, args.model_name, args.model_author, args.seed)
+    if not val_items and args.split_dataset_ratio > 0:
+        val_items, items = split_validation(items, args.split_dataset_ratio, args.seed)
+    train_rows, stats = recipe.encode(tokenizer, items, args.system, args.max_length, args.truncation_strategy)
+    val_rows, _ = recipe.encode(tokenizer, val_items, args.system, args.max_length, args.truncation_strategy)
+    unit = recipe.unit
+    notes.append(f"train data: {stats.summary()}" + (f"; validation: {len(val_rows)} {unit}" if val_rows else ""))
+    if not train_rows:
+        raise UserError(f"No training {unit} are left after encoding (all longer than --max_length?).")
+    return train_rows, val_rows, stats
+
+
+def plan_schedule(args, sources: dict, n_rows: int, notes: list):
+    """(step plan, LR schedule, reconciled DeepSpeed config or None, sources with "warmup" and DeepSpeed's)."""
+    from tunewise.schedule.plan import make_schedule, plan_steps, resolve_warmup
+
+    step_plan = plan_steps(n_rows, args.per_device_train_batch_size, args.gradient_accumulation_steps,
+                           planned_world_size(args), args.num_train_epochs, args.max_steps)
+    warmup = resolve_warmup(step_plan.total_steps, args.warmup_ratio, args.warmup_steps)
+    warmup_flag = "warmup_steps" if args.warmup_steps is not None else "warmup_ratio"
+    sources = {**sources, "warmup": sources.get(warmup_flag, "default")}  # the plan's warm-up row says who set it
+    if warmup and sources["warmup"] in ("default", "model"):
+        # a warm-up the user never asked for yields where it cannot be honoured, instead of refusing the run
+        why = ("the constant scheduler has none (constant_with_warmup has one)" if args.lr_scheduler_type == "constant"
+               else f"it would cover the whole run of {step_plan.total_steps} steps" if warmup >= step_plan.total_steps
+               else None)
+        if why:
+            notes.append(f"note: no warm-up: the {sources['warmup']} warm-up of {args.warmup_ratio:g} ({warmup} steps) "
+                         f"is dropped because {why}; give --warmup_steps or --warmup_ratio to choose one.")
+            warmup, sources["warmup"] = 0, f"{sources['warmup']} (dropped)"
+    schedule = make_schedule(args.lr_scheduler_type, args.learning_rate, step_plan.total_steps, warmup,
+                             **args.scheduler_kwargs())
+    if not args.deepspeed:
+        return step_plan, schedule, None, sources
+    import importlib.util
+
+    from tunewise.schedule.deepspeed import reconcile
+
+    if importlib.util.find_spec("deepspeed") is None:
+        raise UserError(f"--deepspeed {args.deepspeed}: DeepSpeed is not installed; install the optional extra "
+                        "with: pip install 'tunewise[deepspeed]'.")
+    bf16, fp16 = mixed_precision(args.torch_dtype)
+    flags = {name: getattr(args, name) for name in (
+        "learning_rate", "weight_decay", "per_device_train_batch_size", "gradient_accumulation_steps",
+        "max_grad_norm", "torch_dtype", "lr_scheduler_type")}
+    deepspeed = reconcile(args.deepspeed, {**flags, "bf16": bf16, "fp16": fp16}, step_plan.world_size,
+                          step_plan.total_steps, warmup, keep_scheduler=args.deepspeed_scheduler == "keep")
+    notes += [f"WARNING: {text}" for text in deepspeed.warnings]
+    return step_plan, deepspeed.schedule_override or schedule, deepspeed, {**sources, **deepspeed.sources}
