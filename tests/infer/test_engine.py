@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import run_cli
-from tunewise.infer.chat import answer
 from tunewise.args import Sampling
+from tunewise.infer.chat import answer
 from tunewise.infer.engine import Engine, Reply
 
 pytestmark = pytest.mark.slow

@@ -11,9 +11,9 @@ import httpx
 import openai
 import pytest
 
+from tunewise.args import Sampling
 from tunewise.cli import run_command
 from tunewise.errors import UserError
-from tunewise.args import Sampling
 from tunewise.infer.engine import Engine
 
 KEY = "sk-test-tunewise"
