@@ -6,7 +6,8 @@ import pytest
 
 from tunewise.args import Sampling
 from tunewise.infer.engine import Engine, Reply
-from tunewise.serve.batching import BatchEngine, Delta, Detokenizer, Done, Request
+from tunewise.serve.engine import BatchEngine
+from tunewise.serve.generation import Delta, Detokenizer, Done, Request
 
 PROMPTS = ["你是谁？", "Who are you?", "12+34=", "Please introduce yourself in a few words.", "你好",
            "Copy this: 春眠不觉晓"]

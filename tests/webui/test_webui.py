@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tunewise.webui.app import TrainJob, WebuiArgs, plot_frames, sft_argv, text_of
+from tunewise.webui.args import WebuiArgs
+from tunewise.webui.layout import text_of
+from tunewise.webui.training import TrainJob, plot_frames, sft_argv
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -27,7 +29,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def webui(tmp_path_factory):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    from tunewise.webui.app import ModelPool, build_app, launch
+    from tunewise.webui.app import launch
+    from tunewise.webui.layout import build_app
+    from tunewise.webui.models import ModelPool
 
     out = tmp_path_factory.mktemp("webui-output")
     args = WebuiArgs(port=free_port(), output_dir=str(out))

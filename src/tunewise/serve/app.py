@@ -129,7 +129,7 @@ def _same_model(a: str, b: str) -> bool | None:
 
 
 def build_engine(args: ServeArgs):
-    from tunewise.serve.batching import BatchEngine
+    from tunewise.serve.engine import BatchEngine
 
     specs = parse_adapters(args.adapters)
     base, name = resolve_base(args.model, specs)
@@ -153,7 +153,7 @@ def create_app(engine, api_key: str | None = None):
 
     from tunewise.args import Sampling
     from tunewise.serve import protocol as P
-    from tunewise.serve.batching import Delta, Done, Request as Generation
+    from tunewise.serve.generation import Delta, Done, Request as Generation
 
     app = FastAPI(title="tunewise", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine

@@ -1,4 +1,5 @@
-"""Continuous batching over one model in memory: many requests, several LoRA adapters, one forward pass per step.
+"""The continuous-batching scheduler: one model in memory, many requests, several LoRA adapters, one forward pass
+per step.
 
 Requests wait in a queue. One worker thread owns the model and repeats:
 
@@ -10,7 +11,8 @@ Requests wait in a queue. One worker thread owns the model and repeats:
    padding; position ids are per request);
 3. sample each request's token with its own parameters (greedy, or temperature / top-k / top-p with the request's
    seeded generator, repetition penalty), detokenize incrementally, check end-of-turn tokens, stop strings and
-   `max_new_tokens`, and send the new text to that request's callback;
+   `max_new_tokens`, and send the new text to that request's callback (serve/generation.py does these per-row
+   steps);
 4. drop finished (or cancelled) requests from the cache and trim padding columns nobody needs any more.
 
 Requests for different LoRA adapters share a batch through peft's mixed-adapter inference: the forward pass gets
@@ -21,96 +23,21 @@ adapter to its own rows only (peft `LoraLayer._mixed_batch_forward`).
 finishes); `batching="none"` serves one request at a time. Both exist to measure continuous batching against
 (benchmarks/serve_batching.py); models whose cache is not a plain full-attention DynamicCache (sliding-window
 layers) fall back to dynamic batching, whose batches never merge caches.
+
+serve/engine.py loads the model and its adapters and feeds this scheduler.
 """
 from __future__ import annotations
 
 import collections
 import itertools
 import random
-import re
 import threading
-import time
 import traceback
-from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
-from tunewise.args import Sampling
-from tunewise.infer.engine import Reply
+from tunewise.serve.generation import Detokenizer, Failed, Request, accept, sample
 
 BASE = "__base__"  # peft's name for "no adapter" in adapter_names
 BATCHING = ("continuous", "dynamic", "none")
-
-
-@dataclass
-class Delta:
-    text: str
-
-
-@dataclass
-class Done:
-    reply: Reply
-
-
-@dataclass
-class Failed:
-    message: str
-
-
-Event = Delta | Done | Failed
-
-
-class Detokenizer:
-    """Incremental detokenization that never emits half a character (vLLM's prefix/read offsets)."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.prefix = 0
-        self.read = 0
-        self.text = ""
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def add(self, token: int) -> None:
-        self.ids.append(token)
-        before = self._decode(self.ids[self.prefix:self.read])
-        after = self._decode(self.ids[self.prefix:])
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            self.text += after[len(before):]
-            self.prefix, self.read = self.read, len(self.ids)
-
-    def flush(self) -> None:
-        """At the end: whatever is left, even an incomplete character."""
-        before = self._decode(self.ids[self.prefix:self.read])
-        after = self._decode(self.ids[self.prefix:])
-        if len(after) > len(before):
-            self.text += after[len(before):]
-        self.prefix = self.read = len(self.ids)
-
-
-@dataclass
-class Request:
-    """One generation: prompt ids, adapter, sampling and stop strings; events go to `emit` (worker thread)."""
-
-    prompt_ids: list[int]
-    emit: Callable[[Event], None]
-    sampling: Sampling = field(default_factory=Sampling)
-    stop: list[str] = field(default_factory=list)
-    adapter: str | None = None
-    ignore_eos: bool = False
-    id: int = 0
-    cancelled: bool = False
-    # state owned by the worker thread
-    generated: list[int] = field(default_factory=list)
-    emitted: int = 0
-    checked: int = 0
-    detok: Detokenizer | None = None
-    generator: object = None
-    finished: bool = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 class BatchScheduler:
@@ -279,7 +206,7 @@ class BatchScheduler:
             self.last = torch.zeros(len(new), dtype=torch.long)
             if self.batching == "continuous" and not self._mergeable(cache):
                 self.batching = "dynamic"
-        tokens = self._sample(logits, new)
+        tokens = sample(logits, new)
         self.last[-len(new):] = tokens
         self._accept(new, tokens.tolist())
 
@@ -317,74 +244,13 @@ class BatchScheduler:
         logits = self._forward(self.last[:, None], self.mask, self.positions[:, None], self.cache,
                                [r.adapter for r in self.rows])
         self.positions = self.positions + 1
-        tokens = self._sample(logits, self.rows)
+        tokens = sample(logits, self.rows)
         self.last = tokens
         self._accept(self.rows, tokens.tolist())
 
-    def _sample(self, logits, rows: list[Request]):
-        torch = self._torch
-        for i, r in enumerate(rows):
-            penalty = r.sampling.repetition_penalty
-            if penalty and penalty != 1.0:
-                seen = torch.tensor(sorted(set(r.prompt_ids) | set(r.generated)), dtype=torch.long)
-                score = logits[i, seen]
-                logits[i, seen] = torch.where(score < 0, score * penalty, score / penalty)
-        tokens = logits.argmax(-1)
-        sampled = [i for i, r in enumerate(rows) if r.sampling.temperature > 0]
-        if not sampled:
-            return tokens
-        sub = logits[sampled]
-        temps = torch.tensor([rows[i].sampling.temperature for i in sampled], dtype=sub.dtype)
-        sub = sub / temps[:, None]
-        sorted_logits, order = sub.sort(dim=-1, descending=True)
-        vocab = sub.shape[-1]
-        ks = torch.tensor([rows[i].sampling.top_k if (rows[i].sampling.top_k or 0) > 0 else vocab for i in sampled])
-        ranks = torch.arange(vocab)[None, :]
-        sorted_logits = sorted_logits.masked_fill(ranks >= ks[:, None], float("-inf"))
-        top_p = torch.tensor([rows[i].sampling.top_p if rows[i].sampling.top_p is not None else 1.0 for i in sampled],
-                             dtype=sub.dtype)
-        probs = sorted_logits.softmax(-1)
-        before = probs.cumsum(-1) - probs  # mass of the better tokens; the best one is always kept
-        sorted_logits = sorted_logits.masked_fill(before > top_p[:, None], float("-inf"))
-        probs = sorted_logits.softmax(-1)
-        for j, i in enumerate(sampled):
-            pick = torch.multinomial(probs[j], 1, generator=rows[i].generator)
-            tokens[i] = order[j, pick[0]]
-        return tokens
-
     def _accept(self, rows: list[Request], tokens: list[int]) -> None:
         with self.tokenizer_lock:
-            for r, token in zip(rows, tokens):
-                if r.finished:
-                    continue
-                r.generated.append(token)
-                reason = None
-                if token in self.stop_ids and not r.ignore_eos:
-                    reason = "stop"
-                else:
-                    r.detok.add(token)
-                    if len(r.generated) >= r.sampling.max_new_tokens or \
-                            len(r.prompt_ids) + len(r.generated) >= self.max_length:
-                        reason = "length"
-                if reason is not None:
-                    r.detok.flush()
-                text = r.detok.text
-                if r.stop:
-                    start = max(0, r.checked - max(len(s) for s in r.stop) + 1)
-                    hits = [p for p in (text.find(s, start) for s in r.stop) if p >= 0]
-                    r.checked = len(text)
-                    if hits:
-                        text, reason = text[:min(hits)], "stop"
-                if reason is not None:
-                    if len(text) > r.emitted:
-                        r.emit(Delta(text[r.emitted:]))
-                    r.finished = True
-                    r.emit(Done(Reply(text, reason, len(r.prompt_ids), len(r.generated))))
-                    continue
-                safe = len(text) - (max(len(s) for s in r.stop) - 1 if r.stop else 0)
-                if safe > r.emitted:
-                    r.emit(Delta(text[r.emitted:safe]))
-                    r.emitted = safe
+            accept(rows, tokens, self.stop_ids, self.max_length)
 
     def _drop_finished(self) -> None:
         torch = self._torch
@@ -409,107 +275,3 @@ class BatchScheduler:
         self.positions = self.positions[index]
         self.last = self.last[index]
         self.rows = [self.rows[i] for i in keep]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-@dataclass
-class Served:
-    """One model name the server answers to: the base (adapter None) or a LoRA adapter."""
-
-    name: str
-    adapter: str | None  # peft adapter name inside the model, None for the base
-    path: str  # what was loaded: the base directory or the checkpoint directory
-    system: str | None
-    created: int = field(default_factory=lambda: int(time.time()))
-
-
-class BatchEngine:
-    """One base model in memory, any number of LoRA adapters on it, and the batching scheduler.
-
-    `stream`/`chat` are blocking conveniences (web UI, benchmarks); the HTTP server submits `Request`s itself.
-    """
-
-    def __init__(self, base: str, base_name: str, system: str | None = None, dtype: str = "auto",
-                 attn_implementation: str | None = None, max_batch_size: int = 32, batching: str = "continuous"):
-        from tunewise.models.load import end_of_turn_ids, load_model, load_tokenizer
-
-        self.tokenizer = load_tokenizer(base)
-        self.model = load_model(base, dtype, attn_implementation).eval()
-        self.base_path = base
-        self.models: dict[str, Served] = {base_name: Served(base_name, None, base, system)}
-        self.base_name = base_name
-        self.stop_ids = end_of_turn_ids(self.tokenizer)
-        self.scheduler = BatchScheduler(self.model, self.tokenizer, self.stop_ids, max_batch_size, batching)
-
-    def add_adapter(self, name: str, checkpoint: str, system: str | None = None) -> Served:
-        """Load a LoRA checkpoint under `name`; requests then pick it with model=name. Safe while serving."""
-        from peft import PeftModel
-
-        from tunewise.errors import UserError
-
-        if name in self.models:
-            raise UserError(f"--adapters {name}={checkpoint}: the name {name!r} is already served.")
-        # peft keeps adapters in ModuleDicts, whose keys may not contain dots: the served name can be anything
-        key = re.sub(r"\W", "_", name)
-        while key in {s.adapter for s in self.models.values()}:
-            key += "_"
-        with self.scheduler.lock:
-            try:
-                if isinstance(self.model, PeftModel):
-                    self.model.load_adapter(checkpoint, adapter_name=key)
-                else:
-                    self.model = PeftModel.from_pretrained(self.model, checkpoint, adapter_name=key)
-            except (RuntimeError, ValueError, KeyError) as e:
-                raise UserError(f"--adapters {name}={checkpoint}: cannot load it on {self.base_path} "
-                                f"({type(e).__name__}: {str(e).splitlines()[0][:300]}).") from e
-            self.model.eval()
-            self.scheduler.model = self.model
-            self.scheduler._mode = None
-        served = Served(name, key, checkpoint, system)
-        self.models[name] = served
-        return served
-
-    def close(self) -> None:
-        self.scheduler.close()
-
-    # -- prompts --------------------------------------------------------------------------------------------------
-    def prompt_ids(self, name: str, messages: list[dict]) -> list[int]:
-        from tunewise.data.template import prompt_ids
-
-        with self.scheduler.tokenizer_lock:
-            return prompt_ids(self.tokenizer, messages, self.models[name].system)
-
-    def request(self, name: str, messages: list[dict], sampling: Sampling, stop: list[str] | None,
-                emit: Callable[[Event], None]) -> Request:
-        ids = self.prompt_ids(name, messages)
-        if len(ids) >= self.scheduler.max_length:
-            raise ValueError(f"the prompt has {len(ids)} tokens; this model's context is {self.scheduler.max_length}")
-        return self.scheduler.submit(Request(ids, emit, sampling, list(stop or []), self.models[name].adapter))
-
-    # -- blocking conveniences --------------------------------------------------------------------------------------
-    def stream(self, name: str, messages: list[dict], sampling: Sampling | None = None,
-               stop: list[str] | None = None) -> Iterator[str | Reply]:
-        """Text pieces as they are generated, then the Reply (like Engine.stream), batched with everything else."""
-        import queue
-
-        events: queue.Queue = queue.Queue()
-        req = self.request(name, messages, sampling or Sampling(), stop, events.put)
-        try:
-            while True:
-                event = events.get()
-                if isinstance(event, Delta):
-                    yield event.text
-                elif isinstance(event, Done):
-                    yield event.reply
-                    return
-                else:
-                    raise RuntimeError(event.message)
-        finally:
-            req.cancel()
-
-    def chat(self, name: str, messages: list[dict], sampling: Sampling | None = None,
-             stop: list[str] | None = None) -> Reply:
-        for piece in self.stream(name, messages, sampling, stop):
-            if isinstance(piece, Reply):
-                return piece
-        raise RuntimeError("no reply")

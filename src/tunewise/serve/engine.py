@@ -1,0 +1,117 @@
+"""The served models: one base model in memory and LoRA adapters loaded on it by name (`BatchEngine`, `Served`),
+generating through the batching scheduler (serve/batching.py). `tunewise serve` and the web UI use it.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from tunewise.args import Sampling
+from tunewise.infer.engine import Reply
+from tunewise.serve.batching import BatchScheduler
+from tunewise.serve.generation import Delta, Done, Event, Request
+
+
+@dataclass
+class Served:
+    """One model name the server answers to: the base (adapter None) or a LoRA adapter."""
+
+    name: str
+    adapter: str | None  # peft adapter name inside the model, None for the base
+    path: str  # what was loaded: the base directory or the checkpoint directory
+    system: str | None
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+class BatchEngine:
+    """One base model in memory, any number of LoRA adapters on it, and the batching scheduler.
+
+    `stream`/`chat` are blocking conveniences (web UI, benchmarks); the HTTP server submits `Request`s itself.
+    """
+
+    def __init__(self, base: str, base_name: str, system: str | None = None, dtype: str = "auto",
+                 attn_implementation: str | None = None, max_batch_size: int = 32, batching: str = "continuous"):
+        from tunewise.models.load import end_of_turn_ids, load_model, load_tokenizer
+
+        self.tokenizer = load_tokenizer(base)
+        self.model = load_model(base, dtype, attn_implementation).eval()
+        self.base_path = base
+        self.models: dict[str, Served] = {base_name: Served(base_name, None, base, system)}
+        self.base_name = base_name
+        self.stop_ids = end_of_turn_ids(self.tokenizer)
+        self.scheduler = BatchScheduler(self.model, self.tokenizer, self.stop_ids, max_batch_size, batching)
+
+    def add_adapter(self, name: str, checkpoint: str, system: str | None = None) -> Served:
+        """Load a LoRA checkpoint under `name`; requests then pick it with model=name. Safe while serving."""
+        from peft import PeftModel
+
+        from tunewise.errors import UserError
+
+        if name in self.models:
+            raise UserError(f"--adapters {name}={checkpoint}: the name {name!r} is already served.")
+        # peft keeps adapters in ModuleDicts, whose keys may not contain dots: the served name can be anything
+        key = re.sub(r"\W", "_", name)
+        while key in {s.adapter for s in self.models.values()}:
+            key += "_"
+        with self.scheduler.lock:
+            try:
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(checkpoint, adapter_name=key)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, checkpoint, adapter_name=key)
+            except (RuntimeError, ValueError, KeyError) as e:
+                raise UserError(f"--adapters {name}={checkpoint}: cannot load it on {self.base_path} "
+                                f"({type(e).__name__}: {str(e).splitlines()[0][:300]}).") from e
+            self.model.eval()
+            self.scheduler.model = self.model
+            self.scheduler._mode = None
+        served = Served(name, key, checkpoint, system)
+        self.models[name] = served
+        return served
+
+    def close(self) -> None:
+        self.scheduler.close()
+
+    # -- prompts --------------------------------------------------------------------------------------------------
+    def prompt_ids(self, name: str, messages: list[dict]) -> list[int]:
+        from tunewise.data.template import prompt_ids
+
+        with self.scheduler.tokenizer_lock:
+            return prompt_ids(self.tokenizer, messages, self.models[name].system)
+
+    def request(self, name: str, messages: list[dict], sampling: Sampling, stop: list[str] | None,
+                emit: Callable[[Event], None]) -> Request:
+        ids = self.prompt_ids(name, messages)
+        if len(ids) >= self.scheduler.max_length:
+            raise ValueError(f"the prompt has {len(ids)} tokens; this model's context is {self.scheduler.max_length}")
+        return self.scheduler.submit(Request(ids, emit, sampling, list(stop or []), self.models[name].adapter))
+
+    # -- blocking conveniences --------------------------------------------------------------------------------------
+    def stream(self, name: str, messages: list[dict], sampling: Sampling | None = None,
+               stop: list[str] | None = None) -> Iterator[str | Reply]:
+        """Text pieces as they are generated, then the Reply (like Engine.stream), batched with everything else."""
+        import queue
+
+        events: queue.Queue = queue.Queue()
+        req = self.request(name, messages, sampling or Sampling(), stop, events.put)
+        try:
+            while True:
+                event = events.get()
+                if isinstance(event, Delta):
+                    yield event.text
+                elif isinstance(event, Done):
+                    yield event.reply
+                    return
+                else:
+                    raise RuntimeError(event.message)
+        finally:
+            req.cancel()
+
+    def chat(self, name: str, messages: list[dict], sampling: Sampling | None = None,
+             stop: list[str] | None = None) -> Reply:
+        for piece in self.stream(name, messages, sampling, stop):
+            if isinstance(piece, Reply):
+                return piece
+        raise RuntimeError("no reply")
