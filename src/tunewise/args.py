@@ -23,6 +23,7 @@ DEFAULT_LEARNING_RATE = {"lora": 1e-4, "full": 1e-5}
 TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 REPORT_TO = ("tensorboard", "none")
+NAN_POLICIES = ("stop", "skip")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class SftArgs(ModelArgs):
                                          "checkpoint with the highest identity + retention")
     output_dir: str = flag_field("output", "runs are written to OUTPUT_DIR/vN-YYYYMMDD-HHMMSS")
     add_version: bool = flag_field(True, "create a versioned sub-directory vN-... under --output_dir")
+    overwrite: bool = flag_field(False, "write into an --output_dir that already holds files: with --add_version false "
+                                        "what is there is deleted first; plan replaces its plan files among others")
     resume_from_checkpoint: str | None = flag_field(None, "a checkpoint directory, or 'latest' (the newest in --output_dir)")
     seed: int = flag_field(42, "random seed")
     dataloader_num_workers: int = flag_field(0, "data loader worker processes")
@@ -106,6 +109,9 @@ class SftArgs(ModelArgs):
     gpu_memory: str | None = flag_field(None, "GPU memory per device for the plan's memory estimate, e.g. 24GiB or 80GB (default: the visible GPU's)")
     local_rank: int = flag_field(-1, "set by the deepspeed launcher (torchrun uses the LOCAL_RANK variable); not for users")
     schedule_guard: str = flag_field("error", "when the optimizer's LR leaves the plan: error (stop) | warn | off")
+    nan_policy: str = flag_field("stop", "a non-finite loss or gradient: stop (an error naming the step; the last "
+                                         "finite checkpoint is kept) | skip (that optimizer step is skipped; 10 in a "
+                                         "row stop the run)")
 
     def __post_init__(self):
         problems = self.model_problems()
@@ -118,7 +124,7 @@ class SftArgs(ModelArgs):
                                DEFAULT_LEARNING_RATE.get(self.train_type, DEFAULT_LEARNING_RATE["lora"]))
         problems += not_one_of(self, {"train_type": TRAIN_TYPES, "truncation_strategy": TRUNCATION,
                                       "schedule_guard": GUARD_MODES, "deepspeed_scheduler": DS_SCHEDULER_MODES,
-                                      "early_stop_on": EARLY_STOP_ON})
+                                      "early_stop_on": EARLY_STOP_ON, "nan_policy": NAN_POLICIES})
         if self.warmup_ratio is not None and self.warmup_steps is not None:
             problems.append("--warmup_ratio and --warmup_steps are both set; give one.")
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
@@ -129,6 +135,8 @@ class SftArgs(ModelArgs):
                                          "per_device_eval_batch_size", "gradient_accumulation_steps", "lora_rank",
                                          "lora_alpha", "max_length", "eval_steps", "save_steps", "logging_steps",
                                          "retention_max_new_tokens"))
+        if not 0 <= self.lora_dropout < 1:
+            problems.append(f"--lora_dropout {self.lora_dropout}: must be in [0, 1).")
         if self.learning_rate <= 0:
             problems.append(f"--learning_rate {self.learning_rate}: must be positive.")
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
@@ -233,6 +241,16 @@ class Sampling:
     max_new_tokens: int = flag_field(512, "longest reply")
     seed: int | None = flag_field(None, "sampling seed")
 
+    def sampling_problems(self) -> list[str]:
+        problems = below_minimum(self, ("max_new_tokens",)) + below_minimum(self, ("top_k",), 0)
+        if not self.temperature >= 0:
+            problems.append(f"--temperature {self.temperature}: must be 0 (greedy) or more.")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"--top_p {self.top_p}: must be in (0, 1].")
+        if not self.repetition_penalty > 0:
+            problems.append(f"--repetition_penalty {self.repetition_penalty}: must be positive.")
+        return problems
+
     @classmethod
     def of(cls, args) -> "Sampling":
         """The sampling fields of `args` (InferArgs or any object that has them)."""
@@ -248,6 +266,10 @@ class InferArgs(ModelArgs, Sampling):
     query: str | None = flag_field(None, "answer this one question and exit; without it an interactive chat starts")
     stream: bool = flag_field(True, "print tokens as they are generated")
 
+    def __post_init__(self):
+        if problems := self.model_problems() + self.sampling_problems():
+            raise UserError(" ".join(problems))
+
 
 @dataclass
 class ExportArgs:
@@ -258,6 +280,7 @@ class ExportArgs:
     merge_lora: bool = flag_field(True, "merge the LoRA weights into the base model")
     output_dir: str | None = flag_field(None, "default: CHECKPOINT-merged next to the checkpoint")
     torch_dtype: str = flag_field("auto", "dtype of the written weights")
+    overwrite: bool = flag_field(False, "replace an existing --output_dir (never the checkpoint or run being exported)")
 
     def __post_init__(self):
         if problems := not_one_of(self, {"torch_dtype": TORCH_DTYPES}):

@@ -50,14 +50,22 @@ def find_run_dir(checkpoint: str) -> Path:
 
 
 def read_run_args(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "args.json").read_text(encoding="utf-8"))["args"]
+    path = Path(run_dir) / "args.json"
+    try:
+        args = json.loads(path.read_text(encoding="utf-8"))["args"]
+        if not isinstance(args, dict) or not isinstance(args.get("model"), str):
+            raise KeyError("args.model")
+        return args
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a readable run record ({type(e).__name__}: {e}); pass --model to name the "
+                        "base model.") from e
 
 
 def run_args_of(checkpoint: str) -> dict:
     """The args of the run a checkpoint belongs to, or {} when it has no readable args.json."""
     try:
         return read_run_args(find_run_dir(checkpoint))
-    except (UserError, OSError, ValueError, KeyError):
+    except UserError:
         return {}
 
 

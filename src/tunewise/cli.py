@@ -63,12 +63,15 @@ def main(argv: list[str] | None = None) -> int:
 
     # peft 0.21 reads transformers 5's deprecated alias on every load; the warning is not the user's to act on
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-    from tunewise.errors import UserError
+    from tunewise.errors import Stopped, UserError
 
     try:
         return run_command(argv[0], argv[1:])
     except UserError as e:
         print(f"tunewise {argv[0]}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except Stopped as e:
+        print(f"tunewise {argv[0]}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"\ntunewise {argv[0]}: interrupted.", file=sys.stderr)

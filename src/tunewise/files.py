@@ -11,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from tunewise.errors import UserError
+
 
 def replace_atomically(path, write) -> None:
     """Call `write(binary_handle)` on a temporary file beside `path`, then rename it to `path`."""
@@ -43,7 +45,7 @@ def read_jsonl(path) -> list[dict]:
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             record = json.loads(line)
         except ValueError:
@@ -51,3 +53,15 @@ def read_jsonl(path) -> list[dict]:
         if isinstance(record, dict):
             records.append(record)
     return records
+
+
+def check_writable(path: Path, flag: str = "--output_dir") -> None:
+    """`path` can be created or written: it is not a file, and its nearest existing folder is writable."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path}: this is a file, not a folder.")
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {existing} is not writable.")

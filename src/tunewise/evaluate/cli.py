@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from tunewise.command import Command
 from tunewise.flags import below_minimum, flag_field, not_one_of
 from tunewise.errors import UserError
+from tunewise.files import write_json_atomic
 
 MATCH_MODES = ("contains", "exact")
 
@@ -43,6 +43,7 @@ class EvalArgs:
                                            "implicit-reward (LoRA: against the adapter disabled) ranking accuracy",
                                        split_commas=True)
     output: str | None = flag_field(None, "write the full report (every prompt and reply) to this JSON file")
+    overwrite: bool = flag_field(False, "replace an existing --output file")
     system: str | None = flag_field(None, "system prompt (default: the run's)")
     max_new_tokens: int = flag_field(128, "longest reply; a reply reaching it without end-of-turn counts as running on")
     max_length: int = flag_field(2048, "longest conversation for the loss (longer ones are cut on the left)")
@@ -140,6 +141,12 @@ def build_suite(args: EvalArgs, targets: list[Target]):
     return suite
 
 
+def non_finite_parameters(model) -> list[str]:
+    import torch
+
+    return [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+
+
 def run_one(args: EvalArgs, target: Target, suite) -> dict:
     import contextlib
 
@@ -147,6 +154,11 @@ def run_one(args: EvalArgs, target: Target, suite) -> dict:
     from tunewise.infer.engine import Engine
 
     engine = Engine.load(model=target.model, adapters=target.adapters, system=args.system, dtype=args.torch_dtype)
+    bad = non_finite_parameters(engine.model)
+    if bad:
+        print(f"WARNING: {engine.checkpoint.label}: {len(bad)} weight tensors hold NaN or inf (e.g. {bad[0]}); its "
+              "replies are not meaningful (the run that wrote it diverged; evaluate an earlier checkpoint).",
+              file=sys.stderr, flush=True)
     suite = dataclasses.replace(suite, training_responses=training_responses(target.run_args))
 
     @functools.cache
@@ -183,11 +195,23 @@ def run_one(args: EvalArgs, target: Target, suite) -> dict:
             "system": engine.checkpoint.system, **result}
 
 
+def check_output_file(out: Path, overwrite: bool) -> None:
+    from tunewise.files import check_writable
+
+    check_writable(out.parent, "--output")
+    if out.is_dir():
+        raise UserError(f"--output {out}: this is a folder; give a file name such as {out / 'eval.json'}.")
+    if out.exists() and not overwrite:
+        raise UserError(f"--output {out} already exists; choose another name or pass --overwrite true to replace it.")
+
+
 def run(args: EvalArgs, sources: dict, argv: list[str]) -> int:
     from tunewise.evaluate.report import compare_metrics, format_report
 
     if len(args.adapters) > 1:
         raise UserError("--adapters: give one checkpoint; use --compare for a second.")
+    if args.output:  # checked before minutes of evaluation, not after
+        check_output_file(Path(args.output), args.overwrite)
     targets = [describe(args.model, args.adapters)]
     if args.compare:
         targets.append(compare_target(args.compare))
@@ -207,7 +231,7 @@ def run(args: EvalArgs, sources: dict, argv: list[str]) -> int:
     if args.output:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        write_json_atomic(out, report)
         print(f"wrote {out}")
     return 0
 

@@ -20,8 +20,9 @@ class Reply:
 
 class Engine:
     def __init__(self, checkpoint: Checkpoint, dtype: str = "auto", attn_implementation: str | None = None):
-        from tunewise.models.load import end_of_turn_ids, load_model
+        from tunewise.models.load import check_model_dir, end_of_turn_ids, load_model
 
+        check_model_dir(checkpoint.base)
         self.checkpoint = checkpoint
         self.tokenizer = checkpoint.load_tokenizer()
         model = load_model(checkpoint.base, dtype, attn_implementation)

@@ -31,6 +31,31 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
+def check_model_dir(model_dir: str) -> None:
+    """A local model directory whose config.json or weight files cannot be read is a UserError now, before a run
+    directory exists, not a traceback after (a hub id is checked when it is downloaded). Reads only config.json and
+    the safetensors headers, which also tell a truncated file (the offsets reach past its end)."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        return
+    from safetensors import SafetensorError, safe_open
+    from transformers import AutoConfig
+
+    config = path / "config.json"
+    if config.is_file():
+        try:
+            AutoConfig.from_pretrained(str(path))
+        except (OSError, ValueError, KeyError) as e:  # json.JSONDecodeError is a ValueError
+            raise UserError(f"{config}: not a readable model config ({type(e).__name__}: {str(e).splitlines()[0][:200]})."
+                            ) from e
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), "pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise UserError(f"{weights}: not a complete safetensors file ({e}); copy or download it again.") from e
+
+
 def builtin_meta(model_dir: str) -> dict:
     """tunewise.json of a built-in model (default identity, recommended hyper-parameters, scores), else {}."""
     meta = Path(model_dir) / "tunewise.json"
@@ -50,7 +75,11 @@ def torch_dtype(name: str):
 def load_tokenizer(model_dir: str):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError, KeyError) as e:  # a missing or corrupt tokenizer file, or a hub id that is not one
+        raise UserError(f"{model_dir}: cannot load its tokenizer ({type(e).__name__}: {str(e).splitlines()[0][:200]})."
+                        ) from e
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if not tok.chat_template:
@@ -59,6 +88,7 @@ def load_tokenizer(model_dir: str):
 
 
 def load_model(model_dir: str, dtype: str = "auto", attn_implementation: str | None = None):
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     kwargs = {"dtype": torch_dtype(dtype)}
@@ -70,6 +100,9 @@ def load_model(model_dir: str, dtype: str = "auto", attn_implementation: str | N
     hf_logging.disable_progress_bar()  # a "Loading weights" bar before every answer of `infer --query` is noise
     try:
         return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        raise UserError(f"{model_dir}: cannot load the model ({type(e).__name__}: {str(e).splitlines()[0][:300]})."
+                        ) from e
     finally:
         if shown:
             hf_logging.enable_progress_bar()

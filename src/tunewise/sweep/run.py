@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from tunewise.command import Command
-from tunewise.errors import UserError
+from tunewise.train.launch import call_forwarding_signals
+from tunewise.errors import Stopped, UserError
 from tunewise.sweep.grid import Grid, SweepArgs, Trial, parse_grid
 
 TRIAL_RECORD = "trial.json"
@@ -116,8 +117,11 @@ def train_trial(trial: Trial) -> tuple[int, float]:
     with open(trial.dir / "train.log", "w", encoding="utf-8") as log:
         log.write(shlex.join(["tunewise", "sft", *trial.full_argv()]) + "\n")
         log.flush()
-        rc = subprocess.run([sys.executable, "-m", "tunewise.cli", "sft", *trial.full_argv()], stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env).returncode
+        rc = call_forwarding_signals([sys.executable, "-m", "tunewise.cli", "sft", *trial.full_argv()], stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    if rc in (130, 143):  # the trial was stopped by a forwarded signal and saved: the sweep stops too
+        raise Stopped(f"sweep stopped by a signal during trial {trial.name}; run the same command again to continue "
+                      "(finished trials are kept; that one starts again).", rc)
     return rc, time.perf_counter() - start
 
 

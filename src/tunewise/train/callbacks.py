@@ -12,7 +12,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from tunewise.errors import UserError
-from tunewise.files import read_jsonl
+from tunewise.files import read_jsonl, write_json_atomic
 from tunewise.train import rundir
 
 
@@ -20,15 +20,25 @@ class MetricsLog(TrainerCallback):
     """Appends one JSON object per log event to logging.jsonl: step, epoch, loss, lr, planned_lr, grad_norm,
     tokens_per_s, eval_*; `latest` holds the last training values (for the progress bar)."""
 
-    def __init__(self, path: Path, schedule):
+    def __init__(self, path: Path, schedule, resume_step: int | None = None):
         self.path = Path(path)
         self.schedule = schedule
+        self.resume_step = resume_step  # a resumed run: records past this step are logged again
+        self.began = False  # the Trainer has loaded everything (a resumed checkpoint included) and starts training
         self.latest: dict = {}
         self._tokens = None
         self._time = None
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.began = True
         self._tokens, self._time = state.num_input_tokens_seen, time.perf_counter()
+        if self.resume_step is not None and state.is_world_process_zero:
+            rundir.clear_staging(self.path.parent)  # what a killed save or rotation left behind
+            rundir.clear_trash(self.path.parent)
+            dropped = rundir.truncate_log(self.path, self.resume_step)
+            if dropped:
+                print(f"note: {self.path}: {dropped} line(s) that were not whole JSON (cut short by a crash or a full "
+                      "disk) were dropped.", flush=True)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -50,6 +60,7 @@ class MetricsLog(TrainerCallback):
         self.write(record)
 
     def write(self, record: dict) -> None:
+        """Append one whole line (one write call, so a crash leaves at most a torn last line, which readers skip)."""
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -115,6 +126,22 @@ class BestTracker(TrainerCallback):
         if self.best_value is None or value >= self.best_value:
             self.best_value, self.best_step, self.best_metric = value, step, metric
 
+    STATE_FILE = "tunewise_best.json"  # saved in every checkpoint, so a resumed run knows its best
+
+    def state_dict(self) -> dict:
+        return {"best_step": self.best_step, "best_value": self.best_value, "best_metric": self.best_metric,
+                "lowest_loss": None if math.isinf(self.lowest_loss) else self.lowest_loss, "bad_evals": self.bad_evals}
+
+    def restore(self, checkpoint: Path) -> None:
+        """The tracker as it was when `checkpoint` was saved (a checkpoint from before this file existed: as new)."""
+        path = Path(checkpoint) / self.STATE_FILE
+        if not path.is_file():
+            return
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        self.best_step, self.best_value = saved["best_step"], saved["best_value"]
+        self.best_metric, self.bad_evals = saved["best_metric"], saved["bad_evals"]
+        self.lowest_loss = math.inf if saved["lowest_loss"] is None else saved["lowest_loss"]
+
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         loss = (metrics or {}).get("eval_loss")
         if loss is None:
@@ -133,10 +160,11 @@ class BestTracker(TrainerCallback):
 class PublishCheckpoints(TrainerCallback):
     """After the Trainer finished writing STAGING/checkpoint-N, rename it into the run directory, then rotate."""
 
-    def __init__(self, run_dir: Path, save_total_limit: int | None, best: BestTracker):
+    def __init__(self, run_dir: Path, save_total_limit: int | None, best: BestTracker, finite=None):
         self.run_dir = Path(run_dir)
         self.limit = save_total_limit
         self.best = best
+        self.finite = finite  # a tunewise.train.stops.FiniteGuard: a non-finite model is never published
 
     def best_checkpoint(self) -> Path | None:
         if self.best.best_step is None:
@@ -152,7 +180,12 @@ class PublishCheckpoints(TrainerCallback):
         if not state.is_world_process_zero:
             return
         staged = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        model = kwargs.get("model")
+        if self.finite is not None and model is not None and not self.finite.weights_finite(model):
+            rundir.clear_staging(self.run_dir)
+            self.finite.stop(state.global_step, "weights in the checkpoint being saved (it was not published)")
         if staged.is_dir():
+            write_json_atomic(staged / BestTracker.STATE_FILE, self.best.state_dict())
             rundir.publish(staged, self.run_dir)
         rundir.rotate(self.run_dir, self.limit, self.best_checkpoint())
 

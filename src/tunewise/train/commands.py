@@ -16,12 +16,17 @@ from tunewise.train.recipe import Recipe, resolve
 
 def training(recipe: Recipe) -> Command:
     def run(args, sources: dict, argv: list[str]) -> int:
-        from tunewise.train import launch, session
+        from tunewise.train import launch, rundir, session
 
         resolved = resolve(recipe, args, sources)
+        if not resolved.args.resume_from_checkpoint:  # a folder holding files is not written into unasked
+            rundir.check_run_target(resolved.args.output_dir, resolved.args.add_version, resolved.args.overwrite)
         if launch.wants_launch(resolved.args):
             session.print_plan(resolved)
-            return launch.launch(resolved.args, argv, recipe.command, session.create_run_dir(resolved))
+            try:
+                return launch.launch(resolved.args, argv, recipe.command, session.create_run_dir(resolved))
+            finally:
+                rundir.release_locks()
         session.train(resolved)
         return 0
 
@@ -49,12 +54,30 @@ def plan(args, sources: dict, argv: list[str]) -> int:
     from tunewise.train.session import print_plan
 
     run = resolve(plan_recipe(argv), args, sources)
-    print_plan(run)
     out = Path(run.args.output_dir)
+    check_plan_target(out, run.args.overwrite)
+    print_plan(run)
     out.mkdir(parents=True, exist_ok=True)
     write_plan_files(out, run.step_plan, run.schedule, {"notes": list(run.notes)})
     print(f"wrote {out / 'plan.json'}, {out / 'lr_plan.csv'}, {out / 'lr_plan.png'}")
     return 0
+
+
+PLAN_FILES = ("plan.json", "lr_plan.csv", "lr_plan.png")
+
+
+def check_plan_target(out: Path, overwrite: bool) -> None:
+    """plan writes its three files into --output_dir: refused where other files are (a run's plan among them)
+    unless --overwrite true; an earlier plan alone is replaced."""
+    from tunewise.files import check_writable
+
+    check_writable(out)
+    others = sorted(p.name for p in out.iterdir() if p.name not in PLAN_FILES) if out.is_dir() else []
+    if others and not overwrite:
+        what = "a training run" if "args.json" in others else "other files"
+        raise UserError(f"--output_dir {out} holds {what} ({', '.join(others[:5])}{' ...' if len(others) > 5 else ''}); "
+                        f"plan writes {', '.join(PLAN_FILES)} there. Choose an empty or new folder, or pass --overwrite "
+                        "true to replace those three files anyway.")
 
 
 def plan_help(args_class: type) -> str:

@@ -59,11 +59,31 @@ def torchrun_command(args, argv: list[str], command: str) -> list[str]:
             "-m", "tunewise.cli", command, *strip_launch_flags(argv)]
 
 
+def call_forwarding_signals(cmd: list[str], **popen_kwargs) -> int:
+    """Run `cmd` and wait for it; SIGTERM and SIGINT sent to this process are passed on to it (a training child
+    then saves and stops) and the wait goes on, so no child is left running on its own."""
+    import signal
+
+    child = subprocess.Popen(cmd, **popen_kwargs)
+    previous = {sig: signal.signal(sig, lambda signum, frame: child.send_signal(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def launch(args, argv: list[str], command: str, run_dir: Path) -> int:
     env = dict(os.environ, **{RUN_DIR_ENV: str(run_dir)})
     cmd = torchrun_command(args, argv, command)
     print("launching: " + " ".join(cmd), flush=True)
-    code = subprocess.call(cmd, env=env)
+    code = call_forwarding_signals(cmd, env=env)
+    if code in (130, 143, -2, -15):
+        from tunewise.errors import Stopped
+
+        raise Stopped(f"stopped by a signal; the processes saved what they could in {run_dir}. Continue with the "
+                      "same command plus --resume_from_checkpoint latest.", 143 if code in (143, -15) else 130)
     if code != 0:
         raise UserError(f"training failed in one of the {args.nproc_per_node * args.nnodes} processes "
                         f"(exit code {code}); the messages above name the cause.")

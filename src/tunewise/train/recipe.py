@@ -73,11 +73,13 @@ class Run:
 
 def resolve(recipe: Recipe, args, sources: Mapping[str, str]) -> Run:
     """The Run of parsed flags; a UserError (exit 2) for anything it cannot honour."""
-    from tunewise.models.load import builtin_meta
+    from tunewise.models.load import builtin_meta, check_model_dir
+    from tunewise.models.lora import check_target_modules
 
     if not args.dataset:
         raise UserError(recipe.dataset_hint)
     start, changes = recipe.start(args, sources)
+    check_model_dir(start.base)  # a corrupt config or weight file fails here, not after the run directory exists
     sources = {**sources, **{name: source for name, (_, source) in changes.items()}}
     notes = []
     recommended = recommended_changes(sources, builtin_meta(start.base).get("recommended", {}).get(args.recipe(), {}))
@@ -89,6 +91,8 @@ def resolve(recipe: Recipe, args, sources: Mapping[str, str]) -> Run:
     if value_of(args, changes, "warmup_ratio") is None and value_of(args, changes, "warmup_steps") is None:
         changes["warmup_ratio"] = (DEFAULT_WARMUP_RATIO, "default")
     args = revalidated(args, changes)
+    if args.train_type == "lora" and not start.adapter:  # a new adapter: its target modules must exist
+        check_target_modules(start.base, args.target_modules)
     if start.adapter:
         notes.append(f"starting from {start.adapter} on {start.base}"
                      + (" (the adapter keeps training; its LoRA settings apply)" if args.train_type == "lora"

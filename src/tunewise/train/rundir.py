@@ -14,17 +14,63 @@ import time
 from pathlib import Path
 
 from tunewise.errors import UserError
-from tunewise.files import read_jsonl, write_text_atomic
+from tunewise.files import check_writable, read_jsonl, write_text_atomic
 
 STAGING = ".staging"
+TRASH = ".deleting-"  # remove_tree's hidden names
+LOCK = ".tunewise.lock"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _VERSION = re.compile(r"^v(\d+)-")
 
 
-def new_run_dir(output_dir: str, add_version: bool = True) -> Path:
+def check_run_target(output_dir: str, add_version: bool, overwrite: bool) -> None:
+    """Refuse, before anything is written, a run that would write into a folder that already holds files (a run
+    with --add_version false, or anything else) unless --overwrite true says to replace them."""
+    root = Path(output_dir).expanduser()
+    check_writable(root)
+    if add_version or overwrite or not root.is_dir():
+        return
+    held = sorted(p.name for p in root.iterdir())
+    if held:
+        what = "a run" if (root / "args.json").exists() or checkpoints(root) else "files"
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise UserError(f"--output_dir {root} already holds {what} ({shown}) and --add_version false would write into "
+                        "it. Choose a new folder, drop --add_version false (each run then gets its own vN-... folder), "
+                        "resume it with --resume_from_checkpoint, or pass --overwrite true to replace what is there.")
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a folder so that a kill midway never leaves a half of it under its own name: it is renamed to a
+    hidden name first (which no reader lists), then removed."""
+    path = Path(path)
+    trash = path.with_name(f"{TRASH}{path.name}-{os.getpid()}-{time.time_ns()}")
+    os.rename(path, trash)
+    shutil.rmtree(trash)
+
+
+def clear_trash(folder: Path) -> None:
+    """Remove what a killed remove_tree left behind."""
+    for p in Path(folder).glob(f"{TRASH}*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def new_run_dir(output_dir: str, add_version: bool = True, overwrite: bool = False) -> Path:
     root = Path(output_dir)
+    try:
+        return _new_run_dir(root, add_version, overwrite)
+    except OSError as e:
+        raise UserError(f"--output_dir {root}: cannot create the run directory ({e.strerror}).") from e
+
+
+def _new_run_dir(root: Path, add_version: bool, overwrite: bool) -> Path:
     if not add_version:
+        check_run_target(str(root), add_version, overwrite)
         root.mkdir(parents=True, exist_ok=True)
+        acquire_lock(root)  # before anything is replaced: a second run into the same folder stops here
+        if overwrite:  # asked for in words: the old contents go, each folder renamed away first
+            for p in root.iterdir():
+                if p.name != LOCK:
+                    remove_tree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         return root
     root.mkdir(parents=True, exist_ok=True)
     versions = [int(m.group(1)) for p in root.iterdir() if (m := _VERSION.match(p.name))]
@@ -33,15 +79,63 @@ def new_run_dir(output_dir: str, add_version: bool = True) -> Path:
         path = root / f"v{version}-{time.strftime('%Y%m%d-%H%M%S')}"
         try:
             path.mkdir()
-            return path
         except FileExistsError:
             continue
+        acquire_lock(path)
+        return path
     raise UserError(f"{root}: could not create a new run directory.")
 
 
+_held_locks: list[Path] = []
+
+
+def acquire_lock(run_dir: Path) -> None:
+    """Hold RUN_DIR/.tunewise.lock (host and pid) while this process writes the run: a second run into the same
+    folder is refused. A lock left by a killed process on this host is taken over."""
+    import socket
+
+    lock, mine = Path(run_dir) / LOCK, f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = lock.read_text(encoding="utf-8", errors="replace").strip() if lock.is_file() else ""
+            host, _, pid = holder.partition(" ")
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                lock.unlink(missing_ok=True)  # its process is gone (killed): the run is free
+                continue
+            raise UserError(f"{run_dir} is in use by another tunewise run (host and pid: {holder or 'unknown'}); wait "
+                            f"for it to end or choose another --output_dir (if that process is gone, delete {lock}).")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(mine)
+        if not _held_locks:
+            import atexit
+
+            atexit.register(release_locks)
+        _held_locks.append(lock)
+        return
+    raise UserError(f"{run_dir}: could not take its lock file {lock}.")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_locks() -> None:
+    while _held_locks:
+        _held_locks.pop().unlink(missing_ok=True)
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest step first."""
-    found = [(int(m.group(1)), p) for p in Path(run_dir).iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()]
+    """Complete checkpoints (a readable trainer state), oldest step first; a folder that only has the name is none."""
+    found = [(int(m.group(1)), p) for p in Path(run_dir).iterdir()
+             if (m := _CHECKPOINT.match(p.name)) and p.is_dir() and trainer_state(p) is not None]
     return [p for _, p in sorted(found)]
 
 
@@ -54,7 +148,7 @@ def publish(staging_checkpoint: Path, run_dir: Path) -> Path:
     """Move a complete checkpoint from the staging folder into the run directory."""
     final = Path(run_dir) / Path(staging_checkpoint).name
     if final.exists():  # the same step saved again after a resume
-        shutil.rmtree(final)
+        remove_tree(final)
     os.rename(staging_checkpoint, final)
     return final
 
@@ -89,27 +183,41 @@ def rotate(run_dir: Path, limit: int | None, best: Path | None) -> None:
             keep.add(last.name)
         for p in cps:
             if p.name not in keep:
-                shutil.rmtree(p)
+                remove_tree(p)
     _link(run_dir, "last", last)
     _link(run_dir, "best", best if best is not None and Path(best).exists() else last)
 
 
+def trainer_state(checkpoint: Path) -> dict | None:
+    """The checkpoint's trainer_state.json (the Trainer writes it last), or None when it is missing or unreadable:
+    then the checkpoint is not complete."""
+    try:
+        return json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def latest_checkpoint(output_dir: str) -> Path:
-    """The newest complete checkpoint under OUTPUT_DIR (searching its versioned runs)."""
+    """The newest complete checkpoint under OUTPUT_DIR (searching its versioned runs), by when its trainer state
+    was written (a folder's own time changes when a sibling is deleted)."""
     root = Path(output_dir)
     candidates = []
     if root.is_dir():
         for run in [root] + [p for p in root.iterdir() if p.is_dir()]:
             candidates += checkpoints(run)
     if not candidates:
-        raise UserError(f"--resume_from_checkpoint latest: no checkpoint found under {root}.")
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+        raise UserError(f"--resume_from_checkpoint latest: no complete checkpoint found under {root}.")
+    return max(candidates, key=lambda p: (p / "trainer_state.json").stat().st_mtime)
 
 
-def truncate_log(log: Path, after_step: int) -> None:
-    """Drop logging.jsonl records past `after_step`: a resumed run logs those steps again."""
+def truncate_log(log: Path, after_step: int) -> int:
+    """Drop logging.jsonl records past `after_step` (a resumed run logs those steps again) and lines that are not
+    whole JSON records; returns how many of the latter there were."""
     log = Path(log)
     if not log.is_file():
-        return
-    kept = [record for record in read_jsonl(log) if record.get("step", 0) <= after_step]
+        return 0
+    lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    records = read_jsonl(log)
+    kept = [record for record in records if record.get("step", 0) <= after_step]
     write_text_atomic(log, "".join(json.dumps(record) + "\n" for record in kept))
+    return len(lines) - len(records)

@@ -3,7 +3,9 @@ callbacks, the trainer the recipe builds, and the end-of-run report; shared by `
 """
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 from pathlib import Path
 
 from tunewise.errors import UserError
@@ -13,6 +15,7 @@ from tunewise.train.rundir import STAGING
 # probes in a row past the threshold before --early_stop_on retention stops: one probe can catch a transient dip
 # (the demo recipe scores 0.74 at step 500, just after the warm-up peak, and 0.92 from step 1,500 on)
 DEFAULT_RETENTION_PATIENCE = 2
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS)  # what a full or read-only disk raises
 
 
 def is_main_process() -> bool:
@@ -20,11 +23,23 @@ def is_main_process() -> bool:
 
 
 def train(run: Run) -> Path:
-    """Open (or resume) the run directory, build the recipe's trainer with the shared callbacks, train, report."""
-    run_dir, resume = open_run(run)
-    callbacks, metrics, best = run_callbacks(run, run_dir)
-    trainer = run.recipe.build_trainer(run, run_dir / STAGING, callbacks)
-    run_training(trainer, run_dir, resume, best, lambda: run.recipe.summary(metrics))
+    """Open (or resume) the run directory, build the recipe's trainer with the shared callbacks, train, report.
+    A trainer that cannot be built (a model or adapter that fails to load) leaves no new run directory behind."""
+    from tunewise.train import rundir
+
+    try:
+        run_dir, resume, created = open_run(run)
+        callbacks, metrics, best = run_callbacks(run, run_dir, resume)
+        try:
+            trainer = run.recipe.build_trainer(run, run_dir / STAGING, callbacks)
+        except UserError:
+            if created:
+                rundir.release_locks()
+                rundir.remove_tree(run_dir)
+            raise
+        run_training(trainer, run_dir, resume, best, lambda: run.recipe.summary(metrics))
+    finally:
+        rundir.release_locks()
     return run_dir
 
 
@@ -93,6 +108,7 @@ def training_arguments(run: Run, staging: Path):
         include_num_input_tokens_seen="non_padding",
         ddp_backend="gloo" if not torch.cuda.is_available() and "LOCAL_RANK" in os.environ else None,
         report_to=[],  # TensorBoard is added as a callback writing to RUN_DIR/runs
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN, not as the average of the steps before it
         disable_tqdm=False,
     )
 
@@ -107,6 +123,9 @@ def resume_target(args) -> Path | None:
     path = Path(args.resume_from_checkpoint)
     if not (path / "trainer_state.json").is_file():
         raise UserError(f"--resume_from_checkpoint {path}: not a checkpoint directory (no trainer_state.json).")
+    if rundir.trainer_state(path) is None:
+        raise UserError(f"--resume_from_checkpoint {path}: its trainer_state.json cannot be read (cut short or "
+                        "corrupt), so the checkpoint is not complete; resume from an earlier one.")
     return path
 
 
@@ -117,51 +136,61 @@ def create_run_dir(run: Run) -> Path:
     from tunewise.schedule.plan import write_plan_files
     from tunewise.train import rundir
 
-    run_dir = rundir.new_run_dir(run.args.output_dir, run.args.add_version)
+    run_dir = rundir.new_run_dir(run.args.output_dir, run.args.add_version, run.args.overwrite)
     write_json_atomic(run_dir / "args.json", to_json(run.args, dict(run.sources), run.recipe.command))
     write_plan_files(run_dir, run.step_plan, run.schedule, {"notes": list(run.notes)})
     return run_dir
 
 
-def open_run(run: Run) -> tuple[Path, Path | None]:
-    """(run directory, checkpoint to resume from or None): prints the plan unless a launching parent did, and
-    either reuses the resumed run's directory (its log cut back to the checkpoint) or makes a new one."""
+def open_run(run: Run) -> tuple[Path, Path | None, bool]:
+    """(run directory, checkpoint to resume from or None, made here): prints the plan unless a launching parent
+    did, and either reuses (and locks) the resumed run's directory or makes a new one. A resumed run's log is cut
+    back to its checkpoint only once the Trainer has loaded it (MetricsLog), so a failed resume changes nothing."""
     from tunewise.train import launch, rundir
 
     if is_main_process() and not os.environ.get(launch.RUN_DIR_ENV):
         print_plan(run)
     resume = resume_target(run.args)
+    created = False
     if resume is not None:
         run_dir = resume.parent
-        if is_main_process():
-            rundir.truncate_log(run_dir / "logging.jsonl", rundir.step_of(resume))
+        if is_main_process() and not os.environ.get(launch.RUN_DIR_ENV):
+            rundir.acquire_lock(run_dir)
     else:
-        run_dir, _ = launch.shared_run_dir(lambda: create_run_dir(run))
+        run_dir, created = launch.shared_run_dir(lambda: create_run_dir(run))
     if is_main_process():
-        rundir.clear_staging(run_dir)
+        if resume is None:  # a resumed run cleans up once its checkpoint has loaded (MetricsLog.on_train_begin)
+            rundir.clear_staging(run_dir)
         print(f"run directory: {run_dir}", flush=True)
-    return run_dir, resume
+    return run_dir, resume, created
 
 
-def run_callbacks(run: Run, run_dir: Path) -> tuple[list, object, object]:
+def run_callbacks(run: Run, run_dir: Path, resume: Path | None = None) -> tuple[list, object, object]:
     """(callbacks for the trainer, the MetricsLog, the BestTracker): logging.jsonl with planned_lr, the progress
     bar, best/early stop, the retention watch, atomic checkpoint publishing, the schedule guard and TensorBoard."""
     from tunewise.train import callbacks
 
     args = run.args
-    metrics = callbacks.MetricsLog(run_dir / "logging.jsonl", run.schedule)
+    from tunewise.train import rundir
+    from tunewise.train.stops import FiniteGuard, SignalStop
+
+    metrics = callbacks.MetricsLog(run_dir / "logging.jsonl", run.schedule,
+                                   resume_step=rundir.step_of(resume) if resume else None)
     on_eval_loss = args.early_stop_on == "eval_loss"
     by_retention = not on_eval_loss and run.probes is not None and run.probes.has_identity
     best = callbacks.BestTracker(args.early_stop_patience if on_eval_loss else None, by_eval_loss=not by_retention)
-    extra = [metrics, callbacks.ProgressBar(metrics), best]
+    if resume is not None:
+        best.restore(resume)  # rotation must keep the real best across the resume
+    finite = FiniteGuard(args.nan_policy, kept=lambda: (rundir.checkpoints(run_dir) or [None])[-1])
+    extra = [metrics, callbacks.ProgressBar(metrics), finite, best]
     if run.probes is not None:  # before publishing: the best it names is known when the checkpoint is rotated
         from tunewise.train.retention import RetentionWatch
 
         extra.append(RetentionWatch(run.probes, run.tokenizer, args.retention_eval_steps, args.retention_threshold,
                                     metrics, best, stop=not on_eval_loss,
                                     patience=args.early_stop_patience or DEFAULT_RETENTION_PATIENCE))
-    extra += [callbacks.PublishCheckpoints(run_dir, args.save_total_limit, best),
-              callbacks.ScheduleGuard(run.schedule, args.schedule_guard, run_dir=run_dir)]
+    extra += [callbacks.PublishCheckpoints(run_dir, args.save_total_limit, best, finite),
+              callbacks.ScheduleGuard(run.schedule, args.schedule_guard, run_dir=run_dir), SignalStop()]
     if "tensorboard" in args.report_to and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
@@ -179,14 +208,35 @@ def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda
     from tunewise.train.callbacks import ProgressBar
     from tunewise.train.retention import RetentionWatch
 
+    from tunewise.train.callbacks import MetricsLog
+    from tunewise.train.stops import SignalStop
+
     trainer.remove_callback(ProgressCallback)
+    mine = {type(c): c for c in trainer.callback_handler.callbacks}
+    signals, metrics = mine[SignalStop], mine[MetricsLog]
+    signals.install()
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        if isinstance(e, OSError) and e.errno in DISK_ERRORS:
+            kept = (rundir.checkpoints(run_dir) or [None])[-1]
+            raise UserError(f"{e.filename or run_dir}: {e.strerror}; the run stopped at step "
+                            f"{trainer.state.global_step}. The newest complete checkpoint is kept: {kept}; free space "
+                            "(or fix the permission), then continue with --resume_from_checkpoint latest.") from e
+        if resume is None or metrics.began:
+            raise
+        # the checkpoint's optimizer, scheduler or RNG state would not load: nothing was changed yet
+        raise UserError(f"--resume_from_checkpoint {resume}: cannot load its training state ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:300] if str(e) else ''}); the run directory is unchanged. Resume "
+                        "from an earlier checkpoint.") from e
     finally:  # a run stopped by an error ends its progress bar's line, so the error starts on its own
+        signals.uninstall()
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, ProgressBar):
                 callback.on_train_end(None, None, None)
     if not is_main_process():
+        if signals.stopped_at is not None:
+            raise signals.result(None)
         return
     rundir.clear_staging(run_dir)
     plots.plot_run(run_dir)
@@ -200,6 +250,8 @@ def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda
     if best.best_step is not None:
         print(f"best checkpoint: {best_cp} ({best.best_metric} {best.best_value:.4f})")
     print(f"try it: tunewise infer --adapters {last_cp}", flush=True)
+    if signals.stopped_at is not None:
+        raise signals.result(last_cp)
 
 
 def watch_summary(watch) -> list[str]:
