@@ -1,6 +1,6 @@
-"""Read training data into conversations, with `file:line: reason` errors for anything malformed.
+"""Turn rows of training data into conversations, with `file:line: reason` errors for anything malformed.
 
-Accepted rows (JSONL, or a JSON list of objects):
+Accepted rows (JSONL, or a JSON list of objects; readers.py reads the file and its encoding):
   {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}
   {"query"|"prompt"|"instruction" (+ "input"), "response"|"output", "system"?, "history"?: [[q, r], ...]}
 A spec is a file path, `PATH#N` (N rows sampled with a fixed seed, repeated when N exceeds the file), or a
@@ -9,12 +9,11 @@ built-in set name (`self_cognition`). `{{NAME}}` and `{{AUTHOR}}` are replaced f
 """
 from __future__ import annotations
 
-import json
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunewise.data.readers import json_type, read_rows, show
 from tunewise.errors import UserError
 
 BUILTIN_DATASETS = {name: Path(__file__).parent / "builtin" / f"{name}.jsonl" for name in ("self_cognition", "tiny_skills")}
@@ -31,44 +30,16 @@ class Conversation:
     identity: bool = False  # it held {{NAME}} or {{AUTHOR}}: identity (self-cognition) data
 
 
-def _rows_of_jsonl(path: Path, text: str):
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}).") from None
-
-
-def _rows_of_json(path: Path, text: str):
-    """A JSON list of objects, each with the line on which it starts."""
-    decoder = json.JSONDecoder()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno}).") from None
-    if not isinstance(data, list):
-        raise UserError(f"{path}:1: expected a JSON list of rows (or use .jsonl with one object per line).")
-    pos = text.index("[") + 1
-    for _ in data:
-        while text[pos] in " \t\r\n,":
-            pos += 1
-        obj, end = decoder.raw_decode(text, pos)
-        yield text.count("\n", 0, pos) + 1, obj
-        pos = end
-
-
 def _text(value, where: str, name: str) -> str:
     if not isinstance(value, str):
-        raise UserError(f"{where}: field '{name}' must be a string, got {type(value).__name__}.")
+        raise UserError(f"{where}: field '{name}' must be a string, got {json_type(value)}.")
     return value
 
 
 def to_messages(row, where: str) -> tuple[list[dict], dict]:
     """Normalise one row to a message list; returns (messages, remaining fields)."""
     if not isinstance(row, dict):
-        raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}.")
+        raise UserError(f"{where}: expected a JSON object, got {json_type(row)}.")
     if "messages" in row:
         msgs = row["messages"]
         if not isinstance(msgs, list) or not msgs:
@@ -78,7 +49,7 @@ def to_messages(row, where: str) -> tuple[list[dict], dict]:
             if not isinstance(m, dict) or "role" not in m or "content" not in m:
                 raise UserError(f"{where}: messages[{i}] needs 'role' and 'content'.")
             if m["role"] not in ROLES:
-                raise UserError(f"{where}: messages[{i}].role is '{m['role']}'; expected one of {', '.join(ROLES)}.")
+                raise UserError(f"{where}: messages[{i}].role is {show(m['role'])}; expected one of {', '.join(ROLES)}.")
             out.append({"role": m["role"], "content": _text(m["content"], where, f"messages[{i}].content")})
         extra = {k: v for k, v in row.items() if k != "messages"}
         return out, extra
@@ -140,47 +111,14 @@ def check_placeholders(conv: Conversation) -> None:
         left = _PLACEHOLDER.search(m["content"])
         if left:
             hint = " (set --model_name and --model_author)" if left.group() in ("{{NAME}}", "{{AUTHOR}}") else ""
-            raise UserError(f"{conv.origin}: messages[{i}].content still holds the placeholder {left.group()}{hint}.")
-
-
-def parse_spec(spec: str) -> tuple[str, int | None]:
-    path, sep, count = spec.rpartition("#") if "#" in spec else (spec, "", "")
-    if sep:
-        if not count.isdigit() or int(count) < 1:
-            raise UserError(f"--dataset {spec}: the part after '#' must be a positive number of rows.")
-        return path, int(count)
-    return spec, None
-
-
-def read_rows(spec: str, seed: int = 42, sets: dict | None = None) -> list[tuple[str, object]]:
-    """("file:line", raw row) for every row of one spec: a path, PATH#N (N rows sampled with a fixed seed, repeated
-    when N is larger than the file) or the name of a built-in set in `sets` (default: the sft ones)."""
-    sets = BUILTIN_DATASETS if sets is None else sets
-    name, count = parse_spec(spec)
-    path = sets.get(name) or Path(name).expanduser()
-    if not path.is_file():
-        raise UserError(f"--dataset {spec}: no such file (and not a built-in set: {', '.join(sets)}).")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start}).") from None
-    reader = _rows_of_json if path.suffix == ".json" else _rows_of_jsonl
-    rows = [(f"{path}:{lineno}", row) for lineno, row in reader(path, text)]
-    if not rows:
-        raise UserError(f"{path}: the file holds no rows.")
-    if count is not None:
-        rng = random.Random(seed)
-        picked = rng.sample(rows, min(count, len(rows)))
-        while len(picked) < count:  # upsample: whole extra passes, then a partial one
-            picked += rng.sample(rows, min(count - len(picked), len(rows)))
-        rows = picked
-    return rows
+            raise UserError(f"{conv.origin}: messages[{i}].content still holds the placeholder "
+                            f"{show(left.group(), 40, quote=False)}{hint}.")
 
 
 def read_spec(spec: str, seed: int = 42) -> list[Conversation]:
     """All rows of one dataset spec, normalised, in file order (or sampled for PATH#N)."""
     convs = []
-    for where, row in read_rows(spec, seed):
+    for where, row in read_rows(spec, seed, BUILTIN_DATASETS):
         messages, extra = to_messages(row, where)
         convs.append(Conversation(messages, where, extra))
     return convs

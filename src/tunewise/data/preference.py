@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunewise.data import formats
+from tunewise.data import readers
 from tunewise.data.encode import EncodeStats
 from tunewise.data.template import template_ids, with_system
 from tunewise.data.formats import (
@@ -38,7 +38,7 @@ REJECTED = "rejected_response"
 
 def read_rows(spec: str, seed: int = 42) -> list[tuple[str, object]]:
     """(file:line, row) for every row of one spec (a path, PATH#N, or a built-in set name)."""
-    return formats.read_rows(spec, seed, {**BUILTIN_DATASETS, **PREFERENCE_SETS})
+    return readers.read_rows(spec, seed, {**BUILTIN_DATASETS, **PREFERENCE_SETS})
 
 
 def _messages(value, where: str, name: str) -> list[dict]:
@@ -46,7 +46,8 @@ def _messages(value, where: str, name: str) -> list[dict]:
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
     if not isinstance(value, list):
-        raise UserError(f"{where}: field '{name}' must be a string or a list of messages, got {type(value).__name__}.")
+        raise UserError(f"{where}: field '{name}' must be a string or a list of messages, "
+                        f"got {readers.json_type(value)}.")
     messages, _ = to_messages({"messages": value}, f"{where}: in '{name}'")
     return messages
 
@@ -64,7 +65,7 @@ def _reply(value, where: str, name: str) -> str:
 def to_preference(row, where: str) -> Conversation:
     """Normalise one row to prompt + chosen messages with the rejected reply in extra; see the module docstring."""
     if not isinstance(row, dict):
-        raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}.")
+        raise UserError(f"{where}: expected a JSON object, got {readers.json_type(row)}.")
     if REJECTED in row:  # ms-swift: messages or query/response, plus rejected_response
         messages, extra = to_messages(row, where)
         extra[REJECTED] = _text(row[REJECTED], where, REJECTED)
