@@ -78,6 +78,57 @@ def test_sampling_with_hash_is_seeded_and_upsamples(tmp_path):
         read_spec(str(tmp_path / "missing.jsonl"))
 
 
+def test_sharegpt_rows_with_a_system_field_or_turn(tmp_path):
+    f = write_jsonl(tmp_path / "d.jsonl", [
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}], "system": "sys"},
+        {"conversations": [{"from": "system", "value": "sys"}, {"from": "user", "value": "hi"},
+                           {"from": "model", "value": "hello"}], "id": 7},
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "assistant", "value": "hello"}]},
+    ])
+    convs = load_conversations([f])
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    assert [c.messages for c in convs] == [[{"role": "system", "content": "sys"}] + chat] * 2 + [chat]
+    assert convs[1].extra == {"id": 7}
+
+
+def test_a_system_field_is_kept_in_message_rows_too(tmp_path):
+    f = write_jsonl(tmp_path / "d.jsonl", [{"messages": [{"role": "user", "content": "a"},
+                                                         {"role": "assistant", "content": "b"}], "system": "s"}])
+    assert load_conversations([f])[0].messages[0] == {"role": "system", "content": "s"}
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"conversations": [{"from": "human", "value": "a"}, {"from": "bot", "value": "b"}]},
+     r":2: conversations\[1\]\.from is 'bot'; expected one of human, user, gpt"),
+    ({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt"}]}, r":2: conversations\[1\] needs 'from'"),
+    ({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": None}]},
+     r":2: field 'conversations\[1\]\.value' must be a string, got null"),
+    ({"conversations": {"from": "human"}}, r":2: field 'conversations' must be a non-empty list, got"),
+    ({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": " \n"}]},
+     r":2: field 'conversations\[1\]\.value' is empty"),
+    ({"query": "a", "response": ""}, r":2: field 'response' is empty; an assistant reply must hold text"),
+    ({"instruction": "", "input": " ", "output": "b"}, r":2: fields 'instruction' and 'input' are empty"),
+    ({"query": "\t", "response": "b"}, r":2: field 'query' is empty"),
+    ({"query": "a", "response": "b", "history": [["q", ""]]}, r":2: field 'history\[0\]\[1\]' is empty"),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}]},
+     r":2: field 'messages\[1\]\.content' is empty"),
+    ({"query": "a", "response": "b", "input": 0}, r":2: field 'input' must be a string, got number"),
+    ({"query": "a", "response": "b", "history": 0}, r":2: field 'history' must be a list"),
+    ({"messages": [{"role": "user\nx" * 40, "content": "a"}]}, r":2: messages\[0\]\.role is 'user\\nx.*…; expected"),
+])
+def test_sharegpt_and_empty_fields_name_file_line_and_field(tmp_path, row, message):
+    f = write_jsonl(tmp_path / "bad.jsonl", [{"query": "ok", "response": "ok"}, row])
+    with pytest.raises(UserError, match=r"bad\.jsonl" + message) as e:
+        load_conversations([f])
+    assert "\n" not in str(e.value)
+
+
+def test_instruction_and_input_join_without_a_stray_newline(tmp_path):
+    f = write_jsonl(tmp_path / "d.jsonl", [{"instruction": "", "input": "this", "output": "done"},
+                                           {"instruction": "do", "input": None, "output": "done"}])
+    assert [c.messages[0]["content"] for c in load_conversations([f])] == ["this", "do"]
+
+
 GOOD_ROWS = [{"query": "a", "response": "b"}, {"query": "c", "response": "d"}, {"query": "e"}]
 
 
