@@ -99,3 +99,36 @@ def test_over_long_pairs_are_deleted_or_left_to_truncate(tmp_path):
     assert len(rows) == 2 and stats.truncated == 1
     with pytest.raises(UserError, match="left is not supported"):
         encode_pairs(tok, pairs, None, max_length=30, truncation="left")
+
+
+def test_sharegpt_preference_rows_give_the_same_pair(tmp_path):
+    prompt = [{"from": "system", "value": "be nice"}, {"from": "human", "value": "hi"}]
+    f = write_jsonl(tmp_path / "d.jsonl", [
+        {"conversations": prompt, "chosen": {"from": "gpt", "value": "hello"},
+         "rejected": {"from": "gpt", "value": "go away"}},  # LLaMA-Factory
+        {"conversations": prompt[1:], "system": "be nice", "chosen": "hello", "rejected": "go away"},
+        {"conversations": prompt + [{"from": "gpt", "value": "hello"}], "rejected_response": "go away"},  # ms-swift
+        {"prompt": "hi", "chosen": "hello", "rejected": "go away", "system": "be nice"},
+    ])
+    rows = [trl_row(p) for p in load_preferences([f])]
+    assert all(row == rows[-1] for row in rows), rows
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"conversations": [{"from": "human", "value": "a"}], "chosen": {"from": "human", "value": "b"}, '
+     '"rejected": {"from": "gpt", "value": "c"}}', r":2: field 'chosen' must be the assistant's turn"),
+    ('{"conversations": [{"from": "human", "value": "a"}], "chosen": {"from": "gpt"}, "rejected": "c"}',
+     r":2: chosen needs 'from' and 'value'"),
+    ('{"conversations": [{"from": "human", "value": "a"}], "chosen": {"from": "gpt", "value": "b"}}',
+     r":2: missing field 'rejected'"),
+    ('{"conversations": [{"from": "human", "value": "a"}], "chosen": {"from": "gpt", "value": ""}, "rejected": "c"}',
+     r":2: field 'chosen\.value' is empty"),
+    ('{"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}], "chosen": "c", '
+     '"rejected": "d"}', r":2: messages must alternate user/assistant"),
+    ('{"conversations": [{"from": "robot", "value": "a"}], "chosen": "c", "rejected": "d"}',
+     r":2: conversations\[0\]\.from is 'robot'"),
+])
+def test_malformed_sharegpt_preference_rows(tmp_path, line, message):
+    f = write_jsonl(tmp_path / "bad.jsonl", [GOOD, line])
+    with pytest.raises(UserError, match=r"bad\.jsonl" + message):
+        load_preferences([f])

@@ -1,26 +1,41 @@
-"""Read training data into conversations, with `file:line: reason` errors for anything malformed.
+"""Turn rows of training data into conversations, with `file:line: reason` errors for anything malformed.
 
-Accepted rows (JSONL, or a JSON list of objects):
-  {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}
+Accepted rows (JSONL, or a JSON list of objects; readers.py reads the file and its encoding):
+  {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...], "system"?}
+  {"conversations": [{"from": "system"|"human"|"gpt", "value": "..."}, ...], "system"?}   (ShareGPT; the roles
+      may also be user, assistant or model)
   {"query"|"prompt"|"instruction" (+ "input"), "response"|"output", "system"?, "history"?: [[q, r], ...]}
+Every assistant reply must hold text (whitespace is not text), and so must the prompt of a query/instruction row.
 A spec is a file path, `PATH#N` (N rows sampled with a fixed seed, repeated when N exceeds the file), or a
 built-in set name (`self_cognition`). `{{NAME}}` and `{{AUTHOR}}` are replaced from --model_name/--model_author
 (Chinese rows take the first value, English rows the second); a placeholder left after that is an error.
 """
 from __future__ import annotations
 
-import json
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+from tunewise.data.readers import json_type, read_rows, show
 from tunewise.errors import UserError
 
 BUILTIN_DATASETS = {name: Path(__file__).parent / "builtin" / f"{name}.jsonl" for name in ("self_cognition", "tiny_skills")}
 ROLES = ("system", "user", "assistant")
 _PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+class TurnStyle(NamedTuple):
+    """How a list of turns names its role and text, and the role names it may use (-> ours)."""
+    role: str
+    text: str
+    roles: dict
+
+
+MESSAGES = TurnStyle("role", "content", {role: role for role in ROLES})
+SHAREGPT = TurnStyle("from", "value", {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                                       "model": "assistant", "system": "system"})
 
 
 @dataclass
@@ -31,79 +46,73 @@ class Conversation:
     identity: bool = False  # it held {{NAME}} or {{AUTHOR}}: identity (self-cognition) data
 
 
-def _rows_of_jsonl(path: Path, text: str):
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}).") from None
-
-
-def _rows_of_json(path: Path, text: str):
-    """A JSON list of objects, each with the line on which it starts."""
-    decoder = json.JSONDecoder()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno}).") from None
-    if not isinstance(data, list):
-        raise UserError(f"{path}:1: expected a JSON list of rows (or use .jsonl with one object per line).")
-    pos = text.index("[") + 1
-    for _ in data:
-        while text[pos] in " \t\r\n,":
-            pos += 1
-        obj, end = decoder.raw_decode(text, pos)
-        yield text.count("\n", 0, pos) + 1, obj
-        pos = end
-
-
-def _text(value, where: str, name: str) -> str:
+def _text(value, where: str, name: str, reply: bool = False) -> str:
+    """A string field; a reply must hold more than whitespace."""
     if not isinstance(value, str):
-        raise UserError(f"{where}: field '{name}' must be a string, got {type(value).__name__}.")
+        raise UserError(f"{where}: field '{name}' must be a string, got {json_type(value)}.")
+    if reply and not value.strip():
+        raise UserError(f"{where}: field '{name}' is empty; an assistant reply must hold text.")
     return value
+
+
+def _optional_text(row: dict, name: str, where: str) -> str:
+    """A string field that may be absent or null ("")."""
+    return "" if row.get(name) is None else _text(row[name], where, name)
+
+
+def to_turn(turn, where: str, name: str, style: TurnStyle) -> dict:
+    """One {"role", "content"} message from a turn written in `style`; `name` says where it stands in the row."""
+    if not isinstance(turn, dict) or style.role not in turn or style.text not in turn:
+        raise UserError(f"{where}: {name} needs '{style.role}' and '{style.text}'.")
+    role = style.roles.get(turn[style.role]) if isinstance(turn[style.role], str) else None
+    if role is None:
+        raise UserError(f"{where}: {name}.{style.role} is {show(turn[style.role])}; expected one of "
+                        f"{', '.join(style.roles)}.")
+    return {"role": role, "content": _text(turn[style.text], where, f"{name}.{style.text}", reply=role == "assistant")}
+
+
+def _turn_list(row: dict, key: str, where: str, style: TurnStyle) -> list[dict]:
+    """The `key` list of turns, after the row's "system" field if it has one."""
+    turns = row[key]
+    if not isinstance(turns, list) or not turns:
+        raise UserError(f"{where}: field '{key}' must be a non-empty list, got {show(turns, 20)}.")
+    system = _optional_text(row, "system", where)
+    return ([{"role": "system", "content": system}] if system else []) + [
+        to_turn(turn, where, f"{key}[{i}]", style) for i, turn in enumerate(turns)]
 
 
 def to_messages(row, where: str) -> tuple[list[dict], dict]:
     """Normalise one row to a message list; returns (messages, remaining fields)."""
     if not isinstance(row, dict):
-        raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}.")
-    if "messages" in row:
-        msgs = row["messages"]
-        if not isinstance(msgs, list) or not msgs:
-            raise UserError(f"{where}: field 'messages' must be a non-empty list.")
-        out = []
-        for i, m in enumerate(msgs):
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise UserError(f"{where}: messages[{i}] needs 'role' and 'content'.")
-            if m["role"] not in ROLES:
-                raise UserError(f"{where}: messages[{i}].role is '{m['role']}'; expected one of {', '.join(ROLES)}.")
-            out.append({"role": m["role"], "content": _text(m["content"], where, f"messages[{i}].content")})
-        extra = {k: v for k, v in row.items() if k != "messages"}
-        return out, extra
+        raise UserError(f"{where}: expected a JSON object, got {json_type(row)}.")
+    for key, style in (("messages", MESSAGES), ("conversations", SHAREGPT)):
+        if key in row:
+            return _turn_list(row, key, where, style), {k: v for k, v in row.items() if k not in (key, "system")}
 
     query_key = next((k for k in ("query", "prompt", "instruction") if k in row), None)
     if query_key is None:
-        raise UserError(f"{where}: missing field 'query' (or 'prompt', 'instruction', 'messages').")
+        raise UserError(f"{where}: missing field 'query' (or 'prompt', 'instruction', 'messages', 'conversations').")
     query = _text(row[query_key], where, query_key)
-    if row.get("input"):
-        query = query + "\n" + _text(row["input"], where, "input")
+    more = _optional_text(row, "input", where)
+    if not query.strip() and not more.strip():
+        both = f"fields '{query_key}' and 'input' are" if "input" in row else f"field '{query_key}' is"
+        raise UserError(f"{where}: {both} empty; the prompt must hold text.")
     out = []
-    if row.get("system"):
-        out.append({"role": "system", "content": _text(row["system"], where, "system")})
-    history = row.get("history") or []
+    system = _optional_text(row, "system", where)
+    if system:
+        out.append({"role": "system", "content": system})
+    history = [] if row.get("history") is None else row["history"]
     if not isinstance(history, list):
         raise UserError(f"{where}: field 'history' must be a list of [query, response] pairs.")
     for i, pair in enumerate(history):
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+        if not (isinstance(pair, list) and len(pair) == 2):
             raise UserError(f"{where}: history[{i}] must be a [query, response] pair.")
         out += [{"role": "user", "content": _text(pair[0], where, f"history[{i}][0]")},
-                {"role": "assistant", "content": _text(pair[1], where, f"history[{i}][1]")}]
-    out.append({"role": "user", "content": query})
+                {"role": "assistant", "content": _text(pair[1], where, f"history[{i}][1]", reply=True)}]
+    out.append({"role": "user", "content": "\n".join(part for part in (query, more) if part)})
     response_key = next((k for k in ("response", "output") if k in row), None)
     if response_key is not None:
-        out.append({"role": "assistant", "content": _text(row[response_key], where, response_key)})
+        out.append({"role": "assistant", "content": _text(row[response_key], where, response_key, reply=True)})
     used = {query_key, "input", "system", "history", response_key}
     return out, {k: v for k, v in row.items() if k not in used}
 
@@ -140,47 +149,14 @@ def check_placeholders(conv: Conversation) -> None:
         left = _PLACEHOLDER.search(m["content"])
         if left:
             hint = " (set --model_name and --model_author)" if left.group() in ("{{NAME}}", "{{AUTHOR}}") else ""
-            raise UserError(f"{conv.origin}: messages[{i}].content still holds the placeholder {left.group()}{hint}.")
-
-
-def parse_spec(spec: str) -> tuple[str, int | None]:
-    path, sep, count = spec.rpartition("#") if "#" in spec else (spec, "", "")
-    if sep:
-        if not count.isdigit() or int(count) < 1:
-            raise UserError(f"--dataset {spec}: the part after '#' must be a positive number of rows.")
-        return path, int(count)
-    return spec, None
-
-
-def read_rows(spec: str, seed: int = 42, sets: dict | None = None) -> list[tuple[str, object]]:
-    """("file:line", raw row) for every row of one spec: a path, PATH#N (N rows sampled with a fixed seed, repeated
-    when N is larger than the file) or the name of a built-in set in `sets` (default: the sft ones)."""
-    sets = BUILTIN_DATASETS if sets is None else sets
-    name, count = parse_spec(spec)
-    path = sets.get(name) or Path(name).expanduser()
-    if not path.is_file():
-        raise UserError(f"--dataset {spec}: no such file (and not a built-in set: {', '.join(sets)}).")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start}).") from None
-    reader = _rows_of_json if path.suffix == ".json" else _rows_of_jsonl
-    rows = [(f"{path}:{lineno}", row) for lineno, row in reader(path, text)]
-    if not rows:
-        raise UserError(f"{path}: the file holds no rows.")
-    if count is not None:
-        rng = random.Random(seed)
-        picked = rng.sample(rows, min(count, len(rows)))
-        while len(picked) < count:  # upsample: whole extra passes, then a partial one
-            picked += rng.sample(rows, min(count - len(picked), len(rows)))
-        rows = picked
-    return rows
+            raise UserError(f"{conv.origin}: messages[{i}].content still holds the placeholder "
+                            f"{show(left.group(), 40, quote=False)}{hint}.")
 
 
 def read_spec(spec: str, seed: int = 42) -> list[Conversation]:
     """All rows of one dataset spec, normalised, in file order (or sampled for PATH#N)."""
     convs = []
-    for where, row in read_rows(spec, seed):
+    for where, row in read_rows(spec, seed, BUILTIN_DATASETS):
         messages, extra = to_messages(row, where)
         convs.append(Conversation(messages, where, extra))
     return convs

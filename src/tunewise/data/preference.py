@@ -5,6 +5,8 @@ Accepted rows (JSONL, or a JSON list of objects):
       (TRL's form; a message-list `chosen`/`rejected` holds the one assistant reply)
   {"messages": [..., {"role": "assistant", "content": CHOSEN}], "rejected_response": REJECTED}   (ms-swift)
   {"query", "response", "rejected_response", "system"?, "history"?}                              (ms-swift)
+  {"conversations": [ShareGPT turns], "chosen": {"from": "gpt", "value": CHOSEN}, "rejected": {...}, "system"?}
+      (LLaMA-Factory's ShareGPT preference form; a ShareGPT row with "rejected_response" works too)
 Every row becomes a `Conversation` whose messages are the prompt plus the chosen reply, with the rejected reply in
 `extra["rejected_response"]`, and is checked like an `sft` conversation (roles alternate, the prompt ends with a user
 turn) plus: both replies non-empty and different. `{{NAME}}`/`{{AUTHOR}}` are replaced in both replies.
@@ -13,17 +15,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunewise.data import formats
+from tunewise.data import readers
 from tunewise.data.encode import EncodeStats
 from tunewise.data.template import template_ids, with_system
 from tunewise.data.formats import (
     BUILTIN_DATASETS,
+    SHAREGPT,
     Conversation,
+    _optional_text,
     _substitute,
     _text,
     check_placeholders,
     check_sft_conversation,
     to_messages,
+    to_turn,
 )
 from tunewise.errors import UserError
 
@@ -38,7 +43,7 @@ REJECTED = "rejected_response"
 
 def read_rows(spec: str, seed: int = 42) -> list[tuple[str, object]]:
     """(file:line, row) for every row of one spec (a path, PATH#N, or a built-in set name)."""
-    return formats.read_rows(spec, seed, {**BUILTIN_DATASETS, **PREFERENCE_SETS})
+    return readers.read_rows(spec, seed, {**BUILTIN_DATASETS, **PREFERENCE_SETS})
 
 
 def _messages(value, where: str, name: str) -> list[dict]:
@@ -46,13 +51,19 @@ def _messages(value, where: str, name: str) -> list[dict]:
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
     if not isinstance(value, list):
-        raise UserError(f"{where}: field '{name}' must be a string or a list of messages, got {type(value).__name__}.")
+        raise UserError(f"{where}: field '{name}' must be a string or a list of messages, "
+                        f"got {readers.json_type(value)}.")
     messages, _ = to_messages({"messages": value}, f"{where}: in '{name}'")
     return messages
 
 
 def _reply(value, where: str, name: str) -> str:
-    """A reply: a string, or a list holding one assistant message."""
+    """A reply: a string, a list holding one assistant message, or one ShareGPT turn from the assistant."""
+    if isinstance(value, dict):
+        message = to_turn(value, where, name, SHAREGPT)
+        if message["role"] != "assistant":
+            raise UserError(f"{where}: field '{name}' must be the assistant's turn (\"from\": \"gpt\").")
+        return message["content"]
     if isinstance(value, list):
         messages = _messages(value, where, name)
         if len(messages) != 1 or messages[0]["role"] != "assistant":
@@ -64,22 +75,27 @@ def _reply(value, where: str, name: str) -> str:
 def to_preference(row, where: str) -> Conversation:
     """Normalise one row to prompt + chosen messages with the rejected reply in extra; see the module docstring."""
     if not isinstance(row, dict):
-        raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}.")
-    if REJECTED in row:  # ms-swift: messages or query/response, plus rejected_response
+        raise UserError(f"{where}: expected a JSON object, got {readers.json_type(row)}.")
+    if REJECTED in row:  # ms-swift: messages, conversations or query/response, plus rejected_response
         messages, extra = to_messages(row, where)
         extra[REJECTED] = _text(row[REJECTED], where, REJECTED)
         return Conversation(messages, where, extra)
     if "messages" in row:
         raise UserError(f"{where}: missing field '{REJECTED}' (a preference row needs a rejected reply).")
-    for key in ("prompt", "chosen", "rejected"):
+    prompt_key = "conversations" if "conversations" in row else "prompt"
+    for key in (prompt_key, "chosen", "rejected"):
         if key not in row:
-            raise UserError(f"{where}: missing field '{key}' (expected prompt/chosen/rejected, or messages + "
-                            f"{REJECTED}).")
-    prompt = _messages(row["prompt"], where, "prompt")
-    if row.get("system") and prompt[0]["role"] != "system":
-        prompt = [{"role": "system", "content": _text(row["system"], where, "system")}] + prompt
+            raise UserError(f"{where}: missing field '{key}' (expected prompt/chosen/rejected, conversations/chosen/"
+                            f"rejected, or messages + {REJECTED}).")
+    if prompt_key == "conversations":
+        prompt, extra = to_messages({k: v for k, v in row.items() if k not in ("chosen", "rejected")}, where)
+    else:
+        prompt = _messages(row["prompt"], where, "prompt")
+        system = _optional_text(row, "system", where)
+        if system and prompt[0]["role"] != "system":
+            prompt = [{"role": "system", "content": system}] + prompt
+        extra = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected", "system")}
     chosen, rejected = _reply(row["chosen"], where, "chosen"), _reply(row["rejected"], where, "rejected")
-    extra = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected", "system")}
     return Conversation(prompt + [{"role": "assistant", "content": chosen}], where, {**extra, REJECTED: rejected})
 
 
