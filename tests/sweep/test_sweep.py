@@ -202,3 +202,11 @@ def test_parse_grid_refuses_two_lists_of_one_flag():
     for second in ("1e-5,1e-6", "1e-5"):
         with pytest.raises(UserError, match="--learning_rate is given twice.$"):
             parse_grid(["--learning_rate", "1e-3,1e-4", "--learning_rate", second])
+
+
+def test_a_sweep_refuses_a_folder_that_is_not_a_sweeps(tmp_path, capsys):
+    (tmp_path / "thesis.tex").write_text("mine")
+    assert run_cli("sweep", "--dataset", "self_cognition#8", "--model_name", "N", "--model_author", "A",
+                   "--learning_rate", "1e-3,1e-4", "--max_steps", "2", "--output_dir", tmp_path) == 2
+    assert "holds files that are not a sweep's (thesis.tex)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]

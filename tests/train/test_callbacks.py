@@ -31,6 +31,7 @@ def test_without_patience_it_only_tracks_the_best():
 def test_rotation_keeps_best_and_last(tmp_path):
     for step in (10, 20, 30, 40):
         (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")  # complete
     rundir.rotate(tmp_path, 2, tmp_path / "checkpoint-10")
     assert sorted(p.name for p in rundir.checkpoints(tmp_path)) == ["checkpoint-10", "checkpoint-40"]
     assert (tmp_path / "best").resolve().name == "checkpoint-10"

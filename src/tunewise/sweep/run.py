@@ -106,19 +106,26 @@ def finished(trial: Trial, settings: dict) -> dict | None:
     return rec
 
 
+def running_log(trial: Trial) -> Path:
+    return trial.dir.with_name(f".{trial.name}.train.log")
+
+
 def train_trial(trial: Trial) -> tuple[int, float]:
     """`tunewise sft` in a child process, its output in TRIAL/train.log. A child process per trial, not an in-process
     call: every trial starts from a fresh interpreter (no torch/accelerate/TensorBoard state, threads, seeds or
     memory carried from one trial to the next), a crash fails one trial only, and --nproc_per_node works as in sft.
-    The cost is the interpreter start-up, a few seconds per trial."""
-    trial.dir.mkdir(parents=True, exist_ok=True)
+    The cost is the interpreter start-up, a few seconds per trial. The log is written beside the trial's folder
+    while sft runs (sft writes only into an empty folder) and moved into it at the end."""
+    trial.dir.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
-    with open(trial.dir / "train.log", "w", encoding="utf-8") as log:
+    with open(running_log(trial), "w", encoding="utf-8") as log:
         log.write(shlex.join(["tunewise", "sft", *trial.full_argv()]) + "\n")
         log.flush()
         rc = call_forwarding_signals([sys.executable, "-m", "tunewise.cli", "sft", *trial.full_argv()], stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    trial.dir.mkdir(parents=True, exist_ok=True)  # sft made it, unless it failed before that
+    os.replace(running_log(trial), trial.dir / "train.log")
     if rc in (130, 143):  # the trial was stopped by a forwarded signal and saved: the sweep stops too
         raise Stopped(f"sweep stopped by a signal during trial {trial.name}; run the same command again to continue "
                       "(finished trials are kept; that one starts again).", rc)
@@ -255,6 +262,18 @@ class Clock:
                 + (f", about {_minutes(left)} left" if self.steps_left > 0 else ""))
 
 
+def check_sweep_dir(sweep_dir: Path) -> None:
+    """A sweep continues in its own folder (sweep.json) and refuses a folder that holds anything else."""
+    from tunewise.files import check_writable
+
+    check_writable(sweep_dir)
+    if sweep_dir.is_dir() and not (sweep_dir / "sweep.json").is_file() and any(sweep_dir.iterdir()):
+        held = sorted(p.name for p in sweep_dir.iterdir())
+        raise UserError(f"--output_dir {sweep_dir} holds files that are not a sweep's ({', '.join(held[:5])}"
+                        f"{' ...' if len(held) > 5 else ''}); give a new or empty folder (a sweep continues only in "
+                        "a folder it made).")
+
+
 def run(grid: Grid, sources: dict, argv: list[str]) -> int:
     from tunewise.sweep.report import recommend
 
@@ -262,6 +281,7 @@ def run(grid: Grid, sources: dict, argv: list[str]) -> int:
     previous = {t.name: finished(t, settings) for t in grid.trials}  # other flags than before stop here
     steps = plan_trials(grid)
     command = shlex.join(["tunewise", "sweep", *argv])
+    check_sweep_dir(grid.sweep_dir)
     grid.sweep_dir.mkdir(parents=True, exist_ok=True)
     _write_json(grid.sweep_dir / "sweep.json", {
         "command": command, "axes": {a.name: a.values for a in grid.axes},
@@ -282,7 +302,7 @@ def run(grid: Grid, sources: dict, argv: list[str]) -> int:
             else:
                 if trial.dir.exists():
                     shutil.rmtree(trial.dir)  # interrupted or failed before: start it afresh
-                print(f"{head}: training ... (log: {trial.dir / 'train.log'})", flush=True)
+                print(f"{head}: training ... (log: {running_log(trial)}, then {trial.dir / 'train.log'})", flush=True)
                 t0 = time.perf_counter()
                 rec, trial_base = run_trial(grid, trial, steps[trial.name])
                 base = trial_base or base

@@ -6,6 +6,7 @@ plan resolves the same Run (the sft recipe, or dpo's with --rlhf_type dpo), prin
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tunewise.command import Command
@@ -19,7 +20,8 @@ def training(recipe: Recipe) -> Command:
         from tunewise.train import launch, rundir, session
 
         resolved = resolve(recipe, args, sources)
-        if not resolved.args.resume_from_checkpoint:  # a folder holding files is not written into unasked
+        made_elsewhere = os.environ.get(launch.RUN_DIR_ENV) or launch.rank() != 0  # the launcher's or rank 0's
+        if not resolved.args.resume_from_checkpoint and not made_elsewhere:  # no folder holding files, unasked
             rundir.check_run_target(resolved.args.output_dir, resolved.args.add_version, resolved.args.overwrite)
         if launch.wants_launch(resolved.args):
             session.print_plan(resolved)
