@@ -139,7 +139,7 @@ def test_events_reach_the_callback(engine):
 
 
 def test_adapter_added_while_serving_under_any_name(engine, tmp_path):
-    from test_server import make_adapter
+    from harness import make_adapter
 
     ckpt = str(make_adapter(tmp_path / "v1.2-run"))
     served = engine.add_adapter(ckpt, ckpt)  # the web UI names an adapter by its path: dots and slashes

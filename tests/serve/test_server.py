@@ -1,106 +1,15 @@
 """`tunewise serve` end to end: a real server process on loopback, called with the official `openai` client."""
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
 
-from tunewise.args import Sampling
+from harness import KEY, Q, PROMPTS, ask
 from tunewise.cli import run_command
 from tunewise.errors import UserError
-from tunewise.infer.engine import Engine
-
-KEY = "sk-test-tunewise"
-Q = [{"role": "user", "content": "你是谁？"}]
-PROMPTS = ["你是谁？", "Who are you?", "Please introduce yourself.", "hello"]
-MAX_TOKENS = 16
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_adapter(run_dir, seed=0):
-    """A LoRA checkpoint in a run directory, as `tunewise sft` leaves it (args.json beside checkpoint-N/), with
-    random non-zero weights so that it answers differently from the base model."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from tunewise.models.load import load_model, load_tokenizer, resolve_model
-
-    base = resolve_model("tunewise-tiny")
-    torch.manual_seed(seed)
-    model = get_peft_model(load_model(base), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                                                        init_lora_weights=False, task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.mul_(20)
-    ckpt = run_dir / "checkpoint-1"
-    model.save_pretrained(ckpt)
-    load_tokenizer(base).save_pretrained(ckpt)
-    (run_dir / "args.json").write_text(json.dumps({"command": "sft", "args": {"model": "tunewise-tiny", "system": None}}))
-    return ckpt.resolve()
-
-
-@pytest.fixture(scope="module")
-def adapter(tmp_path_factory):
-    return make_adapter(tmp_path_factory.mktemp("run"))
-
-
-@pytest.fixture(scope="module")
-def server(adapter, tmp_path_factory, request):
-    """`tunewise serve --model tunewise-tiny --adapters xh=CKPT --api-key KEY` in its own process, default host."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("serve") / "server.log").open("w")
-    code = "import sys; from tunewise.cli import main; sys.exit(main(['serve', *sys.argv[1:]]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, "--model", "tunewise-tiny", "--adapters", f"xh={adapter}",
-                             "--port", str(port), "--api-key", KEY, "--log_level", "warning", "--num_threads", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
-    base_url = f"http://127.0.0.1:{port}"
-    request.getfixturevalue("references")  # computed while the server starts
-    deadline = time.time() + 120
-    while True:
-        assert proc.poll() is None, open(log.name).read()
-        try:
-            if httpx.get(base_url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.time() < deadline, open(log.name).read()
-        time.sleep(0.3)
-    yield base_url
-    proc.terminate()
-    proc.wait(30)
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=server + "/v1", api_key=KEY, max_retries=0, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def references(adapter):
-    """Greedy answers of the plain (unbatched) engine: base and adapter."""
-    base = Engine.load("tunewise-tiny")
-    tuned = Engine.load(adapters=[str(adapter)])
-    s = Sampling(max_new_tokens=MAX_TOKENS)
-    return {("tunewise-tiny", p): base.chat([{"role": "user", "content": p}], s) for p in PROMPTS} | \
-           {("xh", p): tuned.chat([{"role": "user", "content": p}], s) for p in PROMPTS}
-
-
-def ask(client, prompt, model="tunewise-tiny", **kw):
-    kw.setdefault("max_tokens", MAX_TOKENS)
-    kw.setdefault("temperature", 0)
-    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}], **kw)
 
 
 def test_models_lists_the_base_and_each_adapter(client, adapter):
