@@ -109,44 +109,6 @@ def test_api_key_refused_and_accepted(server, client):
     assert ask(client, "hello", max_tokens=2).choices[0].message.content is not None
 
 
-def malformed_requests():
-    ok = {"model": "tunewise-tiny", "messages": Q, "max_tokens": 2}
-    raw = ["", "{", "not json", "[1, 2]", "null", '"text"', "{\"model\": }", "\xff\xfe"]
-    bodies = [{}, {"model": "tunewise-tiny"}, {"messages": Q}, {**ok, "messages": []}, {**ok, "messages": "hi"},
-              {**ok, "messages": [{"role": "robot", "content": "hi"}]}, {**ok, "messages": [{"content": "hi"}]},
-              {**ok, "messages": [{"role": "user"}]}, {**ok, "messages": [{"role": "user", "content": 5}]},
-              {**ok, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-              {**ok, "messages": [{"role": "assistant", "content": "hi"}]},
-              {**ok, "model": ""}, {**ok, "model": "no-such-model"}, {**ok, "model": 5},
-              {**ok, "temperature": -1}, {**ok, "temperature": 3}, {**ok, "temperature": "hot"},
-              {**ok, "top_p": 0}, {**ok, "top_p": 1.5}, {**ok, "max_tokens": 0}, {**ok, "max_tokens": -5},
-              {**ok, "max_tokens": "many"}, {**ok, "max_tokens": 10 ** 9}, {**ok, "max_completion_tokens": 0},
-              {**ok, "stop": ["a", "b", "c", "d", "e"]}, {**ok, "stop": [""]}, {**ok, "stop": 5},
-              {**ok, "seed": "x"}, {**ok, "seed": 1.5}, {**ok, "stream": [1]}, {**ok, "n": 2}, {**ok, "n": 0},
-              {**ok, "tools": [{"type": "function", "function": {"name": "f"}}]}, {**ok, "logprobs": True},
-              {**ok, "response_format": {"type": "json_object"}}, {**ok, "presence_penalty": 1.0},
-              {**ok, "stream_options": "yes"}, {**ok, "messages": [{"role": "user", "content": "hi " * 5000}]}]
-    reqs = [("POST", "/v1/chat/completions", body, None) for body in raw]
-    reqs += [("POST", "/v1/chat/completions", None, body) for body in bodies]
-    reqs += [("GET", "/v1/chat/completions", None, None), ("POST", "/v1/completion", None, ok),
-             ("GET", "/v1/models/no-such-model", None, None), ("DELETE", "/v1/models", None, None)]
-    return reqs
-
-
-def test_fifty_malformed_requests_get_4xx_and_the_server_keeps_serving(server, client):
-    reqs = malformed_requests()
-    assert len(reqs) >= 50
-    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-    with httpx.Client(base_url=server, headers=headers, timeout=30) as http:
-        for method, path, content, body in reqs:
-            r = http.request(method, path, content=content, json=body)
-            assert 400 <= r.status_code < 500, (method, path, content, body, r.status_code, r.text)
-            error = r.json()["error"]
-            assert error["message"] and error["type"], r.text
-    assert ask(client, "你是谁？").choices[0].message.content
-    assert httpx.get(server + "/health").json()["status"] == "ok"
-
-
 def test_openai_client_raises_bad_request_for_invalid_parameters(client):
     with pytest.raises(openai.BadRequestError) as e:
         ask(client, "hi", temperature=5)
@@ -159,6 +121,23 @@ def test_defaults_bind_to_loopback():
     from tunewise.serve.app import ServeArgs
 
     assert ServeArgs().host == "127.0.0.1"
+    for host in ("localhost", "127.0.0.2", "::1", "[::1]"):
+        assert ServeArgs(host=host).open_warning() is None
+
+
+def test_a_network_bind_without_api_key_is_refused_unless_allowed(capsys, monkeypatch):
+    from tunewise.cli import main
+    from tunewise.serve import app
+
+    for host in ("0.0.0.0", "::", "192.168.1.7", "example.com"):
+        assert main(["serve", "--host", host]) == 2
+        assert "without --api-key" in capsys.readouterr().err
+    assert app.ServeArgs(host="0.0.0.0", api_key="k").open_warning() is None
+    # allowed: a warning first (vLLM, missing here, then stops the run before anything binds)
+    monkeypatch.setattr(app, "vllm_available", lambda: False)
+    assert main(["serve", "--host", "0.0.0.0", "--allow_no_api_key", "--engine", "vllm"]) == 2
+    err = capsys.readouterr().err
+    assert err.index("warning: serving on 0.0.0.0:8000 without --api-key") < err.index("pip install vllm")
 
 
 def test_bad_cli_input_is_a_user_error(adapter, tmp_path):

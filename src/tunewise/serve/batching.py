@@ -61,7 +61,6 @@ class BatchScheduler:
         self.max_length = max_length or getattr(config, "max_position_embeddings", None) or 2048
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.lock = threading.RLock()  # held by the worker while it uses the model; take it to change the model
-        self.tokenizer_lock = threading.Lock()
         self._cv = threading.Condition()
         self._queue: collections.deque[Request] = collections.deque()
         self._ids = itertools.count(1)
@@ -257,8 +256,7 @@ class BatchScheduler:
         self._accept(self.rows, tokens.tolist())
 
     def _accept(self, rows: list[Request], tokens: list[int]) -> None:
-        with self.tokenizer_lock:
-            accept(rows, tokens, self.stop_ids, self.max_length)
+        accept(rows, tokens, self.stop_ids, self.max_length)  # the tokenizer is the worker's own (engine.py)
 
     def _drop_finished(self) -> None:
         torch = self._torch

@@ -170,7 +170,8 @@ def _nucleus(sub, samplings: list[Sampling]):
 def accept(rows: list[Request], tokens: list[int], stop_ids: set[int], max_length: int) -> None:
     """Append each row's token, emit its new text, and finish the rows that are done (Done after the last Delta).
 
-    Holds back the last characters that could still start a stop string. Call with the tokenizer lock held."""
+    Holds back the last characters that could still start a stop string. Worker thread only: the tokenizer is not
+    safe in two threads at once."""
     for r, token in zip(rows, tokens):
         if not r.finished:
             with isolated(r):
