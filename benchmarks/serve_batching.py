@@ -60,6 +60,16 @@ def start_server(model: str, mode: str, max_batch: int, threads: int):
     raise SystemExit("server did not start")
 
 
+def device_line() -> str:
+    """The device, printed with the date and the load average (other jobs on the machine move every number)."""
+    import torch
+
+    device = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    print(f"device: {device}; date: {time.strftime('%Y-%m-%d %H:%M %Z')}; "
+          f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    return device
+
+
 def one(client, model, prompt, max_tokens, ignore_eos=False, delay=0.0):
     """(completion tokens, text, latency in s) of one request sent after `delay` seconds."""
     time.sleep(delay)
@@ -120,11 +130,7 @@ def main() -> int:
     ap.add_argument("--num_threads", type=int, default=0, help="the server's torch threads (0: cores - 1)")
     ap.add_argument("--json", default=None, help="also write the results here")
     a = ap.parse_args()
-    import torch
-
-    device = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
-    print(f"device: {device}; date: {time.strftime('%Y-%m-%d %H:%M %Z')}; "
-          f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    device = device_line()
     results = []
     for workload in a.workloads.split(","):
         for mode in a.modes.split(","):
@@ -139,9 +145,15 @@ def main() -> int:
               f"{r['tok_per_s_sequential']} → {r['tok_per_s_concurrent']} | {r['mean_latency_s_concurrent']} | "
               f"{r['identical_answers']} | "
               f"{r['max_batch_seen']} |")
-    print(f"\nload average after: {os.getloadavg()[0]:.2f} (other processes on the machine slow both passes)")
-    if a.json:
-        Path(a.json).write_text(json.dumps({"device": device, "results": results}, indent=1))
+    print()
+    return finish(device, results, a.json, " (other processes on the machine slow both passes)")
+
+
+def finish(device: str, results: list[dict], path: str | None, note: str = "") -> int:
+    """The load average after the run, and the results as JSON in `path` (--json)."""
+    print(f"load average after: {os.getloadavg()[0]:.2f}{note}")
+    if path:
+        Path(path).write_text(json.dumps({"device": device, "results": results}, indent=1))
     return 0
 
 

@@ -139,7 +139,7 @@ def test_events_reach_the_callback(engine):
 
 
 def test_adapter_added_while_serving_under_any_name(engine, tmp_path):
-    from test_server import make_adapter
+    from harness import make_adapter
 
     ckpt = str(make_adapter(tmp_path / "v1.2-run"))
     served = engine.add_adapter(ckpt, ckpt)  # the web UI names an adapter by its path: dots and slashes
@@ -148,3 +148,35 @@ def test_adapter_added_while_serving_under_any_name(engine, tmp_path):
     tuned = Engine.load(adapters=[ckpt])
     assert engine.chat(ckpt, q, s).text == tuned.chat(q, s).text
     assert engine.chat("tunewise-tiny", q, s).text == Engine.load("tunewise-tiny").chat(q, s).text
+
+
+def test_a_request_whose_own_step_raises_fails_alone(engine, reference):
+    """What HTTP validation keeps out, sent to the scheduler directly: a seed torch.Generator refuses (it used to fail
+    the whole batch), a top_p the batched filter cannot hold, a repetition penalty that is not a number. Each of those
+    requests gets its error; the greedy and sampled ones beside them answer as if alone."""
+    s = Sampling(max_new_tokens=12)
+    good = {p: s for p in PROMPTS[:3]} | {"hello": Sampling(max_new_tokens=12, temperature=1e-45)}  # < eps: greedy
+    bad = {"seed": Sampling(temperature=1.0, seed=2**70), "top_p": Sampling(temperature=1.0, top_p="x"),
+           "penalty": Sampling(repetition_penalty="x")}
+    sampled = Sampling(temperature=1.0, seed=3, max_new_tokens=12)
+    expected = {p: reference.chat(msgs(p), s).text for p in good} | {"sampled": engine.chat("tunewise-tiny",
+                                                                                         msgs("hello"), sampled).text}
+    out, threads = {}, []
+
+    def run(key, prompt, sampling):
+        try:
+            out[key] = engine.chat("tunewise-tiny", msgs(prompt), sampling).text
+        except RuntimeError as e:
+            out[key] = e
+
+    jobs = [(p, p, x) for p, x in good.items()] + [("sampled", "hello", sampled)]
+    jobs += [(k, "hello", x) for k, x in bad.items()]
+    for job in jobs:
+        threads.append(threading.Thread(target=run, args=job))
+        threads[-1].start()
+    for t in threads:
+        t.join(60)
+    for key in bad:
+        assert isinstance(out[key], RuntimeError) and "generation failed" in str(out[key]), (key, out[key])
+    assert {k: out[k] for k in expected} == expected
+    assert engine.chat("tunewise-tiny", msgs("hello"), s).text == expected["hello"]

@@ -1,106 +1,15 @@
 """`tunewise serve` end to end: a real server process on loopback, called with the official `openai` client."""
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
 
-from tunewise.args import Sampling
+from harness import KEY, Q, PROMPTS, ask
 from tunewise.cli import run_command
 from tunewise.errors import UserError
-from tunewise.infer.engine import Engine
-
-KEY = "sk-test-tunewise"
-Q = [{"role": "user", "content": "你是谁？"}]
-PROMPTS = ["你是谁？", "Who are you?", "Please introduce yourself.", "hello"]
-MAX_TOKENS = 16
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_adapter(run_dir, seed=0):
-    """A LoRA checkpoint in a run directory, as `tunewise sft` leaves it (args.json beside checkpoint-N/), with
-    random non-zero weights so that it answers differently from the base model."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from tunewise.models.load import load_model, load_tokenizer, resolve_model
-
-    base = resolve_model("tunewise-tiny")
-    torch.manual_seed(seed)
-    model = get_peft_model(load_model(base), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                                                        init_lora_weights=False, task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.mul_(20)
-    ckpt = run_dir / "checkpoint-1"
-    model.save_pretrained(ckpt)
-    load_tokenizer(base).save_pretrained(ckpt)
-    (run_dir / "args.json").write_text(json.dumps({"command": "sft", "args": {"model": "tunewise-tiny", "system": None}}))
-    return ckpt.resolve()
-
-
-@pytest.fixture(scope="module")
-def adapter(tmp_path_factory):
-    return make_adapter(tmp_path_factory.mktemp("run"))
-
-
-@pytest.fixture(scope="module")
-def server(adapter, tmp_path_factory, request):
-    """`tunewise serve --model tunewise-tiny --adapters xh=CKPT --api-key KEY` in its own process, default host."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("serve") / "server.log").open("w")
-    code = "import sys; from tunewise.cli import main; sys.exit(main(['serve', *sys.argv[1:]]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, "--model", "tunewise-tiny", "--adapters", f"xh={adapter}",
-                             "--port", str(port), "--api-key", KEY, "--log_level", "warning", "--num_threads", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
-    base_url = f"http://127.0.0.1:{port}"
-    request.getfixturevalue("references")  # computed while the server starts
-    deadline = time.time() + 120
-    while True:
-        assert proc.poll() is None, open(log.name).read()
-        try:
-            if httpx.get(base_url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.time() < deadline, open(log.name).read()
-        time.sleep(0.3)
-    yield base_url
-    proc.terminate()
-    proc.wait(30)
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=server + "/v1", api_key=KEY, max_retries=0, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def references(adapter):
-    """Greedy answers of the plain (unbatched) engine: base and adapter."""
-    base = Engine.load("tunewise-tiny")
-    tuned = Engine.load(adapters=[str(adapter)])
-    s = Sampling(max_new_tokens=MAX_TOKENS)
-    return {("tunewise-tiny", p): base.chat([{"role": "user", "content": p}], s) for p in PROMPTS} | \
-           {("xh", p): tuned.chat([{"role": "user", "content": p}], s) for p in PROMPTS}
-
-
-def ask(client, prompt, model="tunewise-tiny", **kw):
-    kw.setdefault("max_tokens", MAX_TOKENS)
-    kw.setdefault("temperature", 0)
-    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}], **kw)
 
 
 def test_models_lists_the_base_and_each_adapter(client, adapter):
@@ -200,44 +109,6 @@ def test_api_key_refused_and_accepted(server, client):
     assert ask(client, "hello", max_tokens=2).choices[0].message.content is not None
 
 
-def malformed_requests():
-    ok = {"model": "tunewise-tiny", "messages": Q, "max_tokens": 2}
-    raw = ["", "{", "not json", "[1, 2]", "null", '"text"', "{\"model\": }", "\xff\xfe"]
-    bodies = [{}, {"model": "tunewise-tiny"}, {"messages": Q}, {**ok, "messages": []}, {**ok, "messages": "hi"},
-              {**ok, "messages": [{"role": "robot", "content": "hi"}]}, {**ok, "messages": [{"content": "hi"}]},
-              {**ok, "messages": [{"role": "user"}]}, {**ok, "messages": [{"role": "user", "content": 5}]},
-              {**ok, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-              {**ok, "messages": [{"role": "assistant", "content": "hi"}]},
-              {**ok, "model": ""}, {**ok, "model": "no-such-model"}, {**ok, "model": 5},
-              {**ok, "temperature": -1}, {**ok, "temperature": 3}, {**ok, "temperature": "hot"},
-              {**ok, "top_p": 0}, {**ok, "top_p": 1.5}, {**ok, "max_tokens": 0}, {**ok, "max_tokens": -5},
-              {**ok, "max_tokens": "many"}, {**ok, "max_tokens": 10 ** 9}, {**ok, "max_completion_tokens": 0},
-              {**ok, "stop": ["a", "b", "c", "d", "e"]}, {**ok, "stop": [""]}, {**ok, "stop": 5},
-              {**ok, "seed": "x"}, {**ok, "seed": 1.5}, {**ok, "stream": [1]}, {**ok, "n": 2}, {**ok, "n": 0},
-              {**ok, "tools": [{"type": "function", "function": {"name": "f"}}]}, {**ok, "logprobs": True},
-              {**ok, "response_format": {"type": "json_object"}}, {**ok, "presence_penalty": 1.0},
-              {**ok, "stream_options": "yes"}, {**ok, "messages": [{"role": "user", "content": "hi " * 5000}]}]
-    reqs = [("POST", "/v1/chat/completions", body, None) for body in raw]
-    reqs += [("POST", "/v1/chat/completions", None, body) for body in bodies]
-    reqs += [("GET", "/v1/chat/completions", None, None), ("POST", "/v1/completion", None, ok),
-             ("GET", "/v1/models/no-such-model", None, None), ("DELETE", "/v1/models", None, None)]
-    return reqs
-
-
-def test_fifty_malformed_requests_get_4xx_and_the_server_keeps_serving(server, client):
-    reqs = malformed_requests()
-    assert len(reqs) >= 50
-    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-    with httpx.Client(base_url=server, headers=headers, timeout=30) as http:
-        for method, path, content, body in reqs:
-            r = http.request(method, path, content=content, json=body)
-            assert 400 <= r.status_code < 500, (method, path, content, body, r.status_code, r.text)
-            error = r.json()["error"]
-            assert error["message"] and error["type"], r.text
-    assert ask(client, "你是谁？").choices[0].message.content
-    assert httpx.get(server + "/health").json()["status"] == "ok"
-
-
 def test_openai_client_raises_bad_request_for_invalid_parameters(client):
     with pytest.raises(openai.BadRequestError) as e:
         ask(client, "hi", temperature=5)
@@ -250,6 +121,23 @@ def test_defaults_bind_to_loopback():
     from tunewise.serve.app import ServeArgs
 
     assert ServeArgs().host == "127.0.0.1"
+    for host in ("localhost", "127.0.0.2", "::1", "[::1]"):
+        assert ServeArgs(host=host).open_warning() is None
+
+
+def test_a_network_bind_without_api_key_is_refused_unless_allowed(capsys, monkeypatch):
+    from tunewise.cli import main
+    from tunewise.serve import app
+
+    for host in ("0.0.0.0", "::", "192.168.1.7", "example.com"):
+        assert main(["serve", "--host", host]) == 2
+        assert "without --api-key" in capsys.readouterr().err
+    assert app.ServeArgs(host="0.0.0.0", api_key="k").open_warning() is None
+    # allowed: a warning first (vLLM, missing here, then stops the run before anything binds)
+    monkeypatch.setattr(app, "vllm_available", lambda: False)
+    assert main(["serve", "--host", "0.0.0.0", "--allow_no_api_key", "--engine", "vllm"]) == 2
+    err = capsys.readouterr().err
+    assert err.index("warning: serving on 0.0.0.0:8000 without --api-key") < err.index("pip install vllm")
 
 
 def test_bad_cli_input_is_a_user_error(adapter, tmp_path):

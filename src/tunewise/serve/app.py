@@ -5,62 +5,21 @@
 Routes: `GET /health`, `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions` (streamed over
 server-sent events with `"stream": true`). The request's `model` picks the base model or an adapter; requests
 for different adapters are batched together (serve/batching.py). With `--api-key`, `/v1/*` wants
-`Authorization: Bearer KEY` (401 otherwise). Any bad request gets an OpenAI-style JSON error with a 4xx status.
+`Authorization: Bearer KEY` (401 otherwise); without it the server binds only to loopback unless told
+`--allow_no_api_key` (serve/args.py). Any bad request gets an OpenAI-style JSON error with a 4xx status, alone:
+the limits and checks are in serve/limits.py.
 
 `--engine vllm` runs vLLM's own OpenAI server instead (`python -m vllm.entrypoints.openai.api_server`): on the
 base model, on the merged export of a single adapter (written by `tunewise export` when missing), or on the base
 with vLLM's `--enable-lora --lora-modules` for several adapters.
 """
-import asyncio
-import hmac
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunewise.command import Command
-from tunewise.flags import below_minimum, flag_field
 from tunewise.errors import UserError
-
-ENGINES = ("hf", "vllm")
-
-
-@dataclass
-class ServeArgs:
-    """Serve a base model and LoRA adapters over an OpenAI-compatible API (`tunewise serve`)."""
-
-    model: str | None = flag_field(None, "base model (default: the adapters' base from their args.json, else tunewise-tiny)")
-    adapters: list[str] = flag_field([], "LoRA checkpoints served by name: NAME=CHECKPOINT ... (a bare CHECKPOINT is named "
-                                 "after its folder)")
-    served_model_name: str | None = flag_field(None, "the base model's name in /v1/models and requests (default: --model)")
-    host: str = flag_field("127.0.0.1", "address to bind; 0.0.0.0 exposes the server to the network")
-    port: int = flag_field(8000, "TCP port")
-    api_key: str | None = flag_field(None, "require 'Authorization: Bearer API_KEY' on /v1 routes")
-    engine: str = flag_field("hf", "hf (this process: transformers + peft, batched) | vllm (vLLM's OpenAI server)")
-    system: str | None = flag_field(None, "system prompt for the base model's chats that have none (adapters use their run's)")
-    torch_dtype: str = flag_field("auto", "auto | float32 | bfloat16 | float16")
-    attn_impl: str | None = flag_field(None, "attention implementation: sdpa | eager")
-    max_batch_size: int = flag_field(32, "most requests decoded together in one forward pass")
-    batching: str = flag_field("continuous", "continuous | dynamic (new requests wait for an empty batch) | none (one at a time)")
-    tensor_parallel_size: int = flag_field(1, "vLLM: GPUs per model")
-    max_model_len: int | None = flag_field(None, "vLLM: context length")
-    enable_prefix_caching: bool = flag_field(False, "vLLM: reuse the KV cache of shared prompt prefixes")
-    num_threads: int = flag_field(0, "torch CPU threads for generation; 0 = one less than the cores (the HTTP side keeps one)")
-    log_level: str = flag_field("info", "uvicorn log level: critical | error | warning | info | debug")
-
-    def __post_init__(self):
-        from tunewise.serve.batching import BATCHING
-
-        problems = []
-        if self.engine not in ENGINES:
-            problems.append(f"--engine {self.engine}: expected one of {', '.join(ENGINES)}.")
-        if self.batching not in BATCHING:
-            problems.append(f"--batching {self.batching}: expected one of {', '.join(BATCHING)}.")
-        if not 0 < self.port < 65536:
-            problems.append(f"--port {self.port}: expected 1-65535.")
-        problems += below_minimum(self, ("max_batch_size", "tensor_parallel_size"))
-        if problems:
-            raise UserError(" ".join(problems))
+from tunewise.serve.args import MAX_REQUEST_BYTES, ServeArgs
 
 
 # --- models: base + adapters -----------------------------------------------------------------------------------
@@ -143,43 +102,24 @@ def build_engine(args: ServeArgs):
 
 
 # --- the FastAPI app -------------------------------------------------------------------------------------------
-def create_app(engine, api_key: str | None = None):
-    """The FastAPI application over a BatchEngine."""
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
-    from pydantic import ValidationError
-    from starlette.exceptions import HTTPException
+def create_app(engine, api_key: str | None = None, max_request_bytes: int = MAX_REQUEST_BYTES):
+    """The FastAPI application over a BatchEngine. Requests are checked and refused in serve/limits.py."""
+    import asyncio
+    import json
 
-    from tunewise.args import Sampling
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response, StreamingResponse
+    from starlette.concurrency import run_in_threadpool
+
     from tunewise.serve import protocol as P
-    from tunewise.serve.generation import Delta, Done, Request as Generation
+    from tunewise.serve.generation import Delta, Done, Failed, Request as Generation
+    from tunewise.serve.limits import ApiError, GateMiddleware, chat_request, disconnected, error, \
+        install_error_handlers
 
     app = FastAPI(title="tunewise", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
-
-    def error(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-              code: str | None = None) -> JSONResponse:
-        return JSONResponse(P.error_body(message, type, param, code), status_code=status)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request, exc: HTTPException):
-        kind = {401: "authentication_error", 404: "not_found_error"}.get(exc.status_code, "invalid_request_error")
-        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        if exc.status_code == 404 and message == "Not Found":
-            message = f"Unknown route {request.method} {request.url.path}."
-        return error(exc.status_code, message, kind)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request, exc: RequestValidationError):
-        return error(400, _validation_message(exc.errors()))
-
-    @app.exception_handler(Exception)
-    async def internal_error(request, exc: Exception):
-        return error(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
-
-    if api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+    install_error_handlers(app, max_request_bytes)
+    app.add_middleware(GateMiddleware, api_key=api_key, max_request_bytes=max_request_bytes)
 
     @app.get("/health")
     async def health():
@@ -201,60 +141,44 @@ def create_app(engine, api_key: str | None = None):
             return error(404, f"The model `{model_id}` does not exist.", "not_found_error", "model", "model_not_found")
         return card(engine.models[model_id]).model_dump()
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", max_body_size=max_request_bytes)
     async def chat_completions(request: Request):
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError) as e:
-            return error(400, f"The request body is not valid JSON ({e}).")
-        if not isinstance(body, dict):
-            return error(400, "The request body must be a JSON object.")
-        try:
-            req = P.ChatCompletionRequest.model_validate(body)
-        except ValidationError as e:
-            errors = e.errors()
-            param = ".".join(str(p) for p in errors[0]["loc"]) if errors and errors[0]["loc"] else None
-            return error(400, _validation_message(errors), param=param)
-        if req.model not in engine.models:
-            return error(404, f"The model `{req.model}` does not exist. Served: {', '.join(engine.models)}.",
-                         "not_found_error", "model", "model_not_found")
-        messages = [m.as_template_message() for m in req.messages]
-        try:
-            prompt_ids = engine.prompt_ids(req.model, messages)
-        except Exception as e:  # the chat template refused the conversation (e.g. roles out of order)
-            return error(400, f"The chat template cannot render these messages: {e}", param="messages")
-        context = engine.scheduler.max_length
-        limit = req.token_limit
-        room = context - len(prompt_ids)
-        if room < 1 or (limit is not None and limit > room):
-            asked = f"{len(prompt_ids)} in the messages" + (f", {limit} in the completion" if limit else "")
-            return error(400, f"This model's maximum context length is {context} tokens; you requested {asked}.",
-                         param="messages", code="context_length_exceeded")
-        sampling = Sampling(
-            temperature=req.temperature if req.temperature is not None else 1.0,
-            top_p=req.top_p if req.top_p is not None else 1.0,
-            top_k=req.top_k if req.top_k is not None else 0,
-            repetition_penalty=req.repetition_penalty or 1.0,
-            max_new_tokens=limit or room,
-            seed=req.seed,
-        )
+        body = await request.body()  # a chunked body past max_request_bytes: FastAPI's body limit raises the 413
+        chat = await run_in_threadpool(chat_request, engine, body)  # parsing and tokenizing: off the event loop
+        req = chat.request
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        emit = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)  # noqa: E731
-        handle = engine.scheduler.submit(Generation(prompt_ids, emit, sampling, req.stop_strings,
-                                                    engine.models[req.model].adapter, req.ignore_eos))
+        end = loop.create_future()
+
+        def settle(event):
+            if not end.done():
+                end.set_result(event)
+
+        def emit(event):  # from the worker thread
+            if req.stream:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            elif not isinstance(event, Delta):  # not streamed: only the end matters, the text is in Done's reply
+                loop.call_soon_threadsafe(settle, event)
+
+        try:
+            handle = engine.scheduler.submit(Generation(chat.prompt_ids, emit, chat.sampling, req.stop_strings,
+                                                        engine.models[req.model].adapter, req.ignore_eos))
+        except RuntimeError as e:  # closed: the server is shutting down
+            raise ApiError(503, f"{e}.", "server_error") from None
         rid, created = P.completion_id(), P.now()
 
         if not req.stream:
+            gone = asyncio.create_task(disconnected(request))
             try:
-                while True:
-                    event = await events.get()
-                    if isinstance(event, Done):
-                        break
-                    if not isinstance(event, Delta):
-                        return error(500, event.message, "server_error")
+                await asyncio.wait({end, gone}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                handle.cancel()
+                gone.cancel()
+                handle.cancel()  # done, or the client went away (a timeout): either way the row leaves the batch
+            if not end.done():
+                return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+            event = end.result()
+            if isinstance(event, Failed):
+                return error(500, event.message, "server_error")
             reply = event.reply
             return P.ChatCompletion(
                 id=rid, created=created, model=req.model,
@@ -298,31 +222,6 @@ def create_app(engine, api_key: str | None = None):
     return app
 
 
-class ApiKeyMiddleware:
-    """Pure ASGI middleware: /v1 routes need `Authorization: Bearer KEY` (a 401 JSON error otherwise)."""
-
-    def __init__(self, app, api_key: str):
-        self.app = app
-        self.api_key = api_key.encode()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith("/v1"):
-            header = dict(scope["headers"]).get(b"authorization", b"")
-            scheme, _, token = header.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.api_key):
-                from fastapi.responses import JSONResponse
-
-                from tunewise.serve.protocol import error_body
-
-                message = ("Missing API key: send the header 'Authorization: Bearer KEY'." if not header
-                           else "Incorrect API key provided.")
-                response = JSONResponse(error_body(message, "authentication_error", code="invalid_api_key"),
-                                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def _torch_threads() -> int:
     import torch
 
@@ -334,14 +233,6 @@ def _usage(reply):
 
     return Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                  total_tokens=reply.prompt_tokens + reply.completion_tokens)
-
-
-def _validation_message(errors: list[dict]) -> str:
-    parts = []
-    for e in errors[:5]:
-        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else e.get("msg", "invalid"))
-    return "Invalid request: " + "; ".join(parts) + "."
 
 
 # --- vLLM ------------------------------------------------------------------------------------------------------
@@ -417,18 +308,24 @@ def set_threads(n: int) -> int:
 
 # --- main ------------------------------------------------------------------------------------------------------
 def run(args: ServeArgs, sources: dict, argv: list[str]) -> int:
+    if warning := args.open_warning():  # a non-loopback --host without a key was allowed (--allow_no_api_key)
+        print(warning, file=sys.stderr, flush=True)
     if args.engine == "vllm":
         return serve_vllm(args)
     import uvicorn
 
+    from tunewise.serve.limits import MAX_HEADER_BYTES, JsonErrorH11Protocol
+
     set_threads(args.num_threads)
     engine = build_engine(args)
-    app = create_app(engine, args.api_key)
+    app = create_app(engine, args.api_key, args.max_request_bytes)
     names = ", ".join(engine.models)
     print(f"serving {names} on http://{args.host}:{args.port}/v1 (batching: {args.batching}, "
           f"max batch {args.max_batch_size}{', API key required' if args.api_key else ''})", flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        # the h11 parser, whose head limit is ours to set and whose refusals JsonErrorH11Protocol words in JSON
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, http=JsonErrorH11Protocol,
+                    h11_max_incomplete_event_size=MAX_HEADER_BYTES)
     finally:
         engine.close()
     return 0

@@ -15,6 +15,9 @@ Requests wait in a queue. One worker thread owns the model and repeats:
    steps);
 4. drop finished (or cancelled) requests from the cache and trim padding columns nobody needs any more.
 
+A request whose own step raises (its seed, its sampling, its text) fails alone and is dropped in step 4; only a
+failing forward pass fails the whole batch, and the worker goes on with the next one.
+
 Requests for different LoRA adapters share a batch through peft's mixed-adapter inference: the forward pass gets
 `adapter_names=[...]`, one entry per row ("__base__" for the plain base model), and each LoRA layer applies each
 adapter to its own rows only (peft `LoraLayer._mixed_batch_forward`).
@@ -34,7 +37,7 @@ import random
 import threading
 import traceback
 
-from tunewise.serve.generation import Detokenizer, Failed, Request, accept, sample
+from tunewise.serve.generation import Detokenizer, Failed, Request, accept, isolated, sample
 
 BASE = "__base__"  # peft's name for "no adapter" in adapter_names
 BATCHING = ("continuous", "dynamic", "none")
@@ -58,7 +61,6 @@ class BatchScheduler:
         self.max_length = max_length or getattr(config, "max_position_embeddings", None) or 2048
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.lock = threading.RLock()  # held by the worker while it uses the model; take it to change the model
-        self.tokenizer_lock = threading.Lock()
         self._cv = threading.Condition()
         self._queue: collections.deque[Request] = collections.deque()
         self._ids = itertools.count(1)
@@ -130,10 +132,10 @@ class BatchScheduler:
                 for r in self.rows + admit:
                     if not r.finished:
                         r.finished = True
-                        r.emit(Failed(f"generation failed: {type(e).__name__}: {e}"))
+                        r.send(Failed(f"generation failed: {type(e).__name__}: {e}"))
                 self._reset()
         for r in pending:
-            r.emit(Failed("the server is shutting down"))
+            r.send(Failed("the server is shutting down"))
 
     def _refuse_cancelled(self, r: Request) -> bool:
         if r.cancelled:
@@ -182,6 +184,13 @@ class BatchScheduler:
 
     def _admit(self, new: list[Request]) -> None:
         torch = self._torch
+        for r in new:
+            with isolated(r):  # a seed the generator refuses fails its request, before the prefill
+                r.generator = torch.Generator().manual_seed(
+                    r.sampling.seed if r.sampling.seed is not None else random.SystemRandom().randrange(2**63))
+        new = [r for r in new if not r.finished]
+        if not new:
+            return
         self.stats["admissions"] += 1
         lengths = [len(r.prompt_ids) for r in new]
         width = max(lengths)
@@ -191,8 +200,6 @@ class BatchScheduler:
             ids[i, width - lengths[i]:] = torch.tensor(r.prompt_ids, dtype=torch.long)
             mask[i, width - lengths[i]:] = 1
             r.detok = Detokenizer(self.tokenizer)
-            r.generator = torch.Generator().manual_seed(
-                r.sampling.seed if r.sampling.seed is not None else random.SystemRandom().randrange(2**63))
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = self._new_cache()
         logits = self._forward(ids, mask, positions, cache, [r.adapter for r in new])
@@ -249,8 +256,7 @@ class BatchScheduler:
         self._accept(self.rows, tokens.tolist())
 
     def _accept(self, rows: list[Request], tokens: list[int]) -> None:
-        with self.tokenizer_lock:
-            accept(rows, tokens, self.stop_ids, self.max_length)
+        accept(rows, tokens, self.stop_ids, self.max_length)  # the tokenizer is the worker's own (engine.py)
 
     def _drop_finished(self) -> None:
         torch = self._torch

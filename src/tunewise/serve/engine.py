@@ -4,6 +4,7 @@ generating through the batching scheduler (serve/batching.py). `tunewise serve` 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -36,6 +37,10 @@ class BatchEngine:
         from tunewise.models.load import end_of_turn_ids, load_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(base)
+        # prompts get their own copy (one HF tokenizer is not safe in two threads at once): tokenizing a long prompt
+        # takes seconds (2 MiB: 3-6 s on 2 cores) and must not hold the lock the worker detokenizes under every step
+        self.prompt_tokenizer = load_tokenizer(base)
+        self._prompt_lock = threading.Lock()
         self.model = load_model(base, dtype, attn_implementation).eval()
         self.base_path = base
         self.models: dict[str, Served] = {base_name: Served(base_name, None, base, system)}
@@ -78,8 +83,8 @@ class BatchEngine:
     def prompt_ids(self, name: str, messages: list[dict]) -> list[int]:
         from tunewise.data.template import prompt_ids
 
-        with self.scheduler.tokenizer_lock:
-            return prompt_ids(self.tokenizer, messages, self.models[name].system)
+        with self._prompt_lock:
+            return prompt_ids(self.prompt_tokenizer, messages, self.models[name].system)
 
     def request(self, name: str, messages: list[dict], sampling: Sampling, stop: list[str] | None,
                 emit: Callable[[Event], None]) -> Request:

@@ -5,9 +5,14 @@ for it; `Delta`, `Done` and `Failed` are the events sent to its callback. Per st
 token with that request's own parameters (greedy, or temperature / top-k / top-p with its seeded generator,
 repetition penalty) and `accept` detokenizes it incrementally, checks end-of-turn tokens, stop strings and
 `max_new_tokens`, and emits the new text. The scheduler that batches the rows is serve/batching.py.
+
+What one row does cannot fail the others: a row whose sampling or detokenizing raises gets a `Failed` event and
+leaves the batch (`isolated`), and a callback that raises cancels its own request only (`Request.send`).
 """
 from __future__ import annotations
 
+import contextlib
+import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,6 +36,7 @@ class Failed:
 
 
 Event = Delta | Done | Failed
+MIN_TEMPERATURE = 1e-5  # below it sampling is greedy: logits / 1e-40 overflow to inf and the softmax to NaN (vLLM's eps)
 
 
 class Detokenizer:
@@ -86,6 +92,27 @@ class Request:
     def cancel(self) -> None:
         self.cancelled = True
 
+    def send(self, event: Event) -> None:
+        """`emit` from the worker. A callback that raises (its event loop has closed) cancels this request only."""
+        try:
+            self.emit(event)
+        except Exception:
+            traceback.print_exc()
+            self.cancelled = True
+
+
+@contextlib.contextmanager
+def isolated(r: Request):
+    """One row's step: an exception fails this request alone (a Failed event, the traceback in the log); the
+    scheduler drops it from the batch with the finished ones."""
+    try:
+        yield
+    except Exception as e:
+        traceback.print_exc()
+        if not r.finished:
+            r.finished = True
+            r.send(Failed(f"generation failed: {type(e).__name__}: {e}"))
+
 
 def sample(logits, rows: list[Request]):
     """The next token of each row ([B] long tensor) from its logits ([B, V] float, penalized in place)."""
@@ -94,65 +121,88 @@ def sample(logits, rows: list[Request]):
     for i, r in enumerate(rows):
         penalty = r.sampling.repetition_penalty
         if penalty and penalty != 1.0:
-            seen = torch.tensor(sorted(set(r.prompt_ids) | set(r.generated)), dtype=torch.long)
-            score = logits[i, seen]
-            logits[i, seen] = torch.where(score < 0, score * penalty, score / penalty)
+            with isolated(r):
+                seen = torch.tensor(sorted(set(r.prompt_ids) | set(r.generated)), dtype=torch.long)
+                score = logits[i, seen]
+                logits[i, seen] = torch.where(score < 0, score * penalty, score / penalty)
     tokens = logits.argmax(-1)
-    sampled = [i for i, r in enumerate(rows) if r.sampling.temperature > 0]
+    sampled = [i for i, r in enumerate(rows) if not r.finished and _samples(r)]
     if not sampled:
         return tokens
-    sub = logits[sampled]
-    temps = torch.tensor([rows[i].sampling.temperature for i in sampled], dtype=sub.dtype)
+    try:
+        groups = [(sampled, *_nucleus(logits[sampled], [rows[i].sampling for i in sampled]))]
+    except Exception:  # one row's parameters broke the batched filter: filter each row alone, so only it fails
+        groups = []
+        for i in sampled:
+            with isolated(rows[i]):
+                groups.append(([i], *_nucleus(logits[[i]], [rows[i].sampling])))
+    for index, probs, order in groups:
+        for j, i in enumerate(index):
+            with isolated(rows[i]):  # NaN logits in this row: multinomial raises
+                pick = torch.multinomial(probs[j], 1, generator=rows[i].generator)
+                tokens[i] = order[j, pick[0]]
+    return tokens
+
+
+def _samples(r: Request) -> bool:
+    with isolated(r):  # a temperature that is not a number fails its request (None: greedy, dropped)
+        return r.sampling.temperature >= MIN_TEMPERATURE
+
+
+def _nucleus(sub, samplings: list[Sampling]):
+    """(probabilities over each row's tokens sorted best first, after temperature, top-k and top-p; that order)."""
+    import torch
+
+    temps = torch.tensor([s.temperature for s in samplings], dtype=sub.dtype)
     sub = sub / temps[:, None]
     sorted_logits, order = sub.sort(dim=-1, descending=True)
     vocab = sub.shape[-1]
-    ks = torch.tensor([rows[i].sampling.top_k if (rows[i].sampling.top_k or 0) > 0 else vocab for i in sampled])
+    ks = torch.tensor([min(s.top_k, vocab) if (s.top_k or 0) > 0 else vocab for s in samplings])
     ranks = torch.arange(vocab)[None, :]
     sorted_logits = sorted_logits.masked_fill(ranks >= ks[:, None], float("-inf"))
-    top_p = torch.tensor([rows[i].sampling.top_p if rows[i].sampling.top_p is not None else 1.0 for i in sampled],
-                         dtype=sub.dtype)
+    top_p = torch.tensor([s.top_p if s.top_p is not None else 1.0 for s in samplings], dtype=sub.dtype)
     probs = sorted_logits.softmax(-1)
     before = probs.cumsum(-1) - probs  # mass of the better tokens; the best one is always kept
     sorted_logits = sorted_logits.masked_fill(before > top_p[:, None], float("-inf"))
-    probs = sorted_logits.softmax(-1)
-    for j, i in enumerate(sampled):
-        pick = torch.multinomial(probs[j], 1, generator=rows[i].generator)
-        tokens[i] = order[j, pick[0]]
-    return tokens
+    return sorted_logits.softmax(-1), order
 
 
 def accept(rows: list[Request], tokens: list[int], stop_ids: set[int], max_length: int) -> None:
     """Append each row's token, emit its new text, and finish the rows that are done (Done after the last Delta).
 
-    Holds back the last characters that could still start a stop string. Call with the tokenizer lock held."""
+    Holds back the last characters that could still start a stop string. Worker thread only: the tokenizer is not
+    safe in two threads at once."""
     for r, token in zip(rows, tokens):
-        if r.finished:
-            continue
-        r.generated.append(token)
-        reason = None
-        if token in stop_ids and not r.ignore_eos:
-            reason = "stop"
-        else:
-            r.detok.add(token)
-            if len(r.generated) >= r.sampling.max_new_tokens or \
-                    len(r.prompt_ids) + len(r.generated) >= max_length:
-                reason = "length"
-        if reason is not None:
-            r.detok.flush()
-        text = r.detok.text
-        if r.stop:
-            start = max(0, r.checked - max(len(s) for s in r.stop) + 1)
-            hits = [p for p in (text.find(s, start) for s in r.stop) if p >= 0]
-            r.checked = len(text)
-            if hits:
-                text, reason = text[:min(hits)], "stop"
-        if reason is not None:
-            if len(text) > r.emitted:
-                r.emit(Delta(text[r.emitted:]))
-            r.finished = True
-            r.emit(Done(Reply(text, reason, len(r.prompt_ids), len(r.generated))))
-            continue
-        safe = len(text) - (max(len(s) for s in r.stop) - 1 if r.stop else 0)
-        if safe > r.emitted:
-            r.emit(Delta(text[r.emitted:safe]))
-            r.emitted = safe
+        if not r.finished:
+            with isolated(r):
+                _accept(r, token, stop_ids, max_length)
+
+
+def _accept(r: Request, token: int, stop_ids: set[int], max_length: int) -> None:
+    r.generated.append(token)
+    reason = None
+    if token in stop_ids and not r.ignore_eos:
+        reason = "stop"
+    else:
+        r.detok.add(token)
+        if len(r.generated) >= r.sampling.max_new_tokens or len(r.prompt_ids) + len(r.generated) >= max_length:
+            reason = "length"
+    if reason is not None:
+        r.detok.flush()
+    text = r.detok.text
+    if r.stop:
+        start = max(0, r.checked - max(len(s) for s in r.stop) + 1)
+        hits = [p for p in (text.find(s, start) for s in r.stop) if p >= 0]
+        r.checked = len(text)
+        if hits:
+            text, reason = text[:min(hits)], "stop"
+    if reason is not None:
+        if len(text) > r.emitted:
+            r.send(Delta(text[r.emitted:]))
+        r.finished = True
+        r.send(Done(Reply(text, reason, len(r.prompt_ids), len(r.generated))))
+        return
+    safe = len(text) - (max(len(s) for s in r.stop) - 1 if r.stop else 0)
+    if safe > r.emitted:
+        r.send(Delta(text[r.emitted:safe]))
+        r.emitted = safe

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_STOP = 4
+MAX_STOP_CHARS = 256  # each stop string is searched for at every step and held back while it may still begin
+MAX_SEED = 2**63 - 1  # torch.Generator takes 64 bits; a larger seed would fail the request's whole batch
 
 
 class TextPart(BaseModel):
@@ -53,19 +55,19 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     tools: list | None = None
     tool_choice: str | dict | None = None
     response_format: dict | None = None
     # extras (vLLM accepts these too)
-    top_k: int | None = Field(default=None, ge=-1)
+    top_k: int | None = Field(default=None, ge=-1, le=2**31 - 1)
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
     ignore_eos: bool = False  # keep generating past the end-of-turn token (benchmarks)
 
@@ -79,6 +81,8 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError(f"at most {MAX_STOP} stop sequences are allowed")
         if any(s == "" for s in stops):
             raise ValueError("a stop sequence must not be empty")
+        if any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"a stop sequence must be at most {MAX_STOP_CHARS} characters")
         return stops
 
     @model_validator(mode="after")
