@@ -203,7 +203,8 @@ def latest_checkpoint(output_dir: str) -> Path:
     root = Path(output_dir)
     candidates = []
     if root.is_dir():
-        for run in [root] + [p for p in root.iterdir() if p.is_dir()]:
+        # not hidden folders: .staging holds saves that were never published, .deleting-* rotated ones
+        for run in [root] + [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]:
             candidates += checkpoints(run)
     if not candidates:
         raise UserError(f"--resume_from_checkpoint latest: no complete checkpoint found under {root}.")
