@@ -151,7 +151,8 @@ def test_nan_skip_drops_the_update_and_stop_raises(tmp_path):
         FiniteGuard("stop").on_pre_optimizer_step(None, TrainerState(), TrainerControl(), model=model)
 
 
-def test_sigterm_saves_at_the_current_step_and_the_run_resumes(tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_saves_at_the_current_step_and_the_run_resumes(tmp_path, sig, code):
     out = tmp_path / "run"
     flags = [str(f) for f in SMALL] + ["--max_steps", "60", "--save_steps", "1000", "--output_dir", str(out),
                                        "--add_version", "false"]
@@ -162,11 +163,12 @@ def test_sigterm_saves_at_the_current_step_and_the_run_resumes(tmp_path):
     while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-2000:]
-    assert "stopped by SIGTERM at step" in err and "--resume_from_checkpoint latest" in err and "Traceback" not in err
-    step = int(err.split("stopped by SIGTERM at step ")[1].split(";")[0])
+    assert proc.returncode == code, err[-2000:]
+    name = signal.Signals(sig).name
+    assert f"stopped by {name} at step" in err and "--resume_from_checkpoint latest" in err and "Traceback" not in err
+    step = int(err.split(f"stopped by {name} at step ")[1].split(";")[0])
     assert 0 < step < 60 and (out / f"checkpoint-{step}" / "trainer_state.json").is_file()
     assert run_cli("sft", *flags, "--resume_from_checkpoint", "latest") == 0  # the same plan, continued
     assert [r["step"] for r in read_log(out) if "loss" in r] == list(range(1, 61))
@@ -283,3 +285,60 @@ def test_sigkill_during_a_save_or_a_rotation_then_resume_gives_the_same_weights_
     assert weights["killed"] == weights["reference"]
     assert (run / "best").resolve().name == (reference / "best").resolve().name
     assert not list(run.glob(".deleting-*")) and not (run / ".staging").exists()
+
+
+def test_a_full_disk_during_a_save_is_one_error_naming_the_checkpoint_kept(tmp_path):
+    inject = """
+import errno, os
+from tunewise.train import rundir
+publish, calls = rundir.publish, []
+def full(staged, run_dir):
+    calls.append(staged)
+    if len(calls) == 2:
+        raise OSError(errno.ENOSPC, "No space left on device", str(staged))
+    return publish(staged, run_dir)
+rundir.publish = full
+import sys
+from tunewise.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", inject, "sft", *map(str, SMALL), "--max_steps", "6", "--save_steps", "2",
+                           "--output_dir", str(out), "--add_version", "false"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "No space left on device" in proc.stderr and f"is kept: {out / 'checkpoint-2'}" in proc.stderr
+    assert "--resume_from_checkpoint latest" in proc.stderr
+
+
+def test_eval_warns_on_non_finite_weights(small_run, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    run = copy_run(small_run, tmp_path / "run")
+    weights = run / "checkpoint-6" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    first = sorted(tensors)[0]
+    tensors[first] = torch.full_like(tensors[first], float("nan"))
+    save_file(tensors, weights)
+    assert run_cli("eval", "--adapters", run / "checkpoint-6", "--dataset", "tiny_skills#4", "--max_new_tokens", 8,
+                   "--retention_baseline", "false") == 0
+    assert "weight tensors hold NaN or inf" in capsys.readouterr().err
+
+
+def test_a_signal_to_a_sweep_reaches_its_trial(tmp_path):
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "tunewise.cli", "sweep", *map(str, SMALL), "--max_steps", "200",
+                             "--learning_rate", "1e-3,1e-4", "--save_steps", "1000", "--output_dir", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    logs = lambda: list(out.glob("trials/*/logging.jsonl"))  # noqa: E731
+    while not (logs() and len(logs()[0].read_text().splitlines()) >= 3):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "sweep stopped by a signal during trial" in err, err[-2000:]
+    trial = logs()[0].parent
+    assert any(trial.glob("checkpoint-*")) and (trial / "train.log").is_file()  # the trial saved, then ended
+    assert "stopped by SIGTERM" in (trial / "train.log").read_text()
+    assert not [p for p in os.popen("ps -eo args").read().splitlines() if str(trial) in p]  # no orphan left
