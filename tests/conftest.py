@@ -5,28 +5,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 
 import pytest
 
-IDENTITY = ["--model_name", "小黄", "Xiao Huang", "--model_author", "魔搭", "ModelScope"]
-# The demo's identity recipe (README "The embedded model"): every identity row twice per epoch, 400 additions mixed
-# in, 5 epochs, 3,000 steps; the retention watch on. Seeded runs repeat exactly on one CPU kind and differ between
-# kinds (ATEN_CPU_CAPABILITY avx512 / avx2 / default); the bounds in the tests that read this run are set from the
-# spread measured over seeds 42, 1, 2 and those three kinds, and say so where they stand.
-IDENTITY_FLAGS = ["--dataset", "self_cognition#200", "tiny_skills#400", *IDENTITY, "--num_train_epochs", "5",
-                  "--retention_eval_steps", "1000", "--seed", "42"]
-# Identity data alone, 10 epochs (1,000 steps): where only the loading path is tested, not what the model kept.
-IDENTITY_ONLY_FLAGS = ["--dataset", "self_cognition", *IDENTITY, "--num_train_epochs", "10"]
-
-
-def read_log(run) -> list[dict]:
-    """A run's logging.jsonl, strictly: a line that is not JSON fails the test."""
-    import json
-
-    return [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
-
-
-def run_cli(*argv) -> int:
-    from tunewise.cli import main
-
-    return main([str(a) for a in argv])
+from helpers import IDENTITY_FLAGS, run_cli
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from tunewise.errors import UserError
 from tunewise.sweep import trend
 from tunewise.sweep.grid import parse_grid

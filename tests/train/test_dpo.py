@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from conftest import read_log, run_cli
+from helpers import read_log, run_cli
 
 
 # ------------------------------------------------------------------------------------------------- loss by hand

@@ -1,6 +1,6 @@
 import json
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_plan_prints_and_writes_the_plan_without_training(tmp_path, capsys):

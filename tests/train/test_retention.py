@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import read_log, run_cli
+from helpers import read_log, run_cli
 from tunewise.train.callbacks import BestTracker
 from tunewise.train.retention import combined_score
 
