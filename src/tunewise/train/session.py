@@ -107,6 +107,9 @@ def training_arguments(run: Run, staging: Path):
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
         ddp_backend="gloo" if not torch.cuda.is_available() and "LOCAL_RANK" in os.environ else None,
+        # without CUDA, accelerate makes a multi-CPU (DDP) state only when told it is on CPU; otherwise each torchrun
+        # process trains on its own (DeepSpeed builds its own state, deepspeed_cpu_state)
+        use_cpu=not torch.cuda.is_available() and run.deepspeed is None,
         report_to=[],  # TensorBoard is added as a callback writing to RUN_DIR/runs
         logging_nan_inf_filter=False,  # a NaN loss is logged as NaN, not as the average of the steps before it
         disable_tqdm=False,
