@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from helpers import run_cli
 
 
@@ -34,3 +36,17 @@ def test_a_warmup_nobody_asked_for_yields_and_a_given_one_is_labelled_flag(tmp_p
     assert run_cli("plan", *common, "--warmup_ratio", 0.1, "--output_dir", tmp_path / "d") == 0
     warmup_row = next(line for line in capsys.readouterr().out.splitlines() if "warmup steps" in line)
     assert warmup_row.split()[-1] == "flag", warmup_row
+
+
+def test_the_plan_names_the_engine(tmp_path, capsys):
+    base = ["--dataset", "self_cognition#20", "--model_name", "N", "--model_author", "A"]
+    for extra, engine in (([], "one process"), (["--nproc_per_node", "2"], "DDP (torchrun)"),
+                          (["--nproc_per_node", "2", "--nnodes", "2"], "DDP (torchrun) on 2 nodes"),
+                          (["--nproc_per_node", "2", "--deepspeed", "zero3"], "DeepSpeed ZeRO-3")):
+        if "--deepspeed" in extra:
+            pytest.importorskip("deepspeed")
+        out = tmp_path / engine.replace(" ", "_")
+        assert run_cli("plan", *base, *extra, "--output_dir", out) == 0
+        line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("engine"))
+        assert line.split(None, 1)[1].strip() == engine
+        assert json.loads((out / "plan.json").read_text())["extra"]["engine"] == engine

@@ -314,8 +314,10 @@ def write_plan_files(directory, step_plan: StepPlan, schedule: LRSchedule, extra
     return plan
 
 
-def format_plan(step_plan: StepPlan, schedule: LRSchedule, sources: dict[str, str] | None = None) -> str:
-    """A terminal table of the plan; ``sources`` maps field names to where each value came from."""
+def format_plan(step_plan: StepPlan, schedule: LRSchedule, sources: dict[str, str] | None = None,
+                engine: str | None = None) -> str:
+    """A terminal table of the plan; ``sources`` maps field names to where each value came from; ``engine`` says
+    what runs the processes (one process, DDP, DeepSpeed ZeRO-N)."""
     sources = sources or {}
     p = step_plan
     epochs = f"{p.num_train_epochs:g}" if p.max_steps < 0 else f"{p.epochs_covered:.3g} (max_steps={p.max_steps})"
@@ -324,6 +326,7 @@ def format_plan(step_plan: StepPlan, schedule: LRSchedule, sources: dict[str, st
         ("batch per device", "per_device_train_batch_size", str(p.per_device_train_batch_size)),
         ("gradient accumulation", "gradient_accumulation_steps", str(p.gradient_accumulation_steps)),
         ("world size", "world_size", str(p.world_size)),
+        *([("engine", "", engine)] if engine else []),
         ("global batch", "global_batch_size", str(p.global_batch_size)),
         ("drop last batch", "dataloader_drop_last", "yes" if p.dataloader_drop_last else "no"),
         ("epochs", "num_train_epochs", epochs),

@@ -70,6 +70,15 @@ class Run:
     def model_dir(self) -> str:
         return self.start.base
 
+    @property
+    def engine(self) -> str:
+        """What runs the training processes, as the plan shows it."""
+        if self.deepspeed is not None:
+            stage = self.deepspeed.config.get("zero_optimization", {}).get("stage", 0)
+            return f"DeepSpeed ZeRO-{stage}"
+        nodes = f" on {self.args.nnodes} nodes" if self.args.nnodes > 1 else ""
+        return f"DDP (torchrun){nodes}" if self.step_plan.world_size > 1 else "one process"
+
 
 def resolve(recipe: Recipe, args, sources: Mapping[str, str]) -> Run:
     """The Run of parsed flags; a UserError (exit 2) for anything it cannot honour."""

@@ -49,7 +49,7 @@ def print_plan(run: Run) -> None:
 
     for note in run.notes:
         print(note)
-    print(format_plan(run.step_plan, run.schedule, run.sources), flush=True)
+    print(format_plan(run.step_plan, run.schedule, run.sources, run.engine), flush=True)
     print(plan_advice(run, run.args.gpu_memory), flush=True)
 
 
@@ -141,7 +141,7 @@ def create_run_dir(run: Run) -> Path:
 
     run_dir = rundir.new_run_dir(run.args.output_dir, run.args.add_version, run.args.overwrite)
     write_json_atomic(run_dir / "args.json", to_json(run.args, dict(run.sources), run.recipe.command))
-    write_plan_files(run_dir, run.step_plan, run.schedule, {"notes": list(run.notes)})
+    write_plan_files(run_dir, run.step_plan, run.schedule, {"notes": list(run.notes), "engine": run.engine})
     return run_dir
 
 
