@@ -5,7 +5,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 
 import pytest
 
-from helpers import IDENTITY_FLAGS, run_cli
+from cli_runs import IDENTITY_FLAGS, run_cli
 
 
 @pytest.fixture(scope="session")

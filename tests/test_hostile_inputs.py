@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import run_cli
+from cli_runs import run_cli
 
 DATA = ["--dataset", "self_cognition#8", "--model_name", "N", "--model_author", "A"]
 

@@ -9,7 +9,7 @@ import sys
 import zipfile
 
 import pytest
-from helpers import run_cli
+from cli_runs import run_cli
 
 OK = '{"query": "q", "response": "r"}\n'
 DIRECTORY, MISSING = object(), object()

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from helpers import run_cli
+from cli_runs import run_cli
 from tunewise.evaluate.identity import Identity
 from tunewise.evaluate.report import Suite, evaluate_model
 

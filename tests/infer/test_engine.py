@@ -3,7 +3,7 @@ import io
 import pytest
 import torch
 
-from helpers import run_cli
+from cli_runs import run_cli
 from tunewise.args import Sampling
 from tunewise.infer.chat import answer
 from tunewise.infer.engine import Engine, Reply

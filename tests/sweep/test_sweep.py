@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from helpers import run_cli
+from cli_runs import run_cli
 from tunewise.errors import UserError
 from tunewise.sweep import trend
 from tunewise.sweep.grid import parse_grid

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from helpers import read_log, run_cli
+from cli_runs import read_log, run_cli
 
 
 # ------------------------------------------------------------------------------------------------- loss by hand

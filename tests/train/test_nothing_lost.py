@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import read_log, run_cli
+from cli_runs import read_log, run_cli
 
 SMALL = ["--dataset", "self_cognition#16", "--model_name", "N", "--model_author", "A", "--report_to", "none",
          "--logging_steps", 1]

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from helpers import run_cli
+from cli_runs import run_cli
 
 
 def test_plan_prints_and_writes_the_plan_without_training(tmp_path, capsys):

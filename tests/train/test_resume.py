@@ -1,7 +1,7 @@
 
 import pytest
 
-from helpers import read_log, run_cli
+from cli_runs import read_log, run_cli
 
 
 def test_resume_continues_the_same_lr_curve(tmp_path):

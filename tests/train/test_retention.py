@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import read_log, run_cli
+from cli_runs import read_log, run_cli
 from tunewise.train.callbacks import BestTracker
 from tunewise.train.retention import combined_score
 

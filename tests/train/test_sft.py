@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from helpers import IDENTITY_ONLY_FLAGS, run_cli
+from cli_runs import IDENTITY_ONLY_FLAGS, run_cli
 from tunewise.evaluate.skills import addition_accuracy
 from tunewise.args import Sampling
 from tunewise.infer.engine import Engine

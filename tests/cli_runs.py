@@ -1,5 +1,6 @@
-"""What tests share besides fixtures (imported as `from helpers import ...`; a module named conftest would be
-shadowed by tests/serve/conftest.py)."""
+"""Running the CLI the way the tests do: `run_cli` (in-process, the exit code), the identity recipe's flags, and a
+run's logging.jsonl read strictly. Imported as `from cli_runs import ...` (a module named conftest would be shadowed
+by tests/serve/conftest.py)."""
 
 IDENTITY = ["--model_name", "小黄", "Xiao Huang", "--model_author", "魔搭", "ModelScope"]
 # The demo's identity recipe (README "The embedded model"): every identity row twice per epoch, 400 additions mixed
