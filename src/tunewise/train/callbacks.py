@@ -225,8 +225,8 @@ class ScheduleGuard(TrainerCallback):
             message = (f"schedule guard: at step {step} the {what} learning rate is {actual:.6g} but the plan says "
                        f"{planned:.6g}. Likely causes: {self.CAUSES}.")
             if self.mode == "error":
-                kept = rundir.checkpoints(self.run_dir) if self.run_dir and Path(self.run_dir).is_dir() else []
-                where = (f" The newest checkpoint, written before the mismatch was seen, is kept: {kept[-1]} (resume "
+                kept = rundir.newest_checkpoint(self.run_dir)
+                where = (f" The newest checkpoint, written before the mismatch was seen, is kept: {kept} (resume "
                          "from it with --resume_from_checkpoint once the cause is fixed)." if kept
                          else " No checkpoint had been written yet.")
                 raise ScheduleGuardError(message + " The run stopped here; nothing after this step was saved." + where

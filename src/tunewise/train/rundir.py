@@ -139,6 +139,12 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def newest_checkpoint(run_dir: Path | None) -> Path | None:
+    """The run's newest complete checkpoint, or None (no run directory yet, or no checkpoint in it)."""
+    found = checkpoints(run_dir) if run_dir is not None and Path(run_dir).is_dir() else []
+    return found[-1] if found else None
+
+
 def step_of(checkpoint: Path) -> int:
     m = _CHECKPOINT.match(Path(checkpoint).name)
     return int(m.group(1)) if m else -1

@@ -171,12 +171,10 @@ def open_run(run: Run) -> tuple[Path, Path | None, bool]:
 def run_callbacks(run: Run, run_dir: Path, resume: Path | None = None) -> tuple[list, object, object]:
     """(callbacks for the trainer, the MetricsLog, the BestTracker): logging.jsonl with planned_lr, the progress
     bar, best/early stop, the retention watch, atomic checkpoint publishing, the schedule guard and TensorBoard."""
-    from tunewise.train import callbacks
-
-    args = run.args
-    from tunewise.train import rundir
+    from tunewise.train import callbacks, rundir
     from tunewise.train.stops import FiniteGuard, SignalStop
 
+    args = run.args
     metrics = callbacks.MetricsLog(run_dir / "logging.jsonl", run.schedule,
                                    resume_step=rundir.step_of(resume) if resume else None)
     on_eval_loss = args.early_stop_on == "eval_loss"
@@ -184,7 +182,7 @@ def run_callbacks(run: Run, run_dir: Path, resume: Path | None = None) -> tuple[
     best = callbacks.BestTracker(args.early_stop_patience if on_eval_loss else None, by_eval_loss=not by_retention)
     if resume is not None:
         best.restore(resume)  # rotation must keep the real best across the resume
-    finite = FiniteGuard(args.nan_policy, kept=lambda: (rundir.checkpoints(run_dir) or [None])[-1])
+    finite = FiniteGuard(args.nan_policy, kept=lambda: rundir.newest_checkpoint(run_dir))
     extra = [metrics, callbacks.ProgressBar(metrics), finite, best]
     if run.probes is not None:  # before publishing: the best it names is known when the checkpoint is rotated
         from tunewise.train.retention import RetentionWatch
@@ -208,10 +206,8 @@ def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda
     from transformers.trainer_callback import ProgressCallback
 
     from tunewise.train import plots, rundir
-    from tunewise.train.callbacks import ProgressBar
+    from tunewise.train.callbacks import MetricsLog, ProgressBar
     from tunewise.train.retention import RetentionWatch
-
-    from tunewise.train.callbacks import MetricsLog
     from tunewise.train.stops import SignalStop
 
     trainer.remove_callback(ProgressCallback)
@@ -222,9 +218,9 @@ def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
         if isinstance(e, OSError) and e.errno in DISK_ERRORS:
-            kept = (rundir.checkpoints(run_dir) or [None])[-1]
             raise UserError(f"{e.filename or run_dir}: {e.strerror}; the run stopped at step "
-                            f"{trainer.state.global_step}. The newest complete checkpoint is kept: {kept}; free space "
+                            f"{trainer.state.global_step}. The newest complete checkpoint is kept: "
+                            f"{rundir.newest_checkpoint(run_dir)}; free space "
                             "(or fix the permission), then continue with --resume_from_checkpoint latest.") from e
         if resume is None or metrics.began:
             raise

@@ -27,10 +27,6 @@ class NonFiniteError(UserError):
     """A NaN or inf in the loss or the gradients stopped the run (exit 2)."""
 
 
-def finite(values) -> bool:
-    return all(v is None or math.isfinite(v) for v in values)
-
-
 class FiniteGuard(TrainerCallback):
     def __init__(self, policy: str = "stop", kept=lambda: None):
         self.policy = policy
