@@ -40,7 +40,7 @@ def export(args: ExportArgs) -> Path:
         merged.save_pretrained(tmp, safe_serialization=True)
         spec.load_tokenizer().save_pretrained(tmp)
         if out.exists():  # --overwrite true: the old export goes only once the new one is complete
-            remove_tree(out) if out.is_dir() else out.unlink()
+            remove_tree(out)
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -65,3 +65,11 @@ def check_writable(path: Path, flag: str = "--output_dir") -> None:
         raise UserError(f"{flag} {path}: {existing} is a file, not a folder.")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path}: {existing} is not writable.")
+
+
+def listing(folder, skip=(), most: int = 5) -> str:
+    """The names in `folder` but those in `skip`, sorted, for a message: the first `most`, then how many more ("" for
+    an empty or missing folder)."""
+    folder = Path(folder)
+    names = sorted(p.name for p in folder.iterdir() if p.name not in skip) if folder.is_dir() else []
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")

@@ -264,14 +264,13 @@ class Clock:
 
 def check_sweep_dir(sweep_dir: Path) -> None:
     """A sweep continues in its own folder (sweep.json) and refuses a folder that holds anything else."""
-    from tunewise.files import check_writable
+    from tunewise.files import check_writable, listing
 
     check_writable(sweep_dir)
-    if sweep_dir.is_dir() and not (sweep_dir / "sweep.json").is_file() and any(sweep_dir.iterdir()):
-        held = sorted(p.name for p in sweep_dir.iterdir())
-        raise UserError(f"--output_dir {sweep_dir} holds files that are not a sweep's ({', '.join(held[:5])}"
-                        f"{' ...' if len(held) > 5 else ''}); give a new or empty folder (a sweep continues only in "
-                        "a folder it made).")
+    shown = listing(sweep_dir)
+    if shown and not (sweep_dir / "sweep.json").is_file():
+        raise UserError(f"--output_dir {sweep_dir} holds files that are not a sweep's ({shown}); give a new or empty "
+                        "folder (a sweep continues only in a folder it made).")
 
 
 def run(grid: Grid, sources: dict, argv: list[str]) -> int:

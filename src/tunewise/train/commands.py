@@ -71,13 +71,13 @@ PLAN_FILES = ("plan.json", "lr_plan.csv", "lr_plan.png")
 def check_plan_target(out: Path, overwrite: bool) -> None:
     """plan writes its three files into --output_dir: refused where other files are (a run's plan among them)
     unless --overwrite true; an earlier plan alone is replaced."""
-    from tunewise.files import check_writable
+    from tunewise.files import check_writable, listing
 
     check_writable(out)
-    others = sorted(p.name for p in out.iterdir() if p.name not in PLAN_FILES) if out.is_dir() else []
-    if others and not overwrite:
-        what = "a training run" if "args.json" in others else "other files"
-        raise UserError(f"--output_dir {out} holds {what} ({', '.join(others[:5])}{' ...' if len(others) > 5 else ''}); "
+    shown = listing(out, skip=PLAN_FILES)
+    if shown and not overwrite:
+        what = "a training run" if (out / "args.json").exists() else "other files"
+        raise UserError(f"--output_dir {out} holds {what} ({shown}); "
                         f"plan writes {', '.join(PLAN_FILES)} there. Choose an empty or new folder, or pass --overwrite "
                         "true to replace those three files anyway.")
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from tunewise.errors import UserError
-from tunewise.files import check_writable, read_jsonl, write_text_atomic
+from tunewise.files import check_writable, listing, read_jsonl, write_text_atomic
 
 STAGING = ".staging"
 TRASH = ".deleting-"  # remove_tree's hidden names
@@ -30,10 +30,9 @@ def check_run_target(output_dir: str, add_version: bool, overwrite: bool) -> Non
     check_writable(root)
     if add_version or overwrite or not root.is_dir():
         return
-    held = sorted(p.name for p in root.iterdir())
-    if held:
+    shown = listing(root)
+    if shown:
         what = "a run" if (root / "args.json").exists() or checkpoints(root) else "files"
-        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
         raise UserError(f"--output_dir {root} already holds {what} ({shown}) and --add_version false would write into "
                         "it. Choose a new folder, drop --add_version false (each run then gets its own vN-... folder), "
                         "resume it with --resume_from_checkpoint, or pass --overwrite true to replace what is there.")
@@ -41,8 +40,11 @@ def check_run_target(output_dir: str, add_version: bool, overwrite: bool) -> Non
 
 def remove_tree(path: Path) -> None:
     """Delete a folder so that a kill midway never leaves a half of it under its own name: it is renamed to a
-    hidden name first (which no reader lists), then removed."""
+    hidden name first (which no reader lists), then removed. A file or a link is simply unlinked."""
     path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+        return
     trash = path.with_name(f"{TRASH}{path.name}-{os.getpid()}-{time.time_ns()}")
     os.rename(path, trash)
     shutil.rmtree(trash)
@@ -70,7 +72,7 @@ def _new_run_dir(root: Path, add_version: bool, overwrite: bool) -> Path:
         if overwrite:  # asked for in words: the old contents go, each folder renamed away first
             for p in root.iterdir():
                 if p.name != LOCK:
-                    remove_tree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                    remove_tree(p)
         return root
     root.mkdir(parents=True, exist_ok=True)
     versions = [int(m.group(1)) for p in root.iterdir() if (m := _VERSION.match(p.name))]
