@@ -7,6 +7,12 @@ class UserError(Exception):
     exit_code = 2
 
 
+def brief(error: BaseException, limit: int = 300) -> str:
+    """"Type: first line of the message" (cut to `limit` characters) for quoting a library's error in a UserError."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0][:limit] if lines else ''}"
+
+
 class Stopped(Exception):
     """A run that stopped because it was asked to (SIGTERM, SIGINT) after saving what it had: not an error. The CLI
     prints the message and exits with `exit_code` (128 + the signal: 143 for SIGTERM, 130 for SIGINT)."""

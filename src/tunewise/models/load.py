@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunewise.errors import UserError
+from tunewise.errors import UserError, brief
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 BUILTIN_MODELS = {"tunewise-tiny": BUILTIN_DIR / "tunewise-tiny"}
@@ -46,8 +46,7 @@ def check_model_dir(model_dir: str) -> None:
         try:
             AutoConfig.from_pretrained(str(path))
         except (OSError, ValueError, KeyError) as e:  # json.JSONDecodeError is a ValueError
-            raise UserError(f"{config}: not a readable model config ({type(e).__name__}: {str(e).splitlines()[0][:200]})."
-                            ) from e
+            raise UserError(f"{config}: not a readable model config ({brief(e, 200)}).") from e
     for weights in sorted(path.glob("*.safetensors")):
         try:
             with safe_open(str(weights), "pt"):
@@ -78,8 +77,7 @@ def load_tokenizer(model_dir: str):
     try:
         tok = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError, KeyError) as e:  # a missing or corrupt tokenizer file, or a hub id that is not one
-        raise UserError(f"{model_dir}: cannot load its tokenizer ({type(e).__name__}: {str(e).splitlines()[0][:200]})."
-                        ) from e
+        raise UserError(f"{model_dir}: cannot load its tokenizer ({brief(e, 200)}).") from e
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if not tok.chat_template:
@@ -101,8 +99,7 @@ def load_model(model_dir: str, dtype: str = "auto", attn_implementation: str | N
     try:
         return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     except (OSError, ValueError, KeyError, SafetensorError) as e:
-        raise UserError(f"{model_dir}: cannot load the model ({type(e).__name__}: {str(e).splitlines()[0][:300]})."
-                        ) from e
+        raise UserError(f"{model_dir}: cannot load the model ({brief(e)}).") from e
     finally:
         if shown:
             hf_logging.enable_progress_bar()

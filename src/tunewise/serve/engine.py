@@ -52,7 +52,7 @@ class BatchEngine:
         """Load a LoRA checkpoint under `name`; requests then pick it with model=name. Safe while serving."""
         from peft import PeftModel
 
-        from tunewise.errors import UserError
+        from tunewise.errors import UserError, brief
 
         if name in self.models:
             raise UserError(f"--adapters {name}={checkpoint}: the name {name!r} is already served.")
@@ -67,8 +67,7 @@ class BatchEngine:
                 else:
                     self.model = PeftModel.from_pretrained(self.model, checkpoint, adapter_name=key)
             except (RuntimeError, ValueError, KeyError) as e:
-                raise UserError(f"--adapters {name}={checkpoint}: cannot load it on {self.base_path} "
-                                f"({type(e).__name__}: {str(e).splitlines()[0][:300]}).") from e
+                raise UserError(f"--adapters {name}={checkpoint}: cannot load it on {self.base_path} ({brief(e)}).") from e
             self.model.eval()
             self.scheduler.model = self.model
             self.scheduler._mode = None

@@ -8,7 +8,7 @@ import os
 import pickle
 from pathlib import Path
 
-from tunewise.errors import UserError
+from tunewise.errors import UserError, brief
 from tunewise.train.recipe import Run, mixed_precision
 from tunewise.train.rundir import STAGING
 
@@ -225,8 +225,8 @@ def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda
         if resume is None or metrics.began:
             raise
         # the checkpoint's optimizer, scheduler or RNG state would not load: nothing was changed yet
-        raise UserError(f"--resume_from_checkpoint {resume}: cannot load its training state ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:300] if str(e) else ''}); the run directory is unchanged. Resume "
+        raise UserError(f"--resume_from_checkpoint {resume}: cannot load its training state ({brief(e)}); the run "
+                        "directory is unchanged. Resume "
                         "from an earlier checkpoint.") from e
     finally:  # a run stopped by an error ends its progress bar's line, so the error starts on its own
         signals.uninstall()
