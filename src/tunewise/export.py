@@ -52,7 +52,7 @@ def check_target(out: Path, checkpoint: Path, overwrite: bool) -> None:
     """The export never replaces the checkpoint it reads, the run around it, or any other training run; anything
     else already at --output_dir only with --overwrite true."""
     from tunewise.files import check_writable
-    from tunewise.train.rundir import checkpoints
+    from tunewise.train.rundir import holds_run
 
     check_writable(out)
     target, source = out.resolve(), checkpoint.resolve()
@@ -61,7 +61,7 @@ def check_target(out: Path, checkpoint: Path, overwrite: bool) -> None:
                         f"inside it ({source}); write the export elsewhere (default: CHECKPOINT-merged beside it).")
     if not out.exists():
         return
-    if out.is_dir() and ((out / "args.json").is_file() or checkpoints(out)):
+    if holds_run(out):
         raise UserError(f"--output_dir {out} holds a training run; write the export elsewhere.")
     if not overwrite:
         raise UserError(f"--output_dir {out} already exists; choose another folder or pass --overwrite true to "

@@ -72,11 +72,12 @@ def check_plan_target(out: Path, overwrite: bool) -> None:
     """plan writes its three files into --output_dir: refused where other files are (a run's plan among them)
     unless --overwrite true; an earlier plan alone is replaced."""
     from tunewise.files import check_writable, listing
+    from tunewise.train.rundir import holds_run
 
     check_writable(out)
     shown = listing(out, skip=PLAN_FILES)
     if shown and not overwrite:
-        what = "a training run" if (out / "args.json").exists() else "other files"
+        what = "a training run" if holds_run(out) else "other files"
         raise UserError(f"--output_dir {out} holds {what} ({shown}); "
                         f"plan writes {', '.join(PLAN_FILES)} there. Choose an empty or new folder, or pass --overwrite "
                         "true to replace those three files anyway.")

@@ -32,10 +32,16 @@ def check_run_target(output_dir: str, add_version: bool, overwrite: bool) -> Non
         return
     shown = listing(root)
     if shown:
-        what = "a run" if (root / "args.json").exists() or checkpoints(root) else "files"
+        what = "a run" if holds_run(root) else "files"
         raise UserError(f"--output_dir {root} already holds {what} ({shown}) and --add_version false would write into "
                         "it. Choose a new folder, drop --add_version false (each run then gets its own vN-... folder), "
                         "resume it with --resume_from_checkpoint, or pass --overwrite true to replace what is there.")
+
+
+def holds_run(folder: Path) -> bool:
+    """`folder` is a training run's: it has args.json or a complete checkpoint."""
+    folder = Path(folder)
+    return folder.is_dir() and ((folder / "args.json").is_file() or bool(checkpoints(folder)))
 
 
 def remove_tree(path: Path) -> None:
