@@ -20,13 +20,14 @@ echo "== the base model tunewise-tiny"
 ask --model tunewise-tiny
 
 echo "== fine-tuning (LoRA) on self_cognition as 小黄 / Xiao Huang by 魔搭 / ModelScope, with general data mixed in"
-rm -rf output/demo
 # The model's measured identity recipe: every identity row twice per epoch (self_cognition#200) with 400 of its
 # general-skill rows (additions) mixed in, so the fine-tune keeps what the model knew, as ms-swift's self-cognition
 # recipe mixes alpaca data; 5 epochs, 3,000 steps. The retention watch scores additions and identity on the way.
+# --overwrite true: a second demo replaces the first one's output/demo (tunewise never writes over a run unasked).
 tunewise sft --model tunewise-tiny --train_type lora --dataset 'self_cognition#200' 'tiny_skills#400' \
   --model_name 小黄 'Xiao Huang' --model_author 魔搭 ModelScope \
-  --num_train_epochs 5 --retention_eval_steps 500 --output_dir output/demo --add_version false
+  --num_train_epochs 5 --retention_eval_steps 500 --output_dir output/demo --add_version false \
+  --overwrite true
 ckpt=$(readlink -f output/demo/last)
 
 echo "== the fine-tuned model ($ckpt)"
