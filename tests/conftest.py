@@ -22,3 +22,11 @@ def base_model():
 
     path = resolve_model("tunewise-tiny")
     return load_model(path).eval(), load_tokenizer(path)
+
+
+@pytest.fixture(scope="session")
+def one_process_run(tmp_path_factory):
+    """parallel_runs.one_process: the reference of the data-parallel equality tests."""
+    from parallel_runs import one_process
+
+    return one_process(tmp_path_factory.mktemp("parallel") / "one")

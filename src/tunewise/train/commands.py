@@ -20,13 +20,25 @@ def training(recipe: Recipe) -> Command:
         from tunewise.train import launch, rundir, session
 
         resolved = resolve(recipe, args, sources)
-        made_elsewhere = os.environ.get(launch.RUN_DIR_ENV) or launch.rank() != 0  # the launcher's or rank 0's
-        if not resolved.args.resume_from_checkpoint and not made_elsewhere:  # no folder holding files, unasked
-            rundir.check_run_target(resolved.args.output_dir, resolved.args.add_version, resolved.args.overwrite)
-        if launch.wants_launch(resolved.args):
+        a = resolved.args
+        # the run directory is made (or checked) once: by node 0's launching parent, or by global rank 0
+        made_elsewhere = os.environ.get(launch.RUN_DIR_ENV) or launch.rank() != 0 or a.node_rank > 0
+        if not a.resume_from_checkpoint and not made_elsewhere:  # no folder holding files, unasked
+            rundir.check_run_target(a.output_dir, a.add_version, a.overwrite)
+        if launch.wants_launch(a):
+            if a.node_rank > 0:  # writes nothing: node 0 makes the run directory, its path reaches these ranks
+                print(f"node {a.node_rank} of {a.nnodes}: joining node 0 at {a.master_addr}:{a.master_port}, "
+                      "which prints the plan and writes the run directory.", flush=True)
+                return launch.launch(a, argv, recipe.command, None)
             session.print_plan(resolved)
+            run_dir = session.launch_run_dir(resolved)
             try:
-                return launch.launch(resolved.args, argv, recipe.command, session.create_run_dir(resolved))
+                return launch.launch(a, argv, recipe.command, run_dir)
+            except UserError:
+                if not a.resume_from_checkpoint and not (run_dir / "logging.jsonl").exists():
+                    rundir.release_locks()  # nothing was trained: the new run directory goes, as in one process
+                    rundir.remove_tree(run_dir)
+                raise
             finally:
                 rundir.release_locks()
         session.train(resolved)

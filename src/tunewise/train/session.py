@@ -145,22 +145,38 @@ def create_run_dir(run: Run) -> Path:
     return run_dir
 
 
+def launch_run_dir(run: Run) -> Path:
+    """The run directory a launching parent hands to its ranks: the resumed run's (locked here, for the whole
+    launch) or a new one."""
+    from tunewise.train import rundir
+
+    resume = resume_target(run.args)
+    if resume is None:
+        return create_run_dir(run)
+    rundir.acquire_lock(resume.parent)
+    return resume.parent
+
+
 def open_run(run: Run) -> tuple[Path, Path | None, bool]:
     """(run directory, checkpoint to resume from or None, made here): prints the plan unless a launching parent
-    did, and either reuses (and locks) the resumed run's directory or makes a new one. A resumed run's log is cut
-    back to its checkpoint only once the Trainer has loaded it (MetricsLog), so a failed resume changes nothing."""
+    did, and either reuses (and locks) the resumed run's directory or makes a new one; with several processes
+    global rank 0 decides and the others follow (launch.agree_on_run). A resumed run's log is cut back to its
+    checkpoint only once the Trainer has loaded it (MetricsLog), so a failed resume changes nothing."""
     from tunewise.train import launch, rundir
 
-    if is_main_process() and not os.environ.get(launch.RUN_DIR_ENV):
+    launched = os.environ.get(launch.RUN_DIR_ENV)
+    if is_main_process() and not launched:
         print_plan(run)
-    resume = resume_target(run.args)
-    created = False
-    if resume is not None:
-        run_dir = resume.parent
-        if is_main_process() and not os.environ.get(launch.RUN_DIR_ENV):
-            rundir.acquire_lock(run_dir)
-    else:
-        run_dir, created = launch.shared_run_dir(lambda: create_run_dir(run))
+
+    def decide() -> tuple[Path, Path | None, bool]:
+        resume = resume_target(run.args)
+        if resume is not None:
+            if not launched:  # a launching parent holds the lock
+                rundir.acquire_lock(resume.parent)
+            return resume.parent, resume, False
+        return (Path(launched), None, False) if launched else (create_run_dir(run), None, True)
+
+    run_dir, resume, created = launch.agree_on_run(decide)
     if is_main_process():
         if resume is None:  # a resumed run cleans up once its checkpoint has loaded (MetricsLog.on_train_begin)
             rundir.clear_staging(run_dir)
