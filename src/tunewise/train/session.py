@@ -116,19 +116,29 @@ def training_arguments(run: Run, staging: Path):
     )
 
 
-def resume_target(args) -> Path | None:
+def resume_target(run: Run) -> Path | None:
+    """The checkpoint --resume_from_checkpoint names (or the newest, for 'latest'), checked to be complete and to
+    have steps left: transformers would take one step past a finished run's last, off the planned schedule."""
     from tunewise.train import rundir
 
+    args = run.args
     if not args.resume_from_checkpoint:
         return None
     if args.resume_from_checkpoint == "latest":
-        return rundir.latest_checkpoint(args.output_dir)
-    path = Path(args.resume_from_checkpoint)
-    if not (path / "trainer_state.json").is_file():
-        raise UserError(f"--resume_from_checkpoint {path}: not a checkpoint directory (no trainer_state.json).")
-    if rundir.trainer_state(path) is None:
+        path = rundir.latest_checkpoint(args.output_dir)
+    else:
+        path = Path(args.resume_from_checkpoint)
+        if not (path / "trainer_state.json").is_file():
+            raise UserError(f"--resume_from_checkpoint {path}: not a checkpoint directory (no trainer_state.json).")
+    state = rundir.trainer_state(path)
+    if state is None:
         raise UserError(f"--resume_from_checkpoint {path}: its trainer_state.json cannot be read (cut short or "
                         "corrupt), so the checkpoint is not complete; resume from an earlier one.")
+    done, total = state.get("global_step", 0), run.step_plan.total_steps
+    if done >= total:
+        raise UserError(f"--resume_from_checkpoint {path}: that checkpoint is at step {done} and the plan ends at "
+                        f"step {total}, so nothing is left to train. To train further, start a new run from it "
+                        f"(--adapters {path} for LoRA, --model {path} for a full fine-tune).")
     return path
 
 
@@ -150,7 +160,7 @@ def launch_run_dir(run: Run) -> Path:
     launch) or a new one."""
     from tunewise.train import rundir
 
-    resume = resume_target(run.args)
+    resume = resume_target(run)
     if resume is None:
         return create_run_dir(run)
     rundir.acquire_lock(resume.parent)
@@ -169,7 +179,7 @@ def open_run(run: Run) -> tuple[Path, Path | None, bool]:
         print_plan(run)
 
     def decide() -> tuple[Path, Path | None, bool]:
-        resume = resume_target(run.args)
+        resume = resume_target(run)
         if resume is not None:
             if not launched:  # a launching parent holds the lock
                 rundir.acquire_lock(resume.parent)
