@@ -27,7 +27,7 @@ def training(recipe: Recipe) -> Command:
             rundir.check_run_target(a.output_dir, a.add_version, a.overwrite)
         if launch.wants_launch(a):
             if a.node_rank > 0:  # writes nothing: node 0 makes the run directory, its path reaches these ranks
-                print(f"node {a.node_rank} of {a.nnodes}: joining node 0 at {a.master_addr}:{a.master_port}, "
+                print(f"--node_rank {a.node_rank} of --nnodes {a.nnodes}: joining node 0 at {a.master_addr}:{a.master_port}, "
                       "which prints the plan and writes the run directory.", flush=True)
                 return launch.launch(a, argv, recipe.command, None)
             session.print_plan(resolved)
