@@ -55,3 +55,48 @@ def test_a_base_model_and_the_errors(tmp_path):
     assert run_args_of(str(lonely)) == {}
     with pytest.raises(UserError, match="give one checkpoint"):
         resolve(None, [str(lonely), str(lonely)])
+
+
+def test_a_peft_adapter_from_elsewhere_names_its_base_in_adapter_config(tmp_path):
+    ckpt = tmp_path / "peft-adapter"
+    ckpt.mkdir()
+    (ckpt / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": "tunewise-tiny"}))
+    found = resolve(None, [str(ckpt)])
+    assert found.base == resolve_model("tunewise-tiny") and found.base_name == "tunewise-tiny"
+    assert found.run_args == {} and found.system is None
+
+
+def test_a_checkpoint_copied_on_its_own_loads_with_plain_peft_and_tunewise_infer(tmp_path, capsys):
+    """The adapter names its base portably (the built-in model's name, not this install's path), and each
+    checkpoint carries its run's args.json (system prompt and all), so a copy works without its run folder."""
+    import shutil
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from cli_runs import run_cli
+
+    run = tmp_path / "run"
+    assert run_cli("sft", "--dataset", "self_cognition#8", "--model_name", "N", "--model_author", "A",
+                   "--max_steps", 2, "--save_steps", 2, "--report_to", "none", "--system", "You are N.",
+                   "--output_dir", run, "--add_version", "false") == 0
+    config = json.loads((run / "checkpoint-2" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "tunewise-tiny"
+    assert json.loads((run / "args.json").read_text())["model_path"] == str(resolve_model("tunewise-tiny"))
+    copy = tmp_path / "elsewhere" / "my-adapter"
+    shutil.copytree(run / "checkpoint-2", copy)
+    shutil.rmtree(run)
+
+    found = resolve(None, [str(copy)])
+    assert found.base_name == "tunewise-tiny" and found.system == "You are N."
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(config["base_model_name_or_path"]))
+    model = PeftModel.from_pretrained(base, copy)  # plain peft
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        tuned = model(ids).logits
+        with model.disable_adapter():
+            assert not torch.equal(tuned, model(ids).logits)  # the trained adapter was applied
+    capsys.readouterr()
+    assert run_cli("infer", "--adapters", copy, "--query", "who are you?", "--max_new_tokens", 8) == 0
+    assert capsys.readouterr().out.strip()

@@ -3,7 +3,9 @@ web UI and dpo): the base model, the LoRA adapter, the tokenizer, the run's syst
 
 A checkpoint is either a LoRA checkpoint (peft: adapter_config.json), applied on the base model its run's args.json
 names, or a full checkpoint (config.json + weights), which is the model itself. A checkpoint's run directory is
-the folder holding args.json: the checkpoint's parent (or the folder itself).
+the folder holding args.json: the checkpoint's parent, or the checkpoint itself (each checkpoint carries a copy, so
+one copied elsewhere on its own still knows its base, system prompt and template). A peft adapter made elsewhere,
+without args.json, is applied on the base its adapter_config.json names.
 """
 from __future__ import annotations
 
@@ -61,6 +63,16 @@ def read_run_args(run_dir: Path) -> dict:
                         "base model.") from e
 
 
+def adapter_base(checkpoint: Path) -> str | None:
+    """The base model a LoRA checkpoint's adapter_config.json names (peft's base_model_name_or_path)."""
+    try:
+        base = json.loads((Path(checkpoint) / "adapter_config.json").read_text(encoding="utf-8")).get(
+            "base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return base if isinstance(base, str) and base else None
+
+
 def run_args_of(checkpoint: str) -> dict:
     """The args of the run a checkpoint belongs to, or {} when it has no readable args.json."""
     try:
@@ -93,6 +105,12 @@ def resolve(model: str | None, adapters: list[str], system: str | None = None) -
     lora = is_lora(ckpt)
     if not lora and not (ckpt / "config.json").is_file():
         raise UserError(f"--adapters {ckpt}: neither a LoRA checkpoint (adapter_config.json) nor a model (config.json).")
+    has_run = any((folder / "args.json").is_file() for folder in (ckpt.parent, ckpt))
+    if lora and model is None and not has_run:  # a peft adapter from elsewhere: its adapter_config names the base
+        model = adapter_base(ckpt)
+        if model is None:
+            raise UserError(f"--adapters {ckpt}: no args.json beside it and no base_model_name_or_path in its "
+                            "adapter_config.json, so the base model is unknown; pass --model.")
     run_args = read_run_args(find_run_dir(str(ckpt))) if lora and model is None else run_args_of(str(ckpt))
     if system is None:
         system = run_args.get("system")

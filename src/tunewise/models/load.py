@@ -31,6 +31,14 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
+def portable_name(name_or_path: str) -> str:
+    """How an adapter names its base so that it loads elsewhere: a built-in model's name or a hub id as given (not
+    this install's path), a local directory as an absolute path."""
+    if name_or_path in BUILTIN_MODELS or not Path(name_or_path).expanduser().exists():
+        return name_or_path
+    return str(Path(name_or_path).expanduser().resolve())
+
+
 def check_model_dir(model_dir: str) -> None:
     """A local model directory whose config.json or weight files cannot be read is a UserError now, before a run
     directory exists, not a traceback after (a hub id is checked when it is downloaded). Reads only config.json and

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -186,6 +187,8 @@ class PublishCheckpoints(TrainerCallback):
             self.finite.stop(state.global_step, "weights in the checkpoint being saved (it was not published)")
         if staged.is_dir():
             write_json_atomic(staged / BestTracker.STATE_FILE, self.best.state_dict())
+            if (self.run_dir / "args.json").is_file():  # a checkpoint copied on its own still names its run
+                shutil.copyfile(self.run_dir / "args.json", staged / "args.json")
             rundir.publish(staged, self.run_dir)
         rundir.rotate(self.run_dir, self.limit, self.best_checkpoint())
 

@@ -150,7 +150,9 @@ def create_run_dir(run: Run) -> Path:
     from tunewise.train import rundir
 
     run_dir = rundir.new_run_dir(run.args.output_dir, run.args.add_version, run.args.overwrite)
-    write_json_atomic(run_dir / "args.json", to_json(run.args, dict(run.sources), run.recipe.command))
+    record = to_json(run.args, dict(run.sources), run.recipe.command)
+    record["model_path"] = str(Path(run.model_dir).resolve()) if Path(run.model_dir).exists() else run.model_dir
+    write_json_atomic(run_dir / "args.json", record)
     write_plan_files(run_dir, run.step_plan, run.schedule, {"notes": list(run.notes), "engine": run.engine})
     return run_dir
 
