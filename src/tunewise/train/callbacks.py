@@ -161,8 +161,10 @@ class BestTracker(TrainerCallback):
 class PublishCheckpoints(TrainerCallback):
     """After the Trainer finished writing STAGING/checkpoint-N, rename it into the run directory, then rotate."""
 
-    def __init__(self, run_dir: Path, save_total_limit: int | None, best: BestTracker, finite=None):
+    def __init__(self, run_dir: Path, save_total_limit: int | None, best: BestTracker, finite=None,
+                 base_name: str | None = None):
         self.run_dir = Path(run_dir)
+        self.base_name = base_name  # how a published adapter names its base (models.load.portable_name)
         self.limit = save_total_limit
         self.best = best
         self.finite = finite  # a tunewise.train.stops.FiniteGuard: a non-finite model is never published
@@ -189,8 +191,19 @@ class PublishCheckpoints(TrainerCallback):
             write_json_atomic(staged / BestTracker.STATE_FILE, self.best.state_dict())
             if (self.run_dir / "args.json").is_file():  # a checkpoint copied on its own still names its run
                 shutil.copyfile(self.run_dir / "args.json", staged / "args.json")
+            self.name_base(staged / "adapter_config.json")
             rundir.publish(staged, self.run_dir)
         rundir.rotate(self.run_dir, self.limit, self.best_checkpoint())
+
+
+    def name_base(self, adapter_config: Path) -> None:
+        """peft names the base by the path it was loaded from (for the built-in model, a folder inside this
+        install); the published adapter names it as the user did, so it loads on another machine."""
+        if self.base_name is None or not adapter_config.is_file():
+            return
+        config = json.loads(adapter_config.read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = self.base_name
+        write_json_atomic(adapter_config, config)
 
 
 class ScheduleGuardError(UserError):

@@ -43,14 +43,13 @@ def build_models(run: Run):
     """(policy, reference or None, peft_config or None) as DPOTrainer takes them; see the module docstring."""
     from transformers import set_seed
 
-    from tunewise.models.load import load_model, portable_name, resolve_model
+    from tunewise.models.load import load_model, resolve_model
 
     args, start = run.args, run.start
     set_seed(args.seed)  # LoRA's A matrices are drawn before DPOTrainer seeds (see sft.build_model)
 
     def starting_model(trainable_adapter: bool):
         model = load_model(start.base, args.torch_dtype, args.attn_impl)
-        model.name_or_path = portable_name(start.base_name)  # what the saved adapter names as its base
         if start.adapter is None:
             return model
         from peft import PeftModel

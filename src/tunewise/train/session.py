@@ -218,7 +218,11 @@ def run_callbacks(run: Run, run_dir: Path, resume: Path | None = None) -> tuple[
         extra.append(RetentionWatch(run.probes, run.tokenizer, args.retention_eval_steps, args.retention_threshold,
                                     metrics, best, stop=not on_eval_loss,
                                     patience=args.early_stop_patience or DEFAULT_RETENTION_PATIENCE))
-    extra += [callbacks.PublishCheckpoints(run_dir, args.save_total_limit, best, finite),
+    from tunewise.models.load import portable_name
+
+    publish = callbacks.PublishCheckpoints(run_dir, args.save_total_limit, best, finite,
+                                           base_name=portable_name(run.start.base_name))
+    extra += [publish,
               callbacks.ScheduleGuard(run.schedule, args.schedule_guard, run_dir=run_dir), SignalStop()]
     if "tensorboard" in args.report_to and is_main_process():
         from torch.utils.tensorboard import SummaryWriter

@@ -24,13 +24,12 @@ def start_from_base(args: SftArgs, sources: dict):
 def build_model(run: Run):
     from transformers import set_seed
 
-    from tunewise.models.load import load_model, portable_name
+    from tunewise.models.load import load_model
     from tunewise.models.lora import lora_config
 
     args = run.args
     set_seed(args.seed)  # peft draws LoRA's A matrices here, before the Trainer seeds: unseeded, no run repeats
     model = load_model(run.model_dir, args.torch_dtype, args.attn_impl)
-    model.name_or_path = portable_name(run.start.base_name)  # peft's adapter_config.json base_model_name_or_path
     if args.train_type == "lora":
         from peft import get_peft_model
 
