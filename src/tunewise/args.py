@@ -22,6 +22,7 @@ EARLY_STOP_ON = ("eval_loss", "retention")
 DEFAULT_LEARNING_RATE = {"lora": 1e-4, "full": 1e-5}
 TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+TEMPLATE_NAMES = ("chatml", "qwen", "qwen3", "llama3", "plain")  # tunewise.data.templates.TEMPLATES
 REPORT_TO = ("tensorboard", "none")
 NAN_POLICIES = ("stop", "skip")
 
@@ -32,10 +33,12 @@ class ModelArgs:
     torch_dtype: str = flag_field("auto", "auto | float32 | bfloat16 | float16")
     attn_impl: str | None = flag_field(None, "attention implementation: sdpa | eager | flash_attention_2")
     system: str | None = flag_field(None, "system prompt for rows (and chats) that have none")
+    template: str | None = flag_field(None, "chat template: " + " | ".join(TEMPLATE_NAMES) + " (default: the "
+                                            "tokenizer's own; needed for a base model that has none)")
 
     def model_problems(self) -> list[str]:
         """The problems of the model flags, found before anything is loaded or written."""
-        return not_one_of(self, {"torch_dtype": TORCH_DTYPES, "attn_impl": ATTN_IMPLS})
+        return not_one_of(self, {"torch_dtype": TORCH_DTYPES, "attn_impl": ATTN_IMPLS, "template": TEMPLATE_NAMES})
 
     def __post_init__(self):
         if problems := self.model_problems():

@@ -9,6 +9,7 @@ without args.json, is applied on the base its adapter_config.json names.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ class Checkpoint:
     label: str  # how it is shown: the model name, or the checkpoint path
     base_name: str  # the base model as its run (or the user) named it: what a follow-up run's args.json records
     run_args: dict = field(default_factory=dict)  # the run's args.json "args" ({} for a base model)
+    template: str | None = None  # --template: a named chat template instead of the tokenizer's own
 
     @property
     def tokenizer_dir(self) -> str:
@@ -37,7 +39,7 @@ class Checkpoint:
     def load_tokenizer(self):
         from tunewise.models.load import load_tokenizer
 
-        return load_tokenizer(self.tokenizer_dir)
+        return load_tokenizer(self.tokenizer_dir, self.template)
 
 
 def find_run_dir(checkpoint: str) -> Path:
@@ -89,9 +91,16 @@ def lora_rank(checkpoint: str | Path) -> int:
     return int(json.loads((Path(checkpoint) / "adapter_config.json").read_text(encoding="utf-8")).get("r", 8))
 
 
-def resolve(model: str | None, adapters: list[str], system: str | None = None) -> Checkpoint:
-    """--model / --adapters / --system as the user gave them -> what to load. Without --model a LoRA checkpoint's
-    base is its run's; without --system the run's system prompt is used."""
+def resolve(model: str | None, adapters: list[str], system: str | None = None,
+            template: str | None = None) -> Checkpoint:
+    """--model / --adapters / --system / --template as the user gave them -> what to load. Without --model a LoRA
+    checkpoint's base is its run's; without --system the run's system prompt is used; without --template the
+    tokenizer's own chat template (a checkpoint saves the one it was trained with)."""
+    found = _resolve(model, adapters, system)
+    return dataclasses.replace(found, template=template) if template else found
+
+
+def _resolve(model: str | None, adapters: list[str], system: str | None) -> Checkpoint:
     from tunewise.models.load import DEFAULT_MODEL, resolve_model
 
     if len(adapters) > 1:

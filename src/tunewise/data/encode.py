@@ -9,20 +9,23 @@ from dataclasses import dataclass
 
 from tunewise.data.formats import Conversation
 from tunewise.data.template import render, with_system
+from tunewise.data.templates import drops_system, turn_end
+from tunewise.errors import UserError
 
 IGNORE = -100
 
 
-def _end_of_turn(tokenizer, reply_text: str) -> str:
-    """The part of a reply segment that belongs to the label: up to and including the end-of-turn token."""
-    for token in ("<|im_end|>", tokenizer.eos_token):
-        if token and token in reply_text:
-            return reply_text[: reply_text.index(token) + len(token)]
+def _end_of_turn(end: str, reply_text: str) -> str:
+    """The part of a reply segment that belongs to the label: up to and including the end-of-turn token `end`."""
+    if end in reply_text:
+        return reply_text[: reply_text.index(end) + len(end)]
     return reply_text
 
 
-def encode_conversation(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) for one conversation; labels are IGNORE outside assistant replies."""
+def encode_conversation(tokenizer, messages: list[dict], end: str | None = None) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for one conversation; labels are IGNORE outside assistant replies. `end` is the
+    template's end-of-turn token (templates.turn_end; found here when not given)."""
+    end = end or turn_end(tokenizer)
     ids: list[int] = []
     labels: list[int] = []
     rendered = ""
@@ -38,10 +41,13 @@ def encode_conversation(tokenizer, messages: list[dict]) -> tuple[list[int], lis
         prompt = render(tokenizer, messages[:i], generation_prompt=True)
         full = render(tokenizer, messages[: i + 1], generation_prompt=False)
         if not (prompt.startswith(rendered) and full.startswith(prompt)):
-            raise ValueError("the chat template does not render conversations prefix by prefix")
+            raise UserError("the chat template renders the turns before an assistant reply differently once more "
+                            "turns follow (Qwen3's own template, for one, drops the reasoning of earlier turns), so "
+                            "the reply's labels cannot be placed; pass --template NAME (qwen3 keeps every turn's "
+                            "reasoning).")
         add(prompt[len(rendered):], learn=False)
         reply = full[len(prompt):]
-        labelled = _end_of_turn(tokenizer, reply)
+        labelled = _end_of_turn(end, reply)
         add(labelled, learn=True)
         add(reply[len(labelled):], learn=False)
         rendered = full
@@ -78,8 +84,18 @@ def encode_dataset(tokenizer, convs: list[Conversation], system: str | None, max
     """Encoded rows {input_ids, labels, attention_mask}; over-long rows deleted or truncated as asked."""
     stats = EncodeStats(rows=len(convs))
     rows = []
+    end = turn_end(tokenizer)
+    if drops_system(tokenizer):
+        with_one = next((c for c in convs if c.messages and c.messages[0]["role"] == "system"), None)
+        if system or with_one:
+            where = "--system" if system else f"{with_one.origin}: its system message"
+            raise UserError(f"{where}: the chat template leaves system messages out, so this system prompt would "
+                            "never reach the model; pass --template NAME, or put the instructions in the user turn.")
     for conv in convs:
-        ids, labels = encode_conversation(tokenizer, with_system(conv.messages, system))
+        try:
+            ids, labels = encode_conversation(tokenizer, with_system(conv.messages, system), end)
+        except UserError as e:
+            raise UserError(f"{conv.origin}: {e}") from None
         if len(ids) > max_length:
             if truncation == "delete":
                 stats.deleted_too_long += 1

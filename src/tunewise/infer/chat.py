@@ -31,7 +31,7 @@ def answer(engine: Engine, messages: list[dict], sampling: Sampling, stream: boo
 
 
 def chat(args: InferArgs, sources: dict, argv: list[str]) -> int:
-    engine = Engine.load(args.model, args.adapters, args.system, dtype=args.torch_dtype,
+    engine = Engine.load(args.model, args.adapters, args.system, args.template, dtype=args.torch_dtype,
                          attn_implementation=args.attn_impl)
     sampling = Sampling.of(args)
     if args.query is not None:

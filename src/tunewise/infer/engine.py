@@ -34,8 +34,9 @@ class Engine:
         self.stop_ids = end_of_turn_ids(self.tokenizer)
 
     @classmethod
-    def load(cls, model: str | None = None, adapters: list[str] = (), system: str | None = None, **kwargs) -> "Engine":
-        return cls(resolve(model, list(adapters), system), **kwargs)
+    def load(cls, model: str | None = None, adapters: list[str] = (), system: str | None = None,
+             template: str | None = None, **kwargs) -> "Engine":
+        return cls(resolve(model, list(adapters), system, template), **kwargs)
 
     # ---------------------------------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict]) -> list[int]:

@@ -79,8 +79,12 @@ def torch_dtype(name: str):
     return getattr(torch, name)
 
 
-def load_tokenizer(model_dir: str):
+def load_tokenizer(model_dir: str, template: str | None = None):
+    """The tokenizer of `model_dir`, with --template's chat template when one is named (else its own, which it
+    must have), a pad token, and a template checked to end replies with a special token."""
     from transformers import AutoTokenizer
+
+    from tunewise.data.templates import apply_template, names, turn_end
 
     try:
         tok = AutoTokenizer.from_pretrained(model_dir)
@@ -88,8 +92,12 @@ def load_tokenizer(model_dir: str):
         raise UserError(f"{model_dir}: cannot load its tokenizer ({brief(e, 200)}).") from e
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    if not tok.chat_template:
-        raise UserError(f"{model_dir}: the tokenizer has no chat template; use a chat (instruct) model.")
+    if template:
+        apply_template(tok, template, model_dir)
+    elif not tok.chat_template:
+        raise UserError(f"{model_dir}: the tokenizer has no chat template (a base model); pass --template NAME "
+                        f"({names()}: plain for Human:/Assistant: text) or use a chat (instruct) model.")
+    turn_end(tok)
     return tok
 
 
@@ -114,9 +122,12 @@ def load_model(model_dir: str, dtype: str = "auto", attn_implementation: str | N
 
 
 def end_of_turn_ids(tokenizer) -> list[int]:
-    """Token ids that end an assistant turn: the tokenizer's eos plus ChatML's <|im_end|> when present."""
+    """Token ids that end an assistant turn: the one the chat template writes, the tokenizer's eos, and ChatML's
+    <|im_end|> and <|endoftext|> when present."""
+    from tunewise.data.templates import turn_end
+
     ids = []
-    for token in (tokenizer.eos_token, "<|im_end|>", "<|endoftext|>"):
+    for token in (turn_end(tokenizer), tokenizer.eos_token, "<|im_end|>", "<|endoftext|>"):
         if token and token in tokenizer.get_vocab():
             tid = tokenizer.convert_tokens_to_ids(token)
             if tid not in ids:

@@ -30,9 +30,9 @@ def start_from_adapters(args: DpoArgs, sources: dict):
     from tunewise.checkpoint import resolve
 
     if not args.adapters:
-        return resolve(args.model, []), {}
+        return resolve(args.model, [], template=args.template), {}
     model_given = sources.get("model") != "default"
-    checkpoint = resolve(args.model if model_given else None, args.adapters, args.system)
+    checkpoint = resolve(args.model if model_given else None, args.adapters, args.system, args.template)
     changes = {} if model_given else {"model": (checkpoint.base_name, "adapters")}
     if args.system is None and checkpoint.system is not None:
         changes["system"] = (checkpoint.system, "adapters")

@@ -18,7 +18,7 @@ def start_from_base(args: SftArgs, sources: dict):
     """The base model itself; sft sets no flags of its own."""
     from tunewise.checkpoint import resolve
 
-    return resolve(args.model, []), {}
+    return resolve(args.model, [], template=args.template), {}
 
 
 def build_model(run: Run):
