@@ -42,11 +42,18 @@ def test_the_plan_names_the_engine(tmp_path, capsys):
     base = ["--dataset", "self_cognition#20", "--model_name", "N", "--model_author", "A"]
     for extra, engine in (([], "one process"), (["--nproc_per_node", "2"], "DDP (torchrun)"),
                           (["--nproc_per_node", "2", "--nnodes", "2"], "DDP (torchrun) on 2 nodes"),
-                          (["--nproc_per_node", "2", "--deepspeed", "zero3"], "DeepSpeed ZeRO-3")):
+                          (["--nproc_per_node", "2", "--deepspeed", "zero3"], "DeepSpeed ZeRO-3"),
+                          (["--nproc_per_node", "2", "--nnodes", "2", "--deepspeed", "zero2"],
+                           "DeepSpeed ZeRO-2 on 2 nodes")):
         if "--deepspeed" in extra:
             pytest.importorskip("deepspeed")
         out = tmp_path / engine.replace(" ", "_")
         assert run_cli("plan", *base, *extra, "--output_dir", out) == 0
-        line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("engine"))
+        lines = capsys.readouterr().out.splitlines()
+        line = next(line for line in lines if line.strip().startswith("engine"))
         assert line.split(None, 1)[1].strip() == engine
         assert json.loads((out / "plan.json").read_text())["extra"]["engine"] == engine
+        world = (2 if extra else 1) * (2 if "--nnodes" in extra else 1)
+        rows = {name: next(line.split()[2] for line in lines if line.strip().startswith(name))
+                for name in ("world size", "global batch")}
+        assert rows == {"world size": str(world), "global batch": str(world)}  # batch 1 per device, no accumulation

@@ -73,10 +73,10 @@ class Run:
     @property
     def engine(self) -> str:
         """What runs the training processes, as the plan shows it."""
+        nodes = f" on {self.args.nnodes} nodes" if self.args.nnodes > 1 else ""
         if self.deepspeed is not None:
             stage = self.deepspeed.config.get("zero_optimization", {}).get("stage", 0)
-            return f"DeepSpeed ZeRO-{stage}"
-        nodes = f" on {self.args.nnodes} nodes" if self.args.nnodes > 1 else ""
+            return f"DeepSpeed ZeRO-{stage}{nodes}"
         return f"DDP (torchrun){nodes}" if self.step_plan.world_size > 1 else "one process"
 
 
