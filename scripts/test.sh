@@ -12,6 +12,10 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     echo "scripts/test.sh: chromium/chromium-driver missing and not root: the web UI browser test will be skipped." >&2
   fi
 fi
+# The two-node test (tests/train/test_multinode.py) joins two network namespaces with `ip` (iproute2), as root.
+if ! command -v ip >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+fi
 export GRADIO_ANALYTICS_ENABLED=False
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 exec .venv/bin/python -m pytest -q "$@"

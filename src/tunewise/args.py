@@ -23,8 +23,15 @@ DEFAULT_LEARNING_RATE = {"lora": 1e-4, "full": 1e-5}
 TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTN_IMPLS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 TEMPLATE_NAMES = ("chatml", "qwen", "qwen3", "llama3", "plain")  # tunewise.data.templates.TEMPLATES
-REPORT_TO = ("tensorboard", "none")
+REPORT_TO = ("tensorboard", "wandb", "swanlab", "none")
 NAN_POLICIES = ("stop", "skip")
+
+
+def installed(package: str) -> bool:
+    """`package` can be imported (found without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,7 @@ class SftArgs(ModelArgs):
     resume_from_checkpoint: str | None = flag_field(None, "a checkpoint directory, or 'latest' (the newest in --output_dir)")
     seed: int = flag_field(42, "random seed")
     dataloader_num_workers: int = flag_field(0, "data loader worker processes")
-    report_to: list[str] = flag_field(["tensorboard"], "tensorboard | none", split_commas=True)
+    report_to: list[str] = flag_field(["tensorboard"], "tensorboard | wandb | swanlab | none (wandb and swanlab log offline into the run directory without a login)", split_commas=True)
     nproc_per_node: int = flag_field(1, "processes on this machine (data parallel; launched with torchrun)")
     nnodes: int = flag_field(1, "machines taking part (torchrun --nnodes)")
     node_rank: int = flag_field(0, "this machine's rank among --nnodes (torchrun --node_rank)")
@@ -120,8 +127,11 @@ class SftArgs(ModelArgs):
         problems = self.model_problems()
         unknown = [r for r in self.report_to if r not in REPORT_TO]
         if unknown:
-            problems.append(f"--report_to {','.join(unknown)}: expected {' or '.join(REPORT_TO)} (logging.jsonl and "
+            problems.append(f"--report_to {','.join(unknown)}: expected {', '.join(REPORT_TO)} (logging.jsonl and "
                             "the plots are always written).")
+        problems += [f"--report_to {name}: the {name} package is not installed; pip install {name} (it then logs "
+                     "offline into the run directory unless you have logged in), or leave it out."
+                     for name in ("wandb", "swanlab") if name in self.report_to and not installed(name)]
         if self.learning_rate is None:  # every weight moves in full fine-tuning: ten times below LoRA
             object.__setattr__(self, "learning_rate",
                                DEFAULT_LEARNING_RATE.get(self.train_type, DEFAULT_LEARNING_RATE["lora"]))

@@ -110,7 +110,7 @@ def test_bad_data_fails_with_file_line_and_exit_2(tmp_path, line, expected):
 @pytest.mark.parametrize("flag, value, message", [
     ("--torch_dtype", "fp16", "--torch_dtype fp16: expected one of auto, float32, bfloat16, float16."),
     ("--attn_impl", "flashy", "--attn_impl flashy: expected one of sdpa, eager, flash_attention_2"),
-    ("--report_to", "nonsense", "--report_to nonsense: expected tensorboard or none"),
+    ("--report_to", "nonsense", "--report_to nonsense: expected tensorboard, wandb, swanlab, none"),
 ])
 def test_bad_model_and_logging_values_fail_before_anything_is_written(tmp_path, flag, value, message):
     out = tmp_path / "out"

@@ -40,6 +40,10 @@ def train(run: Run) -> Path:
         run_training(trainer, run_dir, resume, best, lambda: run.recipe.summary(metrics))
     finally:
         rundir.release_locks()
+        if is_main_process():
+            from tunewise.train.trackers import finish_trackers
+
+            finish_trackers(run.args.report_to)
     return run_dir
 
 
@@ -110,7 +114,8 @@ def training_arguments(run: Run, staging: Path):
         # without CUDA, accelerate makes a multi-CPU (DDP) state only when told it is on CPU; otherwise each torchrun
         # process trains on its own (DeepSpeed builds its own state, deepspeed_cpu_state)
         use_cpu=not torch.cuda.is_available() and run.deepspeed is None,
-        report_to=[],  # TensorBoard is added as a callback writing to RUN_DIR/runs
+        report_to=[],  # the trackers are added as callbacks (tunewise.train.trackers)
+        run_name=staging.parent.name,  # the run directory's vN-... name, as the trackers show it
         logging_nan_inf_filter=False,  # a NaN loss is logged as NaN, not as the average of the steps before it
         disable_tqdm=False,
     )
@@ -224,11 +229,13 @@ def run_callbacks(run: Run, run_dir: Path, resume: Path | None = None) -> tuple[
                                            base_name=portable_name(run.start.base_name))
     extra += [publish,
               callbacks.ScheduleGuard(run.schedule, args.schedule_guard, run_dir=run_dir), SignalStop()]
-    if "tensorboard" in args.report_to and is_main_process():
-        from torch.utils.tensorboard import SummaryWriter
-        from transformers.integrations import TensorBoardCallback
+    if is_main_process():
+        from tunewise.train.trackers import tracker_callbacks
 
-        extra.append(TensorBoardCallback(SummaryWriter(log_dir=str(run_dir / "runs"))))
+        trackers, notes = tracker_callbacks(args.report_to, run_dir)
+        extra += trackers
+        for note in notes:
+            print(note, flush=True)
     return extra, metrics, best
 
 
