@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from harness import KEY, MAX_TOKENS, PROMPTS, free_port, make_adapter
+from harness import KEY, MAX_TOKENS, PROMPTS, free_port, hf_reference, make_adapter
 
 
 @pytest.fixture(scope="package")
@@ -31,6 +31,7 @@ def served(adapter, tmp_path_factory, request):
                                 env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
     url = f"http://127.0.0.1:{port}"
     request.getfixturevalue("references")  # computed while the server starts
+    request.getfixturevalue("hf")
     deadline = time.time() + 120
     while True:
         assert proc.poll() is None, log.read_text()
@@ -67,3 +68,9 @@ def references(adapter):
     s = Sampling(max_new_tokens=MAX_TOKENS)
     return {("tunewise-tiny", p): base.chat([{"role": "user", "content": p}], s) for p in PROMPTS} | \
            {("xh", p): tuned.chat([{"role": "user", "content": p}], s) for p in PROMPTS}
+
+
+@pytest.fixture(scope="package")
+def hf():
+    """transformers' own model and tokenizer (harness.hf_reference), for the logprob and raw-text checks."""
+    return hf_reference()

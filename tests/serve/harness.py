@@ -41,3 +41,40 @@ def ask(client, prompt, model="tunewise-tiny", **kw):
     kw.setdefault("max_tokens", MAX_TOKENS)
     kw.setdefault("temperature", 0)
     return client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}], **kw)
+
+
+def hf_reference():
+    """The embedded model and its tokenizer loaded by transformers alone (no tunewise code): the independent
+    reference the served logprobs and raw-text continuations are checked against."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunewise.models.load import resolve_model
+
+    path = resolve_model("tunewise-tiny")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    return SimpleNamespace(model=model, tok=AutoTokenizer.from_pretrained(path),
+                           eos=set(model.generation_config.eos_token_id))
+
+
+def hf_greedy(hf, ids: list[int], max_tokens: int):
+    """Greedy continuation by full forward passes (no cache, no batching): (new ids, log_softmax of the raw logits
+    at each step, [n, vocab]). On one torch thread: beside the server process two threads spin (16 steps took 6-15 s
+    on 2 busy cores, 0.4 s on one)."""
+    import torch
+
+    out, rows, threads = [], [], torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            for _ in range(max_tokens):
+                row = hf.model(torch.tensor([ids + out])).logits[0, -1].float().log_softmax(-1)
+                rows.append(row)
+                out.append(int(row.argmax()))
+                if out[-1] in hf.eos:
+                    break
+    finally:
+        torch.set_num_threads(threads)
+    return out, torch.stack(rows)

@@ -46,12 +46,26 @@ def hostile_requests():
               {**OK, "stop": "x" * 300}, {**OK, "seed": "x"}, {**OK, "seed": 1.5}, {**OK, "seed": 2**70},
               {**OK, "seed": 2**64}, {**OK, "seed": -1}, {**OK, "top_k": 2**70}, {**OK, "top_k": -2},
               {**OK, "top_logprobs": 100}, {**OK, "repetition_penalty": 0}, {**OK, "stream": [1]},
-              {**OK, "n": 2}, {**OK, "n": 0}, {**OK, "tools": [{"type": "function", "function": {"name": "f"}}]},
-              {**OK, "logprobs": True}, {**OK, "response_format": {"type": "json_object"}},
+              {**OK, "n": 33}, {**OK, "n": 10**9}, {**OK, "n": 0},
+              {**OK, "tools": [{"type": "function", "function": {"name": "f"}}]}, {**OK, "top_logprobs": 3},
+              {**OK, "logprobs": True, "top_logprobs": 21}, {**OK, "logprobs": True, "top_logprobs": -1},
+              {**OK, "logprobs": [1]}, {**OK, "logit_bias": {"5": 100}}, {**OK, "response_format": {"type": "json_object"}},
               {**OK, "presence_penalty": 1.0}, {**OK, "stream_options": "yes"},
               {**OK, "messages": [{"role": "user", "content": "hi " * 5000}]}]
+    text = {"model": "tunewise-tiny", "prompt": "hi", "max_tokens": 2}
+    completions = [{}, {"prompt": "hi"}, {"model": "tunewise-tiny"}, {**text, "prompt": 5}, {**text, "prompt": []},
+                   {**text, "prompt": [1, 2, 3]}, {**text, "prompt": [[1, 2]]}, {**text, "prompt": ""},
+                   {**text, "prompt": ["hi", ""]}, {**text, "prompt": ["hi"] * 257}, {**text, "prompt": None}, {**text, "prompt": ["hi", None]},
+                   {**text, "model": "gpt-3.5-turbo-instruct"}, {**text, "suffix": "end"}, {**text, "best_of": 3},
+                   {**text, "echo": True, "logprobs": 1}, {**text, "logprobs": 21}, {**text, "logprobs": -1},
+                   {**text, "logprobs": "many"}, {**text, "n": 0}, {**text, "n": 33}, {**text, "max_tokens": 0},
+                   {**text, "max_tokens": 10**9}, {**text, "temperature": 9}, {**text, "stop": [""]},
+                   {**text, "seed": 2**70}, {**text, "presence_penalty": 1}, {**text, "logit_bias": {"1": 1}},
+                   {**text, "prompt": "hi " * 5000}, {**text, "echo": [1]}]
     reqs = [("POST", "/v1/chat/completions", body, None, AUTH) for body in raw]
     reqs += [("POST", "/v1/chat/completions", None, body, AUTH) for body in bodies]
+    reqs += [("POST", "/v1/completions", body, None, AUTH) for body in raw[:8]]
+    reqs += [("POST", "/v1/completions", None, body, AUTH) for body in completions]
     reqs += [("GET", "/v1/chat/completions", None, None, AUTH), ("POST", "/v1/completion", None, OK, AUTH),
              ("GET", "/v1/models/no-such-model", None, None, AUTH), ("DELETE", "/v1/models", None, None, AUTH),
              ("POST", "/v1/chat/completions", None, OK, {}), ("POST", "/v1/chat/completions", None, OK,

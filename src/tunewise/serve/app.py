@@ -2,9 +2,10 @@
 
     tunewise serve --model tunewise-tiny --adapters xiaohuang=output/v0-.../checkpoint-100 [--api-key KEY]
 
-Routes: `GET /health`, `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions` (streamed over
-server-sent events with `"stream": true`). The request's `model` picks the base model or an adapter; requests
-for different adapters are batched together (serve/batching.py). With `--api-key`, `/v1/*` wants
+Routes: `GET /health`, `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions` (serve/chat.py) and
+the legacy `POST /v1/completions` (serve/completions.py), streamed over server-sent events with `"stream": true`,
+`n` choices each (serve/choices.py), with logprobs when asked (serve/logprobs.py). The request's `model` picks the
+base model or an adapter; requests for different adapters are batched together (serve/batching.py). With `--api-key`, `/v1/*` wants
 `Authorization: Bearer KEY` (401 otherwise); without it the server binds only to loopback unless told
 `--allow_no_api_key` (serve/args.py). Any bad request gets an OpenAI-style JSON error with a 4xx status, alone:
 the limits and checks are in serve/limits.py.
@@ -104,17 +105,10 @@ def build_engine(args: ServeArgs):
 # --- the FastAPI app -------------------------------------------------------------------------------------------
 def create_app(engine, api_key: str | None = None, max_request_bytes: int = MAX_REQUEST_BYTES):
     """The FastAPI application over a BatchEngine. Requests are checked and refused in serve/limits.py."""
-    import asyncio
-    import json
+    from fastapi import FastAPI
 
-    from fastapi import FastAPI, Request
-    from fastapi.responses import Response, StreamingResponse
-    from starlette.concurrency import run_in_threadpool
-
-    from tunewise.serve import protocol as P
-    from tunewise.serve.generation import Delta, Done, Failed, Request as Generation
-    from tunewise.serve.limits import ApiError, GateMiddleware, chat_request, disconnected, error, \
-        install_error_handlers
+    from tunewise.serve import chat, completions, protocol as P
+    from tunewise.serve.limits import GateMiddleware, error, install_error_handlers
 
     app = FastAPI(title="tunewise", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
@@ -141,84 +135,8 @@ def create_app(engine, api_key: str | None = None, max_request_bytes: int = MAX_
             return error(404, f"The model `{model_id}` does not exist.", "not_found_error", "model", "model_not_found")
         return card(engine.models[model_id]).model_dump()
 
-    @app.post("/v1/chat/completions", max_body_size=max_request_bytes)
-    async def chat_completions(request: Request):
-        body = await request.body()  # a chunked body past max_request_bytes: FastAPI's body limit raises the 413
-        chat = await run_in_threadpool(chat_request, engine, body)  # parsing and tokenizing: off the event loop
-        req = chat.request
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        end = loop.create_future()
-
-        def settle(event):
-            if not end.done():
-                end.set_result(event)
-
-        def emit(event):  # from the worker thread
-            if req.stream:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-            elif not isinstance(event, Delta):  # not streamed: only the end matters, the text is in Done's reply
-                loop.call_soon_threadsafe(settle, event)
-
-        try:
-            handle = engine.scheduler.submit(Generation(chat.prompt_ids, emit, chat.sampling, req.stop_strings,
-                                                        engine.models[req.model].adapter, req.ignore_eos))
-        except RuntimeError as e:  # closed: the server is shutting down
-            raise ApiError(503, f"{e}.", "server_error") from None
-        rid, created = P.completion_id(), P.now()
-
-        if not req.stream:
-            gone = asyncio.create_task(disconnected(request))
-            try:
-                await asyncio.wait({end, gone}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                gone.cancel()
-                handle.cancel()  # done, or the client went away (a timeout): either way the row leaves the batch
-            if not end.done():
-                return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
-            event = end.result()
-            if isinstance(event, Failed):
-                return error(500, event.message, "server_error")
-            reply = event.reply
-            return P.ChatCompletion(
-                id=rid, created=created, model=req.model,
-                choices=[P.Choice(message=P.AssistantMessage(content=reply.text), finish_reason=reply.finish_reason)],
-                usage=_usage(reply)).model_dump()
-
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-
-        def sse(obj) -> str:
-            return "data: " + json.dumps(obj, ensure_ascii=False) + "\n\n"
-
-        def chunk(delta: dict, finish=None) -> str:
-            body = P.ChatCompletionChunk(id=rid, created=created, model=req.model,
-                                         choices=[P.ChunkChoice(delta=P.Delta(**delta), finish_reason=finish)]).model_dump()
-            body["choices"][0]["delta"] = delta  # only the fields this piece carries, as OpenAI sends them
-            return sse(body)
-
-        async def stream():
-            try:
-                yield chunk({"role": "assistant", "content": ""})
-                while True:
-                    event = await events.get()
-                    if isinstance(event, Delta):
-                        yield chunk({"content": event.text})
-                    elif isinstance(event, Done):
-                        yield chunk({}, event.reply.finish_reason)
-                        if include_usage:
-                            yield sse(P.ChatCompletionChunk(id=rid, created=created, model=req.model, choices=[],
-                                                            usage=_usage(event.reply)).model_dump())
-                        break
-                    else:
-                        yield sse(P.error_body(event.message, "server_error"))
-                        break
-                yield "data: [DONE]\n\n"
-            finally:
-                handle.cancel()  # the client went away, or we are done: either way the row leaves the batch
-
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
+    chat.register(app, engine, max_request_bytes)
+    completions.register(app, engine, max_request_bytes)
     return app
 
 
@@ -226,13 +144,6 @@ def _torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
-
-
-def _usage(reply):
-    from tunewise.serve.protocol import Usage
-
-    return Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                 total_tokens=reply.prompt_tokens + reply.completion_tokens)
 
 
 # --- vLLM ------------------------------------------------------------------------------------------------------

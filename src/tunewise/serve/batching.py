@@ -11,8 +11,8 @@ Requests wait in a queue. One worker thread owns the model and repeats:
    padding; position ids are per request);
 3. sample each request's token with its own parameters (greedy, or temperature / top-k / top-p with the request's
    seeded generator, repetition penalty), detokenize incrementally, check end-of-turn tokens, stop strings and
-   `max_new_tokens`, and send the new text to that request's callback (serve/generation.py does these per-row
-   steps);
+   `max_new_tokens`, and send the new text to that request's callback, with the tokens' logprobs when asked
+   (serve/generation.py and serve/logprobs.py do these per-row steps);
 4. drop finished (or cancelled) requests from the cache and trim padding columns nobody needs any more.
 
 A request whose own step raises (its seed, its sampling, its text) fails alone and is dropped in step 4; only a
@@ -38,6 +38,7 @@ import threading
 import traceback
 
 from tunewise.serve.generation import Detokenizer, Failed, Request, accept, isolated, sample
+from tunewise.serve.logprobs import TokenBytes
 
 BASE = "__base__"  # peft's name for "no adapter" in adapter_names
 BATCHING = ("continuous", "dynamic", "none")
@@ -60,6 +61,7 @@ class BatchScheduler:
         config = getattr(model, "config", None)
         self.max_length = max_length or getattr(config, "max_position_embeddings", None) or 2048
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.vocab = TokenBytes(tokenizer)  # token names and bytes for logprobs (the worker's tokenizer)
         self.lock = threading.RLock()  # held by the worker while it uses the model; take it to change the model
         self._cv = threading.Condition()
         self._queue: collections.deque[Request] = collections.deque()
@@ -79,13 +81,19 @@ class BatchScheduler:
 
     # -- public ---------------------------------------------------------------------------------------------------
     def submit(self, request: Request) -> Request:
-        request.id = next(self._ids)
+        return self.submit_all([request])[0]
+
+    def submit_all(self, requests: list[Request]) -> list[Request]:
+        """Queued together (the n choices of one HTTP request), so that they are admitted in one prefill when
+        the batch has room for them all."""
         with self._cv:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")
-            self._queue.append(request)
+            for request in requests:
+                request.id = next(self._ids)
+                self._queue.append(request)
             self._cv.notify()
-        return request
+        return requests
 
     def close(self) -> None:
         with self._cv:
@@ -200,6 +208,8 @@ class BatchScheduler:
             ids[i, width - lengths[i]:] = torch.tensor(r.prompt_ids, dtype=torch.long)
             mask[i, width - lengths[i]:] = 1
             r.detok = Detokenizer(self.tokenizer)
+            if r.logprobs is not None:
+                r.vocab = self.vocab
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = self._new_cache()
         logits = self._forward(ids, mask, positions, cache, [r.adapter for r in new])

@@ -85,6 +85,11 @@ class BatchEngine:
         with self._prompt_lock:
             return prompt_ids(self.prompt_tokenizer, messages, self.models[name].system)
 
+    def text_ids(self, text: str) -> list[int]:
+        """A raw-text prompt's ids, no chat template (the legacy completions API), as vLLM tokenizes it."""
+        with self._prompt_lock:
+            return self.prompt_tokenizer(text, add_special_tokens=True)["input_ids"]
+
     def request(self, name: str, messages: list[dict], sampling: Sampling, stop: list[str] | None,
                 emit: Callable[[Event], None]) -> Request:
         ids = self.prompt_ids(name, messages)

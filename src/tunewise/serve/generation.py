@@ -4,7 +4,8 @@
 for it; `Delta`, `Done` and `Failed` are the events sent to its callback. Per step, `sample` picks each row's next
 token with that request's own parameters (greedy, or temperature / top-k / top-p with its seeded generator,
 repetition penalty) and `accept` detokenizes it incrementally, checks end-of-turn tokens, stop strings and
-`max_new_tokens`, and emits the new text. The scheduler that batches the rows is serve/batching.py.
+`max_new_tokens`, and emits the new text, with the logprobs of its tokens when the request wants them
+(serve/logprobs.py). The scheduler that batches the rows is serve/batching.py.
 
 What one row does cannot fail the others: a row whose sampling or detokenizing raises gets a `Failed` event and
 leaves the batch (`isolated`), and a callback that raises cancels its own request only (`Request.send`).
@@ -23,11 +24,13 @@ from tunewise.infer.engine import Reply
 @dataclass
 class Delta:
     text: str
+    logprobs: list | None = None  # TokenLogprob of the tokens whose text this piece completes (logprobs wanted)
 
 
 @dataclass
 class Done:
     reply: Reply
+    logprobs: list | None = None  # TokenLogprob of every token of the reply (logprobs wanted)
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Request:
     stop: list[str] = field(default_factory=list)
     adapter: str | None = None
     ignore_eos: bool = False
+    logprobs: int | None = None  # report each token's logprob and this many top alternatives; None: not at all
     id: int = 0
     cancelled: bool = False
     # state owned by the worker thread
@@ -88,6 +92,10 @@ class Request:
     detok: Detokenizer | None = None
     generator: object = None
     finished: bool = False
+    vocab: object = None  # logprobs.TokenBytes, when logprobs are wanted
+    step_logprob: tuple | None = None  # this step's (logprob, top ids, top logprobs), from `sample`
+    entries: list = field(default_factory=list)  # TokenLogprob per token of the reply so far
+    released: int = 0  # entries sent in Deltas
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -118,6 +126,9 @@ def sample(logits, rows: list[Request]):
     """The next token of each row ([B] long tensor) from its logits ([B, V] float, penalized in place)."""
     import torch
 
+    from tunewise.serve.logprobs import raw_logprobs, record
+
+    want, raw = raw_logprobs(logits, rows)  # the model's own distribution, before the penalty below changes logits
     for i, r in enumerate(rows):
         penalty = r.sampling.repetition_penalty
         if penalty and penalty != 1.0:
@@ -127,8 +138,16 @@ def sample(logits, rows: list[Request]):
                 logits[i, seen] = torch.where(score < 0, score * penalty, score / penalty)
     tokens = logits.argmax(-1)
     sampled = [i for i, r in enumerate(rows) if not r.finished and _samples(r)]
-    if not sampled:
-        return tokens
+    if sampled:
+        _draw(logits, rows, sampled, tokens)
+    if want:
+        record(want, raw, rows, tokens)
+    return tokens
+
+
+def _draw(logits, rows: list[Request], sampled: list[int], tokens) -> None:
+    import torch
+
     try:
         groups = [(sampled, *_nucleus(logits[sampled], [rows[i].sampling for i in sampled]))]
     except Exception:  # one row's parameters broke the batched filter: filter each row alone, so only it fails
@@ -141,7 +160,6 @@ def sample(logits, rows: list[Request]):
             with isolated(rows[i]):  # NaN logits in this row: multinomial raises
                 pick = torch.multinomial(probs[j], 1, generator=rows[i].generator)
                 tokens[i] = order[j, pick[0]]
-    return tokens
 
 
 def _samples(r: Request) -> bool:
@@ -179,9 +197,13 @@ def accept(rows: list[Request], tokens: list[int], stop_ids: set[int], max_lengt
 
 
 def _accept(r: Request, token: int, stop_ids: set[int], max_length: int) -> None:
+    from tunewise.serve.logprobs import entry
+
     r.generated.append(token)
     reason = None
-    if token in stop_ids and not r.ignore_eos:
+    offset = len(r.detok.text)
+    eos = token in stop_ids and not r.ignore_eos
+    if eos:
         reason = "stop"
     else:
         r.detok.add(token)
@@ -189,6 +211,8 @@ def _accept(r: Request, token: int, stop_ids: set[int], max_length: int) -> None
             reason = "length"
     if reason is not None:
         r.detok.flush()
+    if r.logprobs is not None and not eos:  # the end-of-turn token is no part of the content: not listed
+        r.entries.append(entry(r, token, offset))
     text = r.detok.text
     if r.stop:
         start = max(0, r.checked - max(len(s) for s in r.stop) + 1)
@@ -196,13 +220,31 @@ def _accept(r: Request, token: int, stop_ids: set[int], max_length: int) -> None
         r.checked = len(text)
         if hits:
             text, reason = text[:min(hits)], "stop"
+            # tokens wholly inside the stop string are cut with it (one that straddles the cut stays)
+            r.entries = [e for e in r.entries if e.offset < len(text)]
     if reason is not None:
-        if len(text) > r.emitted:
-            r.send(Delta(text[r.emitted:]))
+        pieces = r.entries[r.released:] if r.logprobs is not None else None
+        if len(text) > r.emitted or pieces:
+            r.send(Delta(text[r.emitted:], pieces))
         r.finished = True
-        r.send(Done(Reply(text, reason, len(r.prompt_ids), len(r.generated))))
+        r.send(Done(Reply(text, reason, len(r.prompt_ids), len(r.generated)),
+                    r.entries if r.logprobs is not None else None))
         return
     safe = len(text) - (max(len(s) for s in r.stop) - 1 if r.stop else 0)
     if safe > r.emitted:
-        r.send(Delta(text[r.emitted:safe]))
+        r.send(Delta(text[r.emitted:safe], _release(r, safe) if r.logprobs is not None else None))
         r.emitted = safe
+
+
+def _release(r: Request, safe: int) -> list:
+    """The entries whose text now lies wholly in the emitted text, `safe` characters; one that starts there waits
+    (a stop string found later may still cut it)."""
+    ends = [e.offset for e in r.entries[r.released + 1:]] + [len(r.detok.text)]
+    n = 0
+    for e, end in zip(r.entries[r.released:], ends):
+        if not (e.offset < safe and end <= safe):
+            break
+        n += 1
+    ready = r.entries[r.released:r.released + n]
+    r.released += n
+    return ready

@@ -6,9 +6,10 @@
 - the API key and the declared Content-Length (`GateMiddleware`), before any of the body is read;
 - the body: at most --max_request_bytes, the bytes of a chunked body counted as they arrive by FastAPI's route body
   limit: a larger body is a 413, never parsed or kept whole;
-- the chat request (`chat_request`, run in a worker thread so that the event loop keeps serving): invalid or too
-  deeply nested JSON, fields out of range (protocol.py), an unknown model, a conversation the chat template refuses,
-  a prompt longer than the context;
+- the chat or completion request (`chat_request`, serve/completions.py's `completion_request`, run in a worker
+  thread so that the event loop keeps serving): invalid or too deeply nested JSON, fields out of range
+  (protocol.py), an unknown model, `n` over --max_batch_size, a conversation the chat template refuses, a prompt
+  longer than the context;
 - anything else that raises is a JSON 500 (`server_error`) and its traceback goes to the server log.
 """
 from __future__ import annotations
@@ -85,7 +86,7 @@ def validation_message(errors: list[dict]) -> str:
     return "Invalid request: " + "; ".join(parts) + "."
 
 
-# --- the chat request --------------------------------------------------------------------------------------------
+# --- the requests --------------------------------------------------------------------------------------------------
 @dataclass
 class Chat:
     request: P.ChatCompletionRequest
@@ -93,9 +94,9 @@ class Chat:
     sampling: Sampling
 
 
-def chat_request(engine, body: bytes) -> Chat:
-    """The body of POST /v1/chat/completions, parsed, validated and tokenized, or an ApiError (4xx). CPU-bound
-    (a 2 MiB prompt takes seconds to tokenize): call it from a worker thread."""
+def parse_request(engine, body: bytes, model: type[P.Generating]) -> P.Generating:
+    """The JSON body validated as `model` (chat or legacy completion), for a served model, with `n` no more than a
+    batch holds; else an ApiError (4xx)."""
     try:
         data = json.loads(body)
     except RecursionError:  # [[[[...]]]]: json's C parser counts its depth against the recursion limit
@@ -105,36 +106,58 @@ def chat_request(engine, body: bytes) -> Chat:
     if not isinstance(data, dict):
         raise ApiError(400, "The request body must be a JSON object.")
     try:
-        req = P.ChatCompletionRequest.model_validate(data)
+        req = model.model_validate(data)
     except ValidationError as e:
         errors = e.errors()
         param = ".".join(str(p) for p in errors[0]["loc"]) if errors and errors[0]["loc"] else None
         raise ApiError(400, validation_message(errors), param=param) from None
     except RecursionError:
         raise ApiError(400, "The request is nested too deeply to validate.") from None
+    if refused := req.unsupported():
+        raise ApiError(400, f"Invalid request: not supported by this server: {', '.join(w for _, w in refused)}.",
+                       param=refused[0][0])
     if req.model not in engine.models:
         raise ApiError(404, f"The model `{req.model}` does not exist. Served: {', '.join(engine.models)}.",
                        "not_found_error", "model", "model_not_found")
-    try:
-        prompt_ids = engine.prompt_ids(req.model, [m.as_template_message() for m in req.messages])
-    except Exception as e:  # the chat template refused the conversation (e.g. roles out of order)
-        raise ApiError(400, f"The chat template cannot render these messages: {e}", param="messages") from None
+    most = engine.scheduler.max_batch_size
+    if req.n > most:
+        raise ApiError(400, f"Invalid request: n: at most {most} choices per request on this server (its "
+                            f"--max_batch_size), got {req.n}.", param="n")
+    return req
+
+
+def room_for(engine, prompt_ids: list[int], limit: int | None, where: str) -> int:
+    """The tokens the completion may take: `limit`, or all the context leaves; a 400 when it does not fit."""
     context = engine.scheduler.max_length
-    limit = req.token_limit
     room = context - len(prompt_ids)
     if room < 1 or (limit is not None and limit > room):
-        asked = f"{len(prompt_ids)} in the messages" + (f", {limit} in the completion" if limit else "")
+        asked = f"{len(prompt_ids)} in the {where}" + (f", {limit} in the completion" if limit else "")
         raise ApiError(400, f"This model's maximum context length is {context} tokens; you requested {asked}.",
-                       param="messages", code="context_length_exceeded")
-    sampling = Sampling(
+                       param=where, code="context_length_exceeded")
+    return limit or room
+
+
+def sampling_of(req: P.Generating, max_new_tokens: int) -> Sampling:
+    return Sampling(
         temperature=req.temperature if req.temperature is not None else 1.0,
         top_p=req.top_p if req.top_p is not None else 1.0,
         top_k=req.top_k if req.top_k is not None else 0,
         repetition_penalty=req.repetition_penalty or 1.0,
-        max_new_tokens=limit or room,
+        max_new_tokens=max_new_tokens,
         seed=req.seed,
     )
-    return Chat(req, prompt_ids, sampling)
+
+
+def chat_request(engine, body: bytes) -> Chat:
+    """The body of POST /v1/chat/completions, parsed, validated and tokenized, or an ApiError (4xx). CPU-bound
+    (a 2 MiB prompt takes seconds to tokenize): call it from a worker thread."""
+    req = parse_request(engine, body, P.ChatCompletionRequest)
+    try:
+        prompt_ids = engine.prompt_ids(req.model, [m.as_template_message() for m in req.messages])
+    except Exception as e:  # the chat template refused the conversation (e.g. roles out of order)
+        raise ApiError(400, f"The chat template cannot render these messages: {e}", param="messages") from None
+    max_new_tokens = room_for(engine, prompt_ids, req.token_limit, "messages")
+    return Chat(req, prompt_ids, sampling_of(req, max_new_tokens))
 
 
 async def disconnected(request) -> None:
