@@ -6,6 +6,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
+from base_models import base_model_without_template
 from cli_runs import run_cli
 from tunewise.args import TEMPLATE_NAMES
 from tunewise.data.encode import IGNORE, encode_conversation, encode_dataset
@@ -14,7 +15,6 @@ from tunewise.data.templates import TEMPLATES, drops_system, turn_end
 from tunewise.errors import UserError
 from tunewise.models.load import end_of_turn_ids, load_tokenizer, resolve_model
 
-LLAMA3_TOKENS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+3?"},
                 {"role": "assistant", "content": "5"}, {"role": "user", "content": "And 4+4?"},
                 {"role": "assistant", "content": "8, of course."}]
@@ -22,21 +22,7 @@ CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "co
 
 @pytest.fixture(scope="module")
 def base_model_dir(tmp_path_factory):
-    """A base model: the embedded model's weights and vocabulary plus Llama 3's special tokens, and no chat
-    template (as a pretrained, not instruction-tuned, checkpoint ships)."""
-    from transformers import AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("base-model")
-    tok = AutoTokenizer.from_pretrained(resolve_model("tunewise-tiny"))
-    tok.add_special_tokens({"additional_special_tokens": LLAMA3_TOKENS}, replace_extra_special_tokens=False)
-    tok.chat_template = None
-    tok.bos_token = "<|begin_of_text|>"
-    tok.save_pretrained(out)
-    (out / "chat_template.jinja").unlink(missing_ok=True)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model("tunewise-tiny"))
-    model.resize_token_embeddings(len(tok))
-    model.save_pretrained(out)
-    return out
+    return base_model_without_template(tmp_path_factory.mktemp("base-model"))
 
 
 def test_the_registry_is_the_flag_choices():

@@ -113,3 +113,22 @@ def drops_system(tokenizer) -> bool:
     except TemplateError:  # e.g. "System role not supported"
         return True
     return probe not in text
+
+
+def renders_alike(tokenizer, other_template: str) -> bool:
+    """`other_template` renders probe conversations (with and without a system message, several turns, a
+    generation prompt) to the same text as the tokenizer's own: templates written differently may still give a
+    model the same prompts."""
+    from jinja2 import TemplateError
+
+    turns = [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}, {"role": "user", "content": "U2"}]
+    probes = [turns, [{"role": "system", "content": "S"}, *turns]]
+
+    def text(template, probe):
+        try:
+            return tokenizer.apply_chat_template(probe, chat_template=template, tokenize=False,
+                                                 add_generation_prompt=True)
+        except TemplateError as e:
+            return f"error: {e}"
+
+    return all(text(other_template, probe) == text(None, probe) for probe in probes)

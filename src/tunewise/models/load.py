@@ -79,6 +79,18 @@ def torch_dtype(name: str):
     return getattr(torch, name)
 
 
+def saved_chat_template(folder: str) -> str | None:
+    """The chat template a local tokenizer folder holds (chat_template.jinja or tokenizer_config.json), or None."""
+    path = Path(folder)
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    try:
+        template = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return template if isinstance(template, str) else None
+
+
 def load_tokenizer(model_dir: str, template: str | None = None):
     """The tokenizer of `model_dir`, with --template's chat template when one is named (else its own, which it
     must have), a pad token, and a template checked to end replies with a special token."""

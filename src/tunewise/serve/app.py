@@ -89,6 +89,7 @@ def _same_model(a: str, b: str) -> bool | None:
 
 
 def build_engine(args: ServeArgs):
+    from tunewise.models.load import saved_chat_template
     from tunewise.serve.engine import BatchEngine
 
     specs = parse_adapters(args.adapters)
@@ -96,7 +97,12 @@ def build_engine(args: ServeArgs):
     name = args.served_model_name or name
     if name in {s.name for s in specs}:
         raise UserError(f"--adapters: the name {name!r} is the base model's; choose another.")
-    engine = BatchEngine(base, name, args.system, args.torch_dtype, args.attn_impl, args.max_batch_size, args.batching)
+    tokenizer_dir = base
+    if args.template is None and Path(base).is_dir() and saved_chat_template(base) is None:
+        # a base model without a template: its adapters saved the one they were trained with
+        tokenizer_dir = next((s.path for s in specs if saved_chat_template(s.path) is not None), base)
+    engine = BatchEngine(base, name, args.system, args.torch_dtype, args.attn_impl, args.max_batch_size, args.batching,
+                         args.template, tokenizer_dir)
     for spec in specs:
         engine.add_adapter(spec.name, spec.path, spec.system)
     return engine
@@ -153,6 +159,22 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def chat_template_for_vllm(args: ServeArgs, base: str, specs) -> str | None:
+    """--template's Jinja, or for a base without a template the one its adapters were trained with (a merged
+    export carries its own)."""
+    from tunewise.models.load import saved_chat_template
+
+    if args.template:
+        from tunewise.data.templates import TEMPLATES
+
+        if args.template not in TEMPLATES:
+            raise UserError(f"--template {args.template}: expected one of {', '.join(TEMPLATES)}.")
+        return TEMPLATES[args.template].jinja
+    if len(specs) > 1 and Path(base).is_dir() and saved_chat_template(base) is None:
+        return next((t for t in map(saved_chat_template, (s.path for s in specs)) if t), None)
+    return None
+
+
 def vllm_command(args: ServeArgs, python: str = sys.executable, export=None) -> list[str]:
     """The `python -m vllm.entrypoints.openai.api_server ...` command line for these flags.
 
@@ -177,6 +199,9 @@ def vllm_command(args: ServeArgs, python: str = sys.executable, export=None) -> 
         if specs:
             cmd += ["--enable-lora", "--max-lora-rank", str(max(max(s.rank for s in specs), 8)),
                     "--max-loras", str(len(specs)), "--lora-modules", *[f"{s.name}={s.path}" for s in specs]]
+    template = chat_template_for_vllm(args, base, specs)
+    if template:
+        cmd += ["--chat-template", template]  # vLLM takes the template itself as well as a file
     cmd += ["--tensor-parallel-size", str(args.tensor_parallel_size)]
     if args.max_model_len:
         cmd += ["--max-model-len", str(args.max_model_len)]

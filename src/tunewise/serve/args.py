@@ -28,6 +28,9 @@ class ServeArgs:
     max_request_bytes: int = flag_field(MAX_REQUEST_BYTES, "largest request body; a larger one gets a 413 unread")
     engine: str = flag_field("hf", "hf (this process: transformers + peft, batched) | vllm (vLLM's OpenAI server)")
     system: str | None = flag_field(None, "system prompt for the base model's chats that have none (adapters use their run's)")
+    template: str | None = flag_field(None, "chat template by name (chatml | qwen | qwen3 | llama3 | plain); default: "
+                                            "the base's own, or for a base without one the template its adapters "
+                                            "were trained with")
     torch_dtype: str = flag_field("auto", "auto | float32 | bfloat16 | float16")
     attn_impl: str | None = flag_field(None, "attention implementation: sdpa | eager")
     max_batch_size: int = flag_field(32, "most requests decoded together in one forward pass")

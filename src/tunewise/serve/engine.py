@@ -33,13 +33,16 @@ class BatchEngine:
     """
 
     def __init__(self, base: str, base_name: str, system: str | None = None, dtype: str = "auto",
-                 attn_implementation: str | None = None, max_batch_size: int = 32, batching: str = "continuous"):
+                 attn_implementation: str | None = None, max_batch_size: int = 32, batching: str = "continuous",
+                 template: str | None = None, tokenizer_dir: str | None = None):
+        """`template` names a chat template (tunewise.data.templates); `tokenizer_dir` is where the tokenizer
+        comes from: the base, or an adapter that saved the template a base without one was trained with."""
         from tunewise.models.load import end_of_turn_ids, load_model, load_tokenizer
 
-        self.tokenizer = load_tokenizer(base)
+        self.tokenizer = load_tokenizer(tokenizer_dir or base, template)
         # prompts get their own copy (one HF tokenizer is not safe in two threads at once): tokenizing a long prompt
         # takes seconds (2 MiB: 3-6 s on 2 cores) and must not hold the lock the worker detokenizes under every step
-        self.prompt_tokenizer = load_tokenizer(base)
+        self.prompt_tokenizer = load_tokenizer(tokenizer_dir or base, template)
         self._prompt_lock = threading.Lock()
         self.model = load_model(base, dtype, attn_implementation).eval()
         self.base_path = base
@@ -56,6 +59,14 @@ class BatchEngine:
 
         if name in self.models:
             raise UserError(f"--adapters {name}={checkpoint}: the name {name!r} is already served.")
+        from tunewise.data.templates import renders_alike
+        from tunewise.models.load import saved_chat_template
+
+        trained_with = saved_chat_template(checkpoint)
+        if trained_with is not None and not renders_alike(self.tokenizer, trained_with):
+            raise UserError(f"--adapters {name}={checkpoint}: it was trained with another chat template than this "
+                            "server renders prompts with, and would answer prompts it never saw; serve it from a "
+                            "server of its own (or pass the --template it was trained with).")
         # peft keeps adapters in ModuleDicts, whose keys may not contain dots: the served name can be anything
         key = re.sub(r"\W", "_", name)
         while key in {s.adapter for s in self.models.values()}:
