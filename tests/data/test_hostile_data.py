@@ -26,6 +26,15 @@ def row(**fields) -> str:
     return OK + json.dumps(fields, ensure_ascii=False) + "\n"  # the bad row is on line 2
 
 
+def call(name: str, arguments="{}") -> dict:
+    return {"role": "assistant", "content": None,
+            "tool_calls": [{"type": "function", "function": {"name": name, "arguments": arguments}}]}
+
+
+USER, ANSWER = {"role": "user", "content": "q"}, {"role": "assistant", "content": "r"}
+RESULT = {"role": "tool", "content": "42"}
+
+
 def turns(*pairs, key="messages") -> str:
     names = ("role", "content") if key == "messages" else ("from", "value")
     return row(**{key: [dict(zip(names, pair)) for pair in pairs]})
@@ -78,8 +87,30 @@ CASES = [
      "field 'messages[1].content' is empty"),
     ("alpaca-empty-prompt", "d.jsonl", row(instruction="", input="", output="r"), 2,
      "fields 'instruction' and 'input' are empty"),
-    ("sharegpt-unknown-from", "d.jsonl", turns(("human", "q"), ("function_call", "r"), key="conversations"), 2,
-     "conversations[1].from is 'function_call'"),
+    ("sharegpt-unknown-from", "d.jsonl", turns(("human", "q"), ("bot", "r"), key="conversations"), 2,
+     "conversations[1].from is 'bot'"),
+    ("sharegpt-function-call-not-json", "d.jsonl", turns(("human", "q"), ("function_call", "r"), key="conversations"),
+     2, "field 'conversations[1].value' is a string that is not valid JSON"),
+    ("tool-calls-number", "d.jsonl", row(messages=[USER, {"role": "assistant", "tool_calls": 5}]), 2,
+     "field 'messages[1].tool_calls' must be a non-empty list of tool calls"),
+    ("tool-call-no-name", "d.jsonl", row(messages=[USER, {"role": "assistant", "tool_calls": [{"function": {}}]}]), 2,
+     "messages[1].tool_calls[0] needs 'name'"),
+    ("tool-call-arguments-list", "d.jsonl", row(messages=[USER, call("f", "[1]")]), 2,
+     "field 'messages[1].tool_calls[0].arguments' must be an object (or a JSON string of one), got array"),
+    ("tool-call-on-user-turn", "d.jsonl", row(messages=[{**USER, "tool_calls": []}, ANSWER]), 2,
+     "messages[0] has 'tool_calls' but role 'user'"),
+    ("tool-result-without-call", "d.jsonl", row(messages=[USER, ANSWER, RESULT, ANSWER]), 2,
+     "message 3 is a tool result, but message 2 made no tool call"),
+    ("tool-call-without-result", "d.jsonl", row(messages=[USER, call("f"), USER, ANSWER]), 2,
+     "message 3 is 'user'; the tool calls of message 2 need their result (a 'tool' turn) first"),
+    ("tool-not-listed", "d.jsonl", row(messages=[USER, call("g"), RESULT, ANSWER], tools=[{"name": "f"}]), 2,
+     "message 2 calls the tool 'g', which field 'tools' does not list (it lists f)"),
+    ("tools-an-object", "d.jsonl", row(messages=[USER, ANSWER], tools='{"name": "f"}'), 2,
+     "field 'tools' must be a list of function schemas, got object"),
+    ("tools-on-a-template-without-them", "d.jsonl", row(messages=[USER, call("f"), RESULT, ANSWER]), 2,
+     "the model's chat template does not render tools: the assistant's call of f is missing"),
+    ("dpo-tools", "d.jsonl", json.dumps({"prompt": "q", "chosen": "r", "rejected": "s", "tools": [{"name": "f"}]}),
+     1, "tool calls and tools in preference rows are not supported by dpo yet", ["--rlhf_type", "dpo"]),
     ("sharegpt-no-value", "d.jsonl", row(conversations=[{"from": "human"}]), 2,
      "conversations[0] needs 'from' and 'value'"),
     ("sharegpt-value-number", "d.jsonl", turns(("human", "q"), ("gpt", 7), key="conversations"), 2,
