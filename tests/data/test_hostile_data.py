@@ -26,6 +26,15 @@ def row(**fields) -> str:
     return OK + json.dumps(fields, ensure_ascii=False) + "\n"  # the bad row is on line 2
 
 
+def parquet(rows: list[dict]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    return sink.getvalue().to_pybytes()
+
+
 def call(name: str, arguments="{}") -> dict:
     return {"role": "assistant", "content": None,
             "tool_calls": [{"type": "function", "function": {"name": name, "arguments": arguments}}]}
@@ -111,6 +120,19 @@ CASES = [
      "the model's chat template does not render tools: the assistant's call of f is missing"),
     ("dpo-tools", "d.jsonl", json.dumps({"prompt": "q", "chosen": "r", "rejected": "s", "tools": [{"name": "f"}]}),
      1, "tool calls and tools in preference rows are not supported by dpo yet", ["--rlhf_type", "dpo"]),
+    ("csv-extra-cell", "d.csv", 'query,response\nq,"r\nr"\nq,r,x\n', 4, "3 cells, but the header has 2 columns"),
+    ("csv-empty-reply", "d.csv", "query,response\nq,r\nq,\n", 3, "missing field 'response'"),
+    ("csv-blank-reply", "d.csv", "query,response\nq,r\nq, \n", 3, "field 'response' is empty"),
+    ("csv-messages-not-json", "d.csv", 'messages\n"[{""role"": ""user""}"\n', 2,
+     "column 'messages' holds text that is not valid JSON"),
+    ("csv-header-twice", "d.csv", "query,query\nq,r\n", 1, "column 'query' appears twice in the header"),
+    ("csv-utf16", "d.csv", "query,response\nq,r\n".encode("utf-16"), None, "is UTF-16"),
+    ("parquet-not-parquet", "d.parquet", OK, None, "not a readable Parquet file"),
+    ("parquet-empty", "d.parquet", b"", None, "the file is empty"),
+    ("parquet-no-reply", "d.parquet", parquet([{"query": "q", "response": "r"}, {"query": "q", "response": None}]),
+     None, "d.parquet, row 2: missing field 'response'"),
+    ("parquet-reply-number", "d.parquet", parquet([{"query": "q", "response": 1}]), None,
+     "d.parquet, row 1: field 'response' must be a string, got number"),
     ("sharegpt-no-value", "d.jsonl", row(conversations=[{"from": "human"}]), 2,
      "conversations[0] needs 'from' and 'value'"),
     ("sharegpt-value-number", "d.jsonl", turns(("human", "q"), ("gpt", 7), key="conversations"), 2,

@@ -7,8 +7,9 @@ Accepted rows (readers.py turns each --dataset source into rows of this form):
       "system"?, "tools"?}   (ShareGPT; the roles may also be user, assistant or model)
   {"query"|"prompt"|"instruction" (+ "input"), "response"|"output", "system"?, "history"?: [[q, r], ...]}
 Every assistant reply must hold text (whitespace is not text) or tool calls, and so must the prompt of a
-query/instruction row; tools.py reads the tool calls. A spec is a file path, `PATH#N` (N rows sampled with a fixed
-seed, repeated when N exceeds the file), or a built-in set name (`self_cognition`).
+query/instruction row; tools.py reads the tool calls. A spec is a file (.jsonl, .json, .csv, .parquet), a dataset
+folder, a Hub id `owner/name`, or a built-in set name (`self_cognition`); `SPEC#N` samples N rows with a fixed seed,
+repeated when N exceeds the data (readers.py).
 `{{NAME}}` and `{{AUTHOR}}` are replaced from --model_name/--model_author (Chinese rows take the first value, English
 rows the second); a placeholder left after that is an error.
 """
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tunewise.data import tools as tooling
-from tunewise.data.readers import json_type, read_rows, show
+from tunewise.data.readers import json_type, show
+from tunewise.data.sources import read_rows
 from tunewise.errors import UserError
 
 BUILTIN_DATASETS = {name: Path(__file__).parent / "builtin" / f"{name}.jsonl" for name in ("self_cognition", "tiny_skills")}
@@ -123,12 +125,13 @@ def to_messages(row, where: str) -> tuple[list[dict], dict]:
             return _turn_list(row, key, where, style), {k: v for k, v in row.items() if k not in (key, "system")}
 
     query_key = next((k for k in ("query", "prompt", "instruction") if k in row), None)
-    if query_key is None:
+    if query_key is None and "input" not in row:  # an alpaca row's empty instruction may be left out (a table's is)
         raise UserError(f"{where}: missing field 'query' (or 'prompt', 'instruction', 'messages', 'conversations').")
-    query = _text(row[query_key], where, query_key)
+    query = _text(row[query_key], where, query_key) if query_key else ""
     more = _optional_text(row, "input", where)
     if not query.strip() and not more.strip():
-        both = f"fields '{query_key}' and 'input' are" if "input" in row else f"field '{query_key}' is"
+        both = (f"fields '{query_key}' and 'input' are" if query_key and "input" in row
+                else f"field '{query_key or 'input'}' is")
         raise UserError(f"{where}: {both} empty; the prompt must hold text.")
     out = []
     system = _optional_text(row, "system", where)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunewise.data import readers
+from tunewise.data import readers, sources
 from tunewise.data.encode import EncodeStats
 from tunewise.data.template import template_ids, with_system
 from tunewise.data.tools import uses_tools
@@ -45,7 +45,7 @@ REJECTED = "rejected_response"
 
 def read_rows(spec: str, seed: int = 42) -> list[tuple[str, object]]:
     """(file:line, row) for every row of one spec (a path, PATH#N, or a built-in set name)."""
-    return readers.read_rows(spec, seed, {**BUILTIN_DATASETS, **PREFERENCE_SETS})
+    return sources.read_rows(spec, seed, {**BUILTIN_DATASETS, **PREFERENCE_SETS})
 
 
 def _messages(value, where: str, name: str) -> list[dict]:
