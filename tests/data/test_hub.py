@@ -138,8 +138,9 @@ def test_a_missing_local_path_is_no_hub_id(tmp_path, monkeypatch):
 
 def test_a_hub_id_offline_is_one_error_that_says_what_to_do(tmp_path, capsys):
     spec = "AI-ModelScope/alpaca-gpt4-data-en#500"
-    with pytest.raises(UserError, match=r"--dataset AI-ModelScope/alpaca-gpt4-data-en#500: the Hugging Face Hub cannot "
-                                        r"be reached .*\(HF_HUB_OFFLINE=1 is set\).*pass a local \.jsonl"):
+    with pytest.raises(UserError, match=r"--dataset AI-ModelScope/alpaca-gpt4-data-en#500: no local file or folder has "
+                                        r"that name, and the Hugging Face Hub cannot be reached to load 'AI-ModelScope/"
+                                        r"alpaca-gpt4-data-en' \(HF_HUB_OFFLINE=1 is set; .*pass a local \.jsonl"):
         load_conversations([spec])
     out = tmp_path / "out"
     assert run_cli("plan", "--dataset", spec, "--output_dir", out) == 2

@@ -3,8 +3,10 @@ apply_chat_template(messages, tools=...) takes them; the calls are trained, the 
 that cannot render them is refused. The tool-capable template is Qwen2.5's, as TRL ships it, on the embedded
 tokenizer (its own ChatML template has no tools)."""
 import json
+import shutil
 
 import pytest
+from cli_runs import run_cli
 from trl.chat_template_utils import qwen2_5_chat_template
 
 from tunewise.data.encode import IGNORE, encode_conversation, encode_dataset
@@ -133,3 +135,14 @@ def test_preference_rows_with_tools_are_refused(tmp_path):
     row = {**OPENAI, "rejected_response": "No idea."}
     with pytest.raises(UserError, match=r"d\.jsonl:1: tool calls and tools in preference rows are not supported"):
         load_preferences([write(tmp_path, row)])
+
+
+def test_plan_trains_tool_rows_on_a_model_whose_template_has_tools(tmp_path, capsys):
+    model = tmp_path / "tiny-tools"
+    shutil.copytree(resolve_model("tunewise-tiny"), model)
+    (model / "chat_template.jinja").write_text(qwen2_5_chat_template, encoding="utf-8")
+    data = write(tmp_path, OPENAI, MS_SWIFT, SHAREGPT)
+    assert run_cli("plan", "--model", model, "--dataset", data, "--output_dir", tmp_path / "plan") == 0
+    assert "train data: 3/3 rows kept" in capsys.readouterr().out
+    assert run_cli("plan", "--dataset", data, "--output_dir", tmp_path / "tiny") == 2  # the embedded ChatML template
+    assert "d.jsonl:1: the model's chat template does not render tools" in capsys.readouterr().err

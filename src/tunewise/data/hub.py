@@ -74,13 +74,14 @@ def _from_hub(source: Source):
     try:
         return datasets.load_dataset(name)
     except DatasetNotFoundError:
-        raise UserError(f"--dataset {source.spec}: '{name}' is not a dataset on the Hugging Face Hub (or it is gated "
-                        f"or private: log in with `hf auth login`); ModelScope ids are not read; {local}.") from None
+        raise UserError(f"--dataset {source.spec}: no local file or folder has that name, and '{name}' is not a "
+                        "dataset on the Hugging Face Hub (or it is gated or private: log in with `hf auth login`; "
+                        f"ModelScope ids are not read); {local}.") from None
     except ConnectionError as e:
         why = "HF_HUB_OFFLINE=1 is set" if datasets.config.HF_HUB_OFFLINE else "no network"
-        raise UserError(f"--dataset {source.spec}: the Hugging Face Hub cannot be reached to load '{name}' ({why}) "
-                        f"and datasets has no copy of it; {local}, or load it once with network "
-                        "(datasets caches it).") from None
+        raise UserError(f"--dataset {source.spec}: no local file or folder has that name, and the Hugging Face Hub "
+                        f"cannot be reached to load '{name}' ({why}; datasets has no copy of it); {local}, or load it "
+                        "once with network (datasets caches it).") from None
     except Exception as e:
         raise UserError(f"--dataset {source.spec}: datasets cannot load the Hub dataset '{name}' "
                         f"({brief(e, 200)}).") from None
