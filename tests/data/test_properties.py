@@ -98,9 +98,9 @@ def well_formed(form: int, q: str, r: str, other: str) -> dict:
             {"prompt": q, "chosen": r, "rejected": other},
             {"conversations": [{"from": "human", "value": q}], "chosen": {"from": "gpt", "value": r},
              "rejected": {"from": "gpt", "value": other}},
-            {"tools": [{"name": "f"}], "messages": [{"role": "user", "content": q}, {"role": "tool_call", "content": CALL},
-                                                    {"role": "tool", "content": other}, {"role": "assistant", "content": r}]}
-            ][form]
+            {"tools": [{"name": "f"}],
+             "messages": [{"role": "user", "content": q}, {"role": "tool_call", "content": CALL},
+                          {"role": "tool", "content": other}, {"role": "assistant", "content": r}]}][form]
 
 
 NEAR_VALID = st.builds(lambda row, changes: {**row, **changes},

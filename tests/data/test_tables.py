@@ -45,7 +45,8 @@ def messages(specs):
 
 def test_csv_columns_map_to_every_row_form(tmp_path):
     header = ["query", "response", "system", "history", "instruction", "input", "output", "messages", "conversations"]
-    assert messages([write_csv(tmp_path / "d.csv", header, *ROWS)]) == messages([write_jsonl(tmp_path / "d.jsonl", ROWS)])
+    jsonl = write_jsonl(tmp_path / "d.jsonl", ROWS)
+    assert messages([write_csv(tmp_path / "d.csv", header, *ROWS)]) == messages([jsonl])
 
 
 def table(rows) -> pa.Table:
@@ -68,7 +69,8 @@ def test_tool_calls_come_through_parquet_and_csv(tmp_path):
     for spec in (str(path), csv_path):
         convs = load_conversations([spec])
         assert [c.messages for c in convs] == [c.messages for c in expected]
-        assert convs[0].tools == expected[0].tools == [{"type": "function", "function": json.loads(CALL_ROW["tools"])[0]}]
+        tools = [{"type": "function", "function": json.loads(CALL_ROW["tools"])[0]}]
+        assert convs[0].tools == expected[0].tools == tools
         assert convs[1].tools is None and "tool_calls" not in convs[1].messages[1]
 
 
@@ -112,6 +114,7 @@ def test_table_rows_drop_nulls_and_empty_cells_and_read_json_text():
 
 
 def test_preference_pairs_from_a_csv(tmp_path):
-    path = write_csv(tmp_path / "p.csv", ["prompt", "chosen", "rejected"], {"prompt": "q", "chosen": "a", "rejected": "b"})
+    path = write_csv(tmp_path / "p.csv", ["prompt", "chosen", "rejected"],
+                     {"prompt": "q", "chosen": "a", "rejected": "b"})
     (pair,) = load_preferences([path])
     assert pair.messages[-1]["content"] == "a" and pair.extra["rejected_response"] == "b" and pair.origin.endswith(":2")

@@ -77,7 +77,7 @@ def _from_hub(source: Source):
         raise UserError(f"--dataset {source.spec}: no local file or folder has that name, and '{name}' is not a "
                         "dataset on the Hugging Face Hub (or it is gated or private: log in with `hf auth login`; "
                         f"ModelScope ids are not read); {local}.") from None
-    except ConnectionError as e:
+    except ConnectionError:
         why = "HF_HUB_OFFLINE=1 is set" if datasets.config.HF_HUB_OFFLINE else "no network"
         raise UserError(f"--dataset {source.spec}: no local file or folder has that name, and the Hugging Face Hub "
                         f"cannot be reached to load '{name}' ({why}; datasets has no copy of it); {local}, or load it "

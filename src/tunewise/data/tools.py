@@ -6,9 +6,9 @@ renders (https://huggingface.co/docs/transformers/chat_extras#tools):
                                "tool_calls": [{"type": "function", "function": {"name", "arguments": {...}}}]}
   tool result:  {"role": "tool", "content": text, "tool_call_id"?, "name"?}
 
-Accepted on the way in: OpenAI rows (`tool_calls` with `arguments` as a JSON string or an object, `tool` turns), ms-swift
-rows (`tool_call` turns whose content is {"name", "arguments"} as JSON, `tool_response` turns, `tools` as a JSON string)
-and ShareGPT rows as LLaMA-Factory writes them (`function_call` / `observation` turns, `tools` of bare
+Accepted on the way in: OpenAI rows (`tool_calls` with `arguments` as a JSON string or an object, `tool` turns),
+ms-swift rows (`tool_call` turns whose content is {"name", "arguments"} as JSON, `tool_response` turns, `tools` as a
+JSON string) and ShareGPT rows as LLaMA-Factory writes them (`function_call` / `observation` turns, `tools` of bare
 {"name", "description", "parameters"} objects).
 """
 from __future__ import annotations
