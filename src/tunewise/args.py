@@ -57,7 +57,7 @@ class SftArgs(ModelArgs):
     """Supervised fine-tuning (`tunewise sft`); `tunewise plan` takes the same flags."""
 
     train_type: str = flag_field("lora", "lora | full", aliases=("tuner_type",))
-    dataset: list[str] = flag_field([], "files (.jsonl/.json), PATH#N to sample N rows, or built-in sets (self_cognition)", split_commas=True)
+    dataset: list[str] = flag_field([], "files (.jsonl/.json/.csv/.parquet), dataset folders, Hub ids (owner/name), SPEC#N to sample N rows, or built-in sets (self_cognition)", split_commas=True)
     val_dataset: list[str] = flag_field([], "validation data, same forms as --dataset", split_commas=True)
     split_dataset_ratio: float = flag_field(0.0, "fraction of --dataset held out for validation when --val_dataset is not given")
     model_name: list[str] = flag_field([], "new model name for {{NAME}}: one value, or Chinese then English")

@@ -26,6 +26,24 @@ def row(**fields) -> str:
     return OK + json.dumps(fields, ensure_ascii=False) + "\n"  # the bad row is on line 2
 
 
+def parquet(rows: list[dict]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def call(name: str, arguments="{}") -> dict:
+    return {"role": "assistant", "content": None,
+            "tool_calls": [{"type": "function", "function": {"name": name, "arguments": arguments}}]}
+
+
+USER, ANSWER = {"role": "user", "content": "q"}, {"role": "assistant", "content": "r"}
+RESULT = {"role": "tool", "content": "42"}
+
+
 def turns(*pairs, key="messages") -> str:
     names = ("role", "content") if key == "messages" else ("from", "value")
     return row(**{key: [dict(zip(names, pair)) for pair in pairs]})
@@ -78,8 +96,43 @@ CASES = [
      "field 'messages[1].content' is empty"),
     ("alpaca-empty-prompt", "d.jsonl", row(instruction="", input="", output="r"), 2,
      "fields 'instruction' and 'input' are empty"),
-    ("sharegpt-unknown-from", "d.jsonl", turns(("human", "q"), ("function_call", "r"), key="conversations"), 2,
-     "conversations[1].from is 'function_call'"),
+    ("sharegpt-unknown-from", "d.jsonl", turns(("human", "q"), ("bot", "r"), key="conversations"), 2,
+     "conversations[1].from is 'bot'"),
+    ("sharegpt-function-call-not-json", "d.jsonl", turns(("human", "q"), ("function_call", "r"), key="conversations"),
+     2, "field 'conversations[1].value' is a string that is not valid JSON"),
+    ("tool-calls-number", "d.jsonl", row(messages=[USER, {"role": "assistant", "tool_calls": 5}]), 2,
+     "field 'messages[1].tool_calls' must be a non-empty list of tool calls"),
+    ("tool-call-no-name", "d.jsonl", row(messages=[USER, {"role": "assistant", "tool_calls": [{"function": {}}]}]), 2,
+     "messages[1].tool_calls[0] needs 'name'"),
+    ("tool-call-arguments-list", "d.jsonl", row(messages=[USER, call("f", "[1]")]), 2,
+     "field 'messages[1].tool_calls[0].arguments' must be an object (or a JSON string of one), got array"),
+    ("tool-call-on-user-turn", "d.jsonl", row(messages=[{**USER, "tool_calls": []}, ANSWER]), 2,
+     "messages[0] has 'tool_calls' but role 'user'"),
+    ("tool-result-without-call", "d.jsonl", row(messages=[USER, ANSWER, RESULT, ANSWER]), 2,
+     "message 3 is a tool result, but message 2 made no tool call"),
+    ("tool-call-without-result", "d.jsonl", row(messages=[USER, call("f"), USER, ANSWER]), 2,
+     "message 3 is 'user'; the tool calls of message 2 need their result (a 'tool' turn) first"),
+    ("tool-not-listed", "d.jsonl", row(messages=[USER, call("g"), RESULT, ANSWER], tools=[{"name": "f"}]), 2,
+     "message 2 calls the tool 'g', which field 'tools' does not list (it lists f)"),
+    ("tools-an-object", "d.jsonl", row(messages=[USER, ANSWER], tools='{"name": "f"}'), 2,
+     "field 'tools' must be a list of function schemas, got object"),
+    ("tools-on-a-template-without-them", "d.jsonl", row(messages=[USER, call("f"), RESULT, ANSWER]), 2,
+     "the model's chat template does not render tools: the assistant's call of f is missing"),
+    ("dpo-tools", "d.jsonl", json.dumps({"prompt": "q", "chosen": "r", "rejected": "s", "tools": [{"name": "f"}]}),
+     1, "tool calls and tools in preference rows are not supported by dpo yet", ["--rlhf_type", "dpo"]),
+    ("csv-extra-cell", "d.csv", 'query,response\nq,"r\nr"\nq,r,x\n', 4, "3 cells, but the header has 2 columns"),
+    ("csv-empty-reply", "d.csv", "query,response\nq,r\nq,\n", 3, "missing field 'response'"),
+    ("csv-blank-reply", "d.csv", "query,response\nq,r\nq, \n", 3, "field 'response' is empty"),
+    ("csv-messages-not-json", "d.csv", 'messages\n"[{""role"": ""user""}"\n', 2,
+     "column 'messages' holds text that is not valid JSON"),
+    ("csv-header-twice", "d.csv", "query,query\nq,r\n", 1, "column 'query' appears twice in the header"),
+    ("csv-utf16", "d.csv", "query,response\nq,r\n".encode("utf-16"), None, "is UTF-16"),
+    ("parquet-not-parquet", "d.parquet", OK, None, "not a readable Parquet file"),
+    ("parquet-empty", "d.parquet", b"", None, "the file is empty"),
+    ("parquet-no-reply", "d.parquet", parquet([{"query": "q", "response": "r"}, {"query": "q", "response": None}]),
+     None, "d.parquet, row 2: missing field 'response'"),
+    ("parquet-reply-number", "d.parquet", parquet([{"query": "q", "response": 1}]), None,
+     "d.parquet, row 1: field 'response' must be a string, got number"),
     ("sharegpt-no-value", "d.jsonl", row(conversations=[{"from": "human"}]), 2,
      "conversations[0] needs 'from' and 'value'"),
     ("sharegpt-value-number", "d.jsonl", turns(("human", "q"), ("gpt", 7), key="conversations"), 2,

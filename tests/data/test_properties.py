@@ -81,10 +81,13 @@ ENCODINGS = st.fixed_dictionaries({"suffix": SUFFIXES, "bom": st.booleans(), "cr
 # Rows built from the names the loaders look for, holding plausible and implausible values; and well-formed rows
 # (sft and dpo forms) with a field or two replaced, so that some files load and some fail on one detail.
 KEYS = ["messages", "conversations", "query", "prompt", "instruction", "input", "response", "output", "system",
-        "history", "chosen", "rejected", REJECTED, "tag"]
+        "history", "chosen", "rejected", REJECTED, "tag", "tools"]
+CALL = '{"name": "f", "arguments": {"x": 1}}'  # a tool call as ms-swift and ShareGPT write it
 WORDS = st.sampled_from(["", " ", "hi", "{{NAME}}", "{{X}}", "user", "assistant", "system", "human", "gpt", "model",
-                         "zh", "你好"]) | st.text(max_size=6)
-TURNS = st.dictionaries(st.sampled_from(["role", "content", "from", "value"]), WORDS | JSON_VALUES, max_size=3)
+                         "zh", "你好", "tool", "tool_call", "tool_response", "function_call", "observation", CALL,
+                         "[" + CALL + "]", '[{"name": "f"}]']) | st.text(max_size=6)
+TURNS = st.dictionaries(st.sampled_from(["role", "content", "from", "value", "tool_calls"]), WORDS | JSON_VALUES,
+                        max_size=3)
 VALUES = WORDS | JSON_VALUES | st.lists(TURNS, max_size=4) | TURNS | st.lists(st.lists(WORDS, max_size=3), max_size=3)
 
 
@@ -94,11 +97,14 @@ def well_formed(form: int, q: str, r: str, other: str) -> dict:
             {"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": r}]},
             {"prompt": q, "chosen": r, "rejected": other},
             {"conversations": [{"from": "human", "value": q}], "chosen": {"from": "gpt", "value": r},
-             "rejected": {"from": "gpt", "value": other}}][form]
+             "rejected": {"from": "gpt", "value": other}},
+            {"tools": [{"name": "f"}],
+             "messages": [{"role": "user", "content": q}, {"role": "tool_call", "content": CALL},
+                          {"role": "tool", "content": other}, {"role": "assistant", "content": r}]}][form]
 
 
 NEAR_VALID = st.builds(lambda row, changes: {**row, **changes},
-                       st.builds(well_formed, st.integers(0, 4), TEXT, TEXT, TEXT),
+                       st.builds(well_formed, st.integers(0, 5), TEXT, TEXT, TEXT),
                        st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=2))
 ROWS = st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5) | NEAR_VALID
 
@@ -107,8 +113,9 @@ ROWS = st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5) | NEAR_VALID
 @given(rows=st.lists(ROWS, min_size=1, max_size=3), suffix=SUFFIXES)
 def test_conversation_like_rows_never_raise_anything_but_user_error(workdir, rows, suffix):
     sft, dpo = load_both(write(workdir, suffix, as_file(rows, suffix)))
-    for conv in (sft or []) + (dpo or []):  # what loads is a conversation that ends with a real reply
-        assert conv.messages[-1]["role"] == "assistant" and conv.messages[-1]["content"].strip()
+    for conv in (sft or []) + (dpo or []):  # what loads is a conversation that ends with a real reply or a call
+        last = conv.messages[-1]
+        assert last["role"] == "assistant" and (last["content"].strip() or last.get("tool_calls"))
     for pair in dpo or []:
         assert pair.extra[REJECTED].strip() and pair.extra[REJECTED] != pair.messages[-1]["content"]
 

@@ -91,3 +91,21 @@ def test_a_base_model_trained_with_a_template_keeps_it_in_every_checkpoint(base_
     capsys.readouterr()
     assert run_cli("infer", "--adapters", out / "checkpoint-2", "--query", "hi", "--max_new_tokens", 4) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_rows_carry_reasoning_content_to_the_qwen3_template(base_model_dir, tmp_path):
+    from tunewise.data.formats import load_conversations
+
+    data = tmp_path / "r.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "2+3?"},
+                                             {"role": "assistant", "content": "5", "reasoning_content": "2+3=5."}]})
+                    + "\n" + json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                                      {"role": "assistant", "content": "yo", "reasoning_content": 7}]}))
+    with pytest.raises(UserError, match=r"r.jsonl:2: field 'messages\[1\].reasoning_content' must be a string"):
+        load_conversations([str(data)], [], [], 42)
+    data.write_text(data.read_text().splitlines()[0] + "\n")
+    (conv,) = load_conversations([str(data)], [], [], 42)
+    tok = load_tokenizer(str(base_model_dir), "qwen3")
+    rows, _ = encode_dataset(tok, [conv], None, 512)
+    trained = [i for i, label in zip(rows[0]["input_ids"], rows[0]["labels"]) if label != IGNORE]
+    assert tok.decode(trained) == "<think>\n2+3=5.\n</think>\n\n5<|im_end|>"

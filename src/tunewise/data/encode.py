@@ -1,16 +1,21 @@
 """Turn conversations into token ids and labels with the model's own chat template; loss on assistant turns only.
 
 The template is rendered for growing prefixes of the conversation; the text each assistant turn adds (its reply
-and end-of-turn token) is labelled, everything else (system, user turns, the assistant header) is -100.
+and end-of-turn token) is labelled, everything else (system, user turns, the assistant header) is -100. A row with
+tools is rendered as `apply_chat_template(messages, tools=...)` renders it: an assistant turn's tool calls are part
+of its reply and trained, the tool results (the template's own turns for them) are not. A template that drops the
+tools, the calls or their results is refused: training on such text would teach the model nothing of them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from tunewise.data.formats import Conversation
+from tunewise.data.readers import show
 from tunewise.data.template import render, with_system
 from tunewise.data.templates import drops_system, turn_end
-from tunewise.errors import UserError
+from tunewise.data.tools import uses_tools
+from tunewise.errors import UserError, brief
 
 IGNORE = -100
 
@@ -22,9 +27,28 @@ def _end_of_turn(end: str, reply_text: str) -> str:
     return reply_text
 
 
-def encode_conversation(tokenizer, messages: list[dict], end: str | None = None) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) for one conversation; labels are IGNORE outside assistant replies. `end` is the
-    template's end-of-turn token (templates.turn_end; found here when not given)."""
+def _render(tokenizer, messages: list[dict], tools: list[dict] | None, generation_prompt: bool, where: str) -> str:
+    if not tools and not uses_tools(messages, None):
+        return render(tokenizer, messages, generation_prompt=generation_prompt)
+    if not messages:
+        return ""
+    try:
+        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
+                                             add_generation_prompt=generation_prompt)
+    except Exception as e:  # a template's raise_exception, or one that cannot read a turn without text
+        raise UserError(f"{where}: the model's chat template cannot render this row's tool calls ({brief(e, 200)}); "
+                        "use a model whose template supports tools (such as Qwen2.5-Instruct).") from None
+
+
+def _not_rendered(where: str, what: str) -> UserError:
+    return UserError(f"{where}: the model's chat template does not render tools: {what} is missing from the text it "
+                     "renders for this row; use a model whose chat template supports tools (such as Qwen2.5-Instruct).")
+
+
+def encode_conversation(tokenizer, messages: list[dict], tools: list[dict] | None = None,
+                        where: str = "conversation", end: str | None = None) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for one conversation; labels are IGNORE outside assistant replies. `where` names the row
+    in errors; `end` is the template's end-of-turn token (templates.turn_end; found here when not given)."""
     end = end or turn_end(tokenizer)
     ids: list[int] = []
     labels: list[int] = []
@@ -38,19 +62,30 @@ def encode_conversation(tokenizer, messages: list[dict], end: str | None = None)
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = render(tokenizer, messages[:i], generation_prompt=True)
-        full = render(tokenizer, messages[: i + 1], generation_prompt=False)
+        prompt = _render(tokenizer, messages[:i], tools, True, where)
+        full = _render(tokenizer, messages[: i + 1], tools, False, where)
         if not (prompt.startswith(rendered) and full.startswith(prompt)):
-            raise UserError("the chat template renders the turns before an assistant reply differently once more "
+            raise UserError(f"{where}: the chat template renders the turns before an assistant reply differently once more "
                             "turns follow (Qwen3's own template, for one, drops the reasoning of earlier turns), so "
                             "the reply's labels cannot be placed; pass --template NAME (qwen3 keeps every turn's "
                             "reasoning).")
         add(prompt[len(rendered):], learn=False)
         reply = full[len(prompt):]
         labelled = _end_of_turn(end, reply)
+        if message.get("tool_calls"):  # the calls must change the trained text, else the template dropped them
+            bare = {key: value for key, value in message.items() if key != "tool_calls"}
+            without = _render(tokenizer, messages[:i] + [bare], tools, False, where)[len(prompt):]
+            if _end_of_turn(end, without) == labelled:
+                names = ", ".join(call["function"]["name"] for call in message["tool_calls"])
+                raise _not_rendered(where, f"the assistant's call of {names}")
+        for m in messages[:i]:
+            if m["role"] == "tool" and m["content"].strip() not in prompt:
+                raise _not_rendered(where, f"the tool result {show(m['content'], 40)}")
         add(labelled, learn=True)
         add(reply[len(labelled):], learn=False)
         rendered = full
+    if tools and _render(tokenizer, messages, tools, False, where) == _render(tokenizer, messages, None, False, where):
+        raise _not_rendered(where, f"field 'tools' ({', '.join(t['function']['name'] for t in tools)})")
     return ids, labels
 
 
@@ -92,10 +127,7 @@ def encode_dataset(tokenizer, convs: list[Conversation], system: str | None, max
             raise UserError(f"{where}: the chat template leaves system messages out, so this system prompt would "
                             "never reach the model; pass --template NAME, or put the instructions in the user turn.")
     for conv in convs:
-        try:
-            ids, labels = encode_conversation(tokenizer, with_system(conv.messages, system), end)
-        except UserError as e:
-            raise UserError(f"{conv.origin}: {e}") from None
+        ids, labels = encode_conversation(tokenizer, with_system(conv.messages, system), conv.tools, conv.origin, end)
         if len(ids) > max_length:
             if truncation == "delete":
                 stats.deleted_too_long += 1

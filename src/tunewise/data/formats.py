@@ -1,14 +1,17 @@
 """Turn rows of training data into conversations, with `file:line: reason` errors for anything malformed.
 
-Accepted rows (JSONL, or a JSON list of objects; readers.py reads the file and its encoding):
-  {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...], "system"?}
-  {"conversations": [{"from": "system"|"human"|"gpt", "value": "..."}, ...], "system"?}   (ShareGPT; the roles
-      may also be user, assistant or model)
+Accepted rows (readers.py turns each --dataset source into rows of this form):
+  {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": "..."}, ...], "system"?, "tools"?}
+      (OpenAI's form: an assistant turn may carry "tool_calls"; ms-swift's "tool_call"/"tool_response" turns work too)
+  {"conversations": [{"from": "system"|"human"|"gpt"|"function_call"|"observation", "value": "..."}, ...],
+      "system"?, "tools"?}   (ShareGPT; the roles may also be user, assistant or model)
   {"query"|"prompt"|"instruction" (+ "input"), "response"|"output", "system"?, "history"?: [[q, r], ...]}
-Every assistant reply must hold text (whitespace is not text), and so must the prompt of a query/instruction row.
-A spec is a file path, `PATH#N` (N rows sampled with a fixed seed, repeated when N exceeds the file), or a
-built-in set name (`self_cognition`). `{{NAME}}` and `{{AUTHOR}}` are replaced from --model_name/--model_author
-(Chinese rows take the first value, English rows the second); a placeholder left after that is an error.
+Every assistant reply must hold text (whitespace is not text) or tool calls, and so must the prompt of a
+query/instruction row; tools.py reads the tool calls. A spec is a file (.jsonl, .json, .csv, .parquet), a dataset
+folder, a Hub id `owner/name`, or a built-in set name (`self_cognition`); `SPEC#N` samples N rows with a fixed seed,
+repeated when N exceeds the data (readers.py).
+`{{NAME}}` and `{{AUTHOR}}` are replaced from --model_name/--model_author (Chinese rows take the first value, English
+rows the second); a placeholder left after that is an error.
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from tunewise.data.readers import json_type, read_rows, show
+from tunewise.data import tools as tooling
+from tunewise.data.readers import json_type, show
+from tunewise.data.sources import read_rows
 from tunewise.errors import UserError
 
 BUILTIN_DATASETS = {name: Path(__file__).parent / "builtin" / f"{name}.jsonl" for name in ("self_cognition", "tiny_skills")}
@@ -33,9 +38,11 @@ class TurnStyle(NamedTuple):
     roles: dict
 
 
-MESSAGES = TurnStyle("role", "content", {role: role for role in ROLES})
+MESSAGES = TurnStyle("role", "content", {**{role: role for role in ROLES}, "tool": tooling.TOOL,
+                                          "tool_call": tooling.CALL, "tool_response": tooling.TOOL})
 SHAREGPT = TurnStyle("from", "value", {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                                       "model": "assistant", "system": "system"})
+                                       "model": "assistant", "system": "system", "function_call": tooling.CALL,
+                                       "observation": tooling.TOOL})
 
 
 @dataclass
@@ -44,6 +51,7 @@ class Conversation:
     origin: str  # "file:line", for error messages
     extra: dict = field(default_factory=dict)  # other fields of the row (e.g. "rejected_response" for DPO)
     identity: bool = False  # it held {{NAME}} or {{AUTHOR}}: identity (self-cognition) data
+    tools: list[dict] | None = None  # the functions the row's tool calls may use (tools.py), for the chat template
 
 
 def _text(value, where: str, name: str, reply: bool = False) -> str:
@@ -60,15 +68,45 @@ def _optional_text(row: dict, name: str, where: str) -> str:
     return "" if row.get(name) is None else _text(row[name], where, name)
 
 
-def to_turn(turn, where: str, name: str, style: TurnStyle) -> dict:
-    """One {"role", "content"} message from a turn written in `style`; `name` says where it stands in the row."""
-    if not isinstance(turn, dict) or style.role not in turn or style.text not in turn:
+def _role(turn, where: str, name: str, style: TurnStyle) -> str:
+    """Our role for a turn written in `style` (tools.CALL for a tool call written as a turn of its own)."""
+    calls = style is MESSAGES and isinstance(turn, dict) and turn.get("tool_calls") is not None
+    if not isinstance(turn, dict) or style.role not in turn or (style.text not in turn and not calls):
         raise UserError(f"{where}: {name} needs '{style.role}' and '{style.text}'.")
     role = style.roles.get(turn[style.role]) if isinstance(turn[style.role], str) else None
     if role is None:
         raise UserError(f"{where}: {name}.{style.role} is {show(turn[style.role])}; expected one of "
                         f"{', '.join(style.roles)}.")
-    return {"role": role, "content": _text(turn[style.text], where, f"{name}.{style.text}", reply=role == "assistant")}
+    if calls and role != "assistant":
+        raise UserError(f"{where}: {name} has 'tool_calls' but role {show(turn[style.role])}; only an assistant "
+                        "turn calls tools.")
+    return role
+
+
+def to_turn(turn, where: str, name: str, style: TurnStyle) -> dict:
+    """One message from a turn written in `style`; `name` says where it stands in the row. A tool call written as
+    a turn of its own comes back as an assistant message without text (tools.add_call merges it)."""
+    role = _role(turn, where, name, style)
+    text = f"{name}.{style.text}"
+    if role == tooling.CALL:
+        return {"role": "assistant", "content": "",
+                "tool_calls": tooling.parse_tool_calls(turn[style.text], where, text)}
+    if role == tooling.TOOL:
+        return tooling.tool_result(turn, _text(turn[style.text], where, text))
+    if role == "assistant" and style is MESSAGES and turn.get("tool_calls") is not None:
+        content = turn.get("content")  # OpenAI: null (or absent) beside tool calls
+        return {"role": role, "content": "" if content is None else _text(content, where, text),
+                "tool_calls": tooling.parse_tool_calls(turn["tool_calls"], where, f"{name}.tool_calls"),
+                **_reasoning(turn, where, name)}
+    message = {"role": role, "content": _text(turn[style.text], where, text, reply=role == "assistant")}
+    return {**message, **_reasoning(turn, where, name)} if role == "assistant" else message
+
+
+def _reasoning(turn: dict, where: str, name: str) -> dict:
+    """An assistant turn's "reasoning_content" (Qwen3 / DeepSeek-R1 style; --template qwen3 renders it in <think>)."""
+    if turn.get("reasoning_content") in (None, ""):
+        return {}
+    return {"reasoning_content": _text(turn["reasoning_content"], where, f"{name}.reasoning_content")}
 
 
 def _turn_list(row: dict, key: str, where: str, style: TurnStyle) -> list[dict]:
@@ -77,8 +115,14 @@ def _turn_list(row: dict, key: str, where: str, style: TurnStyle) -> list[dict]:
     if not isinstance(turns, list) or not turns:
         raise UserError(f"{where}: field '{key}' must be a non-empty list, got {show(turns, 20)}.")
     system = _optional_text(row, "system", where)
-    return ([{"role": "system", "content": system}] if system else []) + [
-        to_turn(turn, where, f"{key}[{i}]", style) for i, turn in enumerate(turns)]
+    out = [{"role": "system", "content": system}] if system else []
+    for i, turn in enumerate(turns):
+        name = f"{key}[{i}]"
+        if _role(turn, where, name, style) == tooling.CALL:
+            tooling.add_call(out, to_turn(turn, where, name, style)["tool_calls"])
+        else:
+            out.append(to_turn(turn, where, name, style))
+    return out
 
 
 def to_messages(row, where: str) -> tuple[list[dict], dict]:
@@ -90,12 +134,13 @@ def to_messages(row, where: str) -> tuple[list[dict], dict]:
             return _turn_list(row, key, where, style), {k: v for k, v in row.items() if k not in (key, "system")}
 
     query_key = next((k for k in ("query", "prompt", "instruction") if k in row), None)
-    if query_key is None:
+    if query_key is None and "input" not in row:  # an alpaca row's empty instruction may be left out (a table's is)
         raise UserError(f"{where}: missing field 'query' (or 'prompt', 'instruction', 'messages', 'conversations').")
-    query = _text(row[query_key], where, query_key)
+    query = _text(row[query_key], where, query_key) if query_key else ""
     more = _optional_text(row, "input", where)
     if not query.strip() and not more.strip():
-        both = f"fields '{query_key}' and 'input' are" if "input" in row else f"field '{query_key}' is"
+        both = (f"fields '{query_key}' and 'input' are" if query_key and "input" in row
+                else f"field '{query_key or 'input'}' is")
         raise UserError(f"{where}: {both} empty; the prompt must hold text.")
     out = []
     system = _optional_text(row, "system", where)
@@ -118,14 +163,18 @@ def to_messages(row, where: str) -> tuple[list[dict], dict]:
 
 
 def check_sft_conversation(conv: Conversation) -> None:
+    """A system turn only first; then user and assistant alternate, starting with the user, except that an assistant
+    turn with tool calls is followed by their results (tool turns) and then the assistant again; the last turn is the
+    assistant's."""
     msgs = [m for m in conv.messages if m["role"] != "system"]
     if any(m["role"] == "system" for m in conv.messages[1:]):
         raise UserError(f"{conv.origin}: a system message may only come first.")
     if not msgs or msgs[-1]["role"] != "assistant":
         raise UserError(f"{conv.origin}: missing field 'response' (the conversation must end with an assistant reply).")
+    tooling.check_tool_turns(conv.origin, msgs, conv.tools)
+    before = {"user": (None, "assistant"), "assistant": ("user", tooling.TOOL), tooling.TOOL: ("assistant", "tool")}
     for i, m in enumerate(msgs):
-        expected = "user" if i % 2 == 0 else "assistant"
-        if m["role"] != expected:
+        if (msgs[i - 1]["role"] if i else None) not in before[m["role"]]:
             raise UserError(f"{conv.origin}: messages must alternate user/assistant; message {i + 1} is '{m['role']}'.")
 
 
@@ -158,7 +207,8 @@ def read_spec(spec: str, seed: int = 42) -> list[Conversation]:
     convs = []
     for where, row in read_rows(spec, seed, BUILTIN_DATASETS):
         messages, extra = to_messages(row, where)
-        convs.append(Conversation(messages, where, extra))
+        tools = tooling.parse_tools(extra.pop("tools", None), where)
+        convs.append(Conversation(messages, where, extra, tools=tools))
     return convs
 
 

@@ -9,15 +9,17 @@ Accepted rows (JSONL, or a JSON list of objects):
       (LLaMA-Factory's ShareGPT preference form; a ShareGPT row with "rejected_response" works too)
 Every row becomes a `Conversation` whose messages are the prompt plus the chosen reply, with the rejected reply in
 `extra["rejected_response"]`, and is checked like an `sft` conversation (roles alternate, the prompt ends with a user
-turn) plus: both replies non-empty and different. `{{NAME}}`/`{{AUTHOR}}` are replaced in both replies.
+turn) plus: both replies non-empty and different, and no tools (dpo does not train tool calls yet). `{{NAME}}` and
+`{{AUTHOR}}` are replaced in both replies.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from tunewise.data import readers
+from tunewise.data import readers, sources
 from tunewise.data.encode import EncodeStats
 from tunewise.data.template import template_ids, with_system
+from tunewise.data.tools import uses_tools
 from tunewise.data.formats import (
     BUILTIN_DATASETS,
     SHAREGPT,
@@ -43,7 +45,7 @@ REJECTED = "rejected_response"
 
 def read_rows(spec: str, seed: int = 42) -> list[tuple[str, object]]:
     """(file:line, row) for every row of one spec (a path, PATH#N, or a built-in set name)."""
-    return readers.read_rows(spec, seed, {**BUILTIN_DATASETS, **PREFERENCE_SETS})
+    return sources.read_rows(spec, seed, {**BUILTIN_DATASETS, **PREFERENCE_SETS})
 
 
 def _messages(value, where: str, name: str) -> list[dict]:
@@ -100,6 +102,9 @@ def to_preference(row, where: str) -> Conversation:
 
 
 def check_preference(conv: Conversation) -> None:
+    if conv.extra.get("tools") or uses_tools(conv.messages, None):
+        raise UserError(f"{conv.origin}: tool calls and tools in preference rows are not supported by dpo yet "
+                        "(sft trains them).")
     check_sft_conversation(conv)  # roles alternate and the chosen reply closes the conversation
     chosen, rejected = conv.messages[-1]["content"], conv.extra[REJECTED]
     if not chosen.strip():

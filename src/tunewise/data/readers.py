@@ -1,4 +1,6 @@
-"""The file layer of training data: a --dataset spec to a file, its bytes to text, the text to (line, JSON value) rows.
+"""The file layer of training data: a --dataset spec to a Source, a JSON file's bytes to text, the text to (line, JSON
+value) rows. sources.read_rows reads every kind of source: JSON here, CSV and Parquet in tables.py, dataset folders
+and Hub ids in hub.py (through `datasets`).
 
 Text is UTF-8; a byte-order mark and CRLF (or CR) line ends are accepted. A compressed, UTF-16 or binary file, a byte
 that is not UTF-8 and JSON that cannot be read are each a UserError naming the file (and line where there is one).
@@ -11,6 +13,7 @@ import random
 import re
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from tunewise.errors import UserError
 
@@ -26,7 +29,7 @@ def json_type(value) -> str:
 
 def show(value, limit: int = 60, quote: bool = True) -> str:
     """A JSON value for an error message: on one line (newlines escaped), cut short; a string in single quotes."""
-    text = json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value, ensure_ascii=False, default=str)  # a table's cell may hold bytes or a date
     if isinstance(value, str):
         text = f"'{text[1:-1]}'" if quote else text[1:-1]
     return text if len(text) <= limit else text[:limit] + "…"
@@ -55,7 +58,7 @@ def read_text(path: Path) -> str:
         raise UserError(f"{path}: is UTF-16 ({reason}); save it as UTF-8.")
     data = data.removeprefix(codecs.BOM_UTF8)
     if b"\0" in data:
-        raise UserError(f"{_line_of(path, data, data.index(0))}: holds a NUL byte; this is binary data, not JSON text.")
+        raise UserError(f"{_line_of(path, data, data.index(0))}: holds a NUL byte; this is binary data, not text.")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -104,47 +107,73 @@ def rows_of_json(path: Path, text: str):
         pos = end
 
 
-def resolve_spec(spec: str, sets: dict) -> tuple[Path, int | None]:
-    """(file, rows to sample or None). The whole spec wins when it names a file or a set, so `a#b.jsonl` is a file;
-    else `PATH#N` samples N rows of PATH. When both `a.jsonl#3` and `a.jsonl` exist, the exact name is read."""
+class Source(NamedTuple):
+    """What a --dataset spec names: a data file, a folder (saved by `datasets`, or of data files) or a Hub dataset id,
+    and how many rows to sample from it (None: all, in order)."""
+    kind: str  # "file" | "folder" | "hub"
+    location: Path | str
+    count: int | None
+    spec: str
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def is_hub_id(name: str) -> bool:
+    """`owner/name` as the Hub spells dataset ids, and not a local path that is missing (a data-file suffix, or an
+    existing folder as its first part: `data/train.jsonl`)."""
+    return (_HUB_ID.fullmatch(name) is not None and not name.lower().endswith(DATA_SUFFIXES)
+            and not Path(name.partition("/")[0]).is_dir())
+
+
+def resolve_spec(spec: str, sets: dict) -> Source:
+    """The whole spec wins when it names a file, folder or set, so `a#b.jsonl` is a file; else `PATH#N` samples N rows
+    of PATH. When both `a.jsonl#3` and `a.jsonl` exist, the exact name is read. A spec that names nothing local and is
+    spelt `owner/name[#N]` is a Hub dataset id."""
     def find(name: str) -> Path | None:
         try:
             return sets.get(name) or (Path(name).expanduser() if name else None)
         except RuntimeError:  # ~user of no known home
             return None
 
+    def local(path: Path, count: int | None) -> Source:
+        return Source("folder" if path.is_dir() else "file", path, count, spec)
+
     whole = find(spec)
     head, sep, count = spec.rpartition("#")
     part = find(head) if sep else None
     is_count = re.fullmatch(r"[0-9]+", count) is not None and int(count) > 0
     if whole is not None and whole.exists():
-        if part is not None and part.is_file() and is_count:
-            print(f"note: --dataset {spec}: reading the file of that name, not {count} rows of {head} "
-                  "(both exist; rename one to make the other reachable).", file=sys.stderr)
-        return whole, None
-    if part is not None and part.exists():
-        if not is_count:
+        if part is not None and part.exists() and is_count:
+            print(f"note: --dataset {spec}: reading the {'file' if whole.is_file() else 'folder'} of that name, not "
+                  f"{count} rows of {head} (both exist; rename one to make the other reachable).", file=sys.stderr)
+        return local(whole, None)
+    name = head if sep else spec
+    if (part is not None and part.exists()) or is_hub_id(name):
+        if sep and not is_count:
             raise UserError(f"--dataset {spec}: the part after '#' must be a positive number of rows "
                             "(PATH#N reads N rows of PATH).")
-        return part, int(count)
-    raise UserError(f"--dataset {spec}: no such file (and not a built-in set: {', '.join(sets)}).")
+        count = int(count) if sep else None
+        return local(part, count) if part is not None and part.exists() else Source("hub", name, count, spec)
+    raise UserError(f"--dataset {spec}: no such file (and not a built-in set: {', '.join(sets)}; "
+                    "a Hub dataset id is spelt owner/name).")
 
 
-def read_rows(spec: str, seed: int, sets: dict) -> list[tuple[str, object]]:
-    """("file:line", raw row) for every row of one spec: a path, PATH#N (N rows sampled with a fixed seed, repeated
-    when N is larger than the file) or the name of a built-in set in `sets`."""
-    path, count = resolve_spec(spec, sets)
+def sample_indices(n: int, count: int, seed: int) -> list[int]:
+    """The rows `PATH#count` reads of n, for every kind of source: `count` drawn without repeats (seeded), whole extra
+    passes and then a partial one when count > n."""
+    rng = random.Random(seed)
+    picked = rng.sample(range(n), min(count, n))
+    while len(picked) < count:
+        picked += rng.sample(range(n), min(count - len(picked), n))
+    return picked
+
+
+def file_rows(path: Path) -> list[tuple[str, object]]:
+    """("file:line", raw row) for every row of a .jsonl or .json file."""
     text = read_text(path)
     if not text.strip():
         raise UserError(f"{path}: the file is empty.")
     reader = rows_of_json if path.suffix.lower() == ".json" else rows_of_jsonl
-    rows = [(f"{path}:{lineno}", row) for lineno, row in reader(path, text)]
-    if not rows:
-        raise UserError(f"{path}: the file holds no rows.")
-    if count is not None:
-        rng = random.Random(seed)
-        picked = rng.sample(rows, min(count, len(rows)))
-        while len(picked) < count:  # upsample: whole extra passes, then a partial one
-            picked += rng.sample(rows, min(count - len(picked), len(rows)))
-        rows = picked
-    return rows
+    return [(f"{path}:{lineno}", row) for lineno, row in reader(path, text)]

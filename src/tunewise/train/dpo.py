@@ -119,8 +119,8 @@ def rewards(metrics) -> list[str]:
 DPO = Recipe(
     command="dpo",
     args_class=DpoArgs,
-    dataset_hint="--dataset is required: a .jsonl/.json file of preference pairs, PATH#N, or a built-in set such as "
-                 "concise.",
+    dataset_hint="--dataset is required: a .jsonl/.json/.csv/.parquet file of preference pairs, a dataset folder, a "
+                 "Hub id (owner/name), SPEC#N, or a built-in set such as concise.",
     load=load_preferences,
     encode=encode_pairs,
     start=start_from_adapters,

@@ -54,7 +54,8 @@ def build_trainer(run: Run, staging: Path, callbacks: list):
 SFT = Recipe(
     command="sft",
     args_class=SftArgs,
-    dataset_hint="--dataset is required: a .jsonl/.json file, PATH#N, or a built-in set such as self_cognition.",
+    dataset_hint="--dataset is required: a .jsonl/.json/.csv/.parquet file, a dataset folder, a Hub id (owner/name), "
+                 "SPEC#N, or a built-in set such as self_cognition.",
     load=load_conversations,
     encode=encode_dataset,
     start=start_from_base,
