@@ -117,7 +117,7 @@ def test_a_template_without_tools_is_refused_with_the_row(tmp_path, tiny):
 def test_a_template_that_raises_on_tools_is_one_error(tmp_path, tiny):
     tok = load_tokenizer(resolve_model("tunewise-tiny"))
     tok.chat_template = ("{% for m in messages %}{% if m.tool_calls %}{{ raise_exception('no tools here') }}"
-                         "{% endif %}{{ m.content }}{% endfor %}")
+                         "{% endif %}{{ m.content + '<|im_end|>' }}{% endfor %}")  # replies end in a special token
     (conv,) = load_conversations([write(tmp_path, OPENAI)])
     with pytest.raises(UserError, match=r"d\.jsonl:1: the model's chat template cannot render this row's tool "
                                         r"calls \(TemplateError: no tools here\)"):
