@@ -1,69 +1,15 @@
-"""The web UI in a real headless Chromium (Debian's chromium + chromium-driver, driven by selenium)."""
-import json
+"""The web UI in a real headless Chromium: chat streams an answer; the tabs render in Chinese, and a training run is
+started from the Train form (the command previewed is the one started) and stopped."""
 import os
+import shlex
 import shutil
-import socket
 import time
 from pathlib import Path
 
-import pytest
+from tunewise.webui.training import TrainJob, plot_frames
+from tunewise.webui.commands import sft_argv
 
-from tunewise.webui.args import WebuiArgs
-from tunewise.webui.layout import text_of
-from tunewise.webui.training import TrainJob, plot_frames, sft_argv
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                "--window-size=1280,1000"]
 SCREENSHOT = os.environ.get("TUNEWISE_SCREENSHOT")  # e.g. docs/webui.png to refresh the README's picture
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def webui(tmp_path_factory):
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    from tunewise.webui.app import launch
-    from tunewise.webui.layout import build_app
-    from tunewise.webui.models import ModelPool
-
-    out = tmp_path_factory.mktemp("webui-output")
-    args = WebuiArgs(port=free_port(), output_dir=str(out))
-    pool = ModelPool(args)
-    # pace decoding like a bigger model (the tiny one answers 你是谁？ in 4 tokens within milliseconds), so that
-    # each streamed piece reaches the page as its own update
-    sched = pool.engine.scheduler
-    step = sched._decode_step
-    sched._decode_step = lambda: (time.sleep(0.15), step())
-    demo = build_app(pool, args)
-    launch(demo, args.host, args.port, block=False)
-    yield f"http://{args.host}:{args.port}/"
-    demo.close()
-    pool.engine.close()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    if not (CHROMIUM and DRIVER):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
-    os.environ["SE_OFFLINE"] = "true"  # selenium must not look for or download a driver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROME_FLAGS + [f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
-    yield driver
-    driver.quit()
-
 
 # Records the text of the last bot message each time the chat changes: a streamed reply shows several lengths.
 OBSERVE = """
@@ -82,14 +28,73 @@ window.__botText = botText;
 """
 
 
+def wait(browser, condition, timeout=60, show=()):
+    """Wait for condition(browser); on a timeout, name the fields in `show` (elem_ids) with their values and any
+    message Gradio shows."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(browser, timeout, poll_frequency=0.25).until(condition)
+    except TimeoutException:
+        toasts = browser.execute_script("return [...document.querySelectorAll('.toast-body')].map(e => e.innerText)")
+        raise AssertionError("timed out waiting; " + "; ".join(f"{e}={value_of(browser, e)!r}" for e in show)
+                             + f"; messages: {toasts}") from None
+
+
+def value_of(browser, elem_id: str):
+    """The value of the text field (textarea or input) of the component with this elem_id."""
+    return browser.execute_script(
+        "const e = document.querySelector(`#${arguments[0]} textarea, #${arguments[0]} input`);"
+        "return e ? e.value : null;", elem_id)
+
+
+def type_into(browser, elem_id: str, text: str):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = browser.find_element(By.CSS_SELECTOR, f"#{elem_id} textarea, #{elem_id} input")
+    box.clear()
+    box.send_keys(text)
+    box.send_keys(Keys.TAB)
+
+
+def tab_labels(browser) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [b.text.strip() for b in browser.find_elements(By.CSS_SELECTOR, 'button[role="tab"]')]
+
+
+def open_tab(browser, label: str):
+    from selenium.webdriver.common.by import By
+
+    [button] = [b for b in browser.find_elements(By.CSS_SELECTOR, 'button[role="tab"]') if b.text.strip() == label]
+    button.click()
+
+
+def check_screenshot(browser, path: Path):
+    """A real picture of the page: a PNG of the window's size with many colours and a good share of drawn pixels."""
+    from PIL import Image
+
+    assert browser.save_screenshot(str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000, path
+    image = Image.open(path).convert("RGB")
+    assert image.width >= 1000 and image.height >= 600, image.size
+    small = image.resize((320, 250))
+    pixels = list(small.get_flattened_data())
+    assert len(set(pixels)) > 50, f"{path}: {len(set(pixels))} colours"
+    drawn = sum(1 for p in pixels if min(p) < 235) / len(pixels)  # text, borders, plots: not a blank page
+    assert drawn > 0.03, f"{path}: {drawn:.1%} of the pixels are not near-white"
+    return path.read_bytes()
+
+
 def test_chat_streams_an_answer_in_the_browser(webui, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(webui)
-    box = WebDriverWait(browser, 60).until(EC.element_to_be_clickable((By.CSS_SELECTOR, "#chat-input textarea")))
+    browser.get(webui.url)
+    box = wait(browser, EC.element_to_be_clickable((By.CSS_SELECTOR, "#chat-input textarea")))
     browser.execute_script(OBSERVE)
     box.send_keys("你是谁？")
     box.send_keys(Keys.ENTER)
@@ -101,7 +106,7 @@ def test_chat_streams_an_answer_in_the_browser(webui, browser, tmp_path):
             settled.last, settled.since = text, now
         return text and now - settled.since > 1.0
 
-    WebDriverWait(browser, 90, poll_frequency=0.2).until(settled)
+    wait(browser, settled, 90)
     answer = browser.execute_script("return window.__botText()")
     lengths = browser.execute_script("return window.__lengths")
     user = browser.find_elements(By.CSS_SELECTOR, '#chatbot [data-testid="user"]')
@@ -110,21 +115,112 @@ def test_chat_streams_an_answer_in_the_browser(webui, browser, tmp_path):
     print("bot text lengths seen:", lengths, "answer:", answer)
     assert len(lengths) >= 3, lengths  # it grew piece by piece: streamed, not delivered whole
     shot = tmp_path / "webui.png"
-    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    check_screenshot(browser, shot)
     if SCREENSHOT:
         Path(SCREENSHOT).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, SCREENSHOT)
 
 
-def test_train_tab_runs_plots_and_stops_a_subprocess(tmp_path):
+def test_tabs_in_chinese_and_a_run_started_and_stopped_in_the_browser(webui, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    job = webui.demo.tunewise_job
+    browser.get(webui.url)
+    wait(browser, lambda d: tab_labels(d)[:5] == ["Chat", "Train", "Evaluate", "Export", "Compare"])
+    browser.find_element(By.XPATH, '//*[@id="language"]//label[contains(., "中文")]').click()
+    wait(browser, lambda d: tab_labels(d)[:5] == ["对话", "训练", "评测", "导出", "对比"])
+    shots = {"zh-chat": check_screenshot(browser, tmp_path / "zh-chat.png")}
+
+    open_tab(browser, "评测")  # Evaluate: its form and the command it would run, from the start
+    wait(browser, lambda d: (value_of(d, "eval-preview") or "").startswith("tunewise eval --model tunewise-tiny"))
+    assert browser.find_element(By.ID, "eval-run").text == "运行评测"
+    type_into(browser, "eval-a", "/no/such/checkpoint")  # a failed command: its error, verbatim
+    wait(browser, lambda d: "--model /no/such/checkpoint " in value_of(d, "eval-preview"), show=("eval-preview",))
+    browser.find_element(By.ID, "eval-run").click()
+    wait(browser, lambda d: "tunewise eval: error: --model /no/such/checkpoint: no such directory"
+         in value_of(d, "eval-status"), 120, show=("eval-status",))
+    assert value_of(browser, "eval-status").startswith("failed (exit code 2)")
+    shots["zh-eval"] = check_screenshot(browser, tmp_path / "zh-eval.png")
+    open_tab(browser, "导出")
+    wait(browser, lambda d: browser.find_element(By.ID, "export-run").text == "导出（合并 LoRA）")
+    browser.find_element(By.ID, "export-run").click()  # no checkpoint yet: says so instead of starting
+    wait(browser, lambda d: value_of(d, "export-status") == "not started: Pick the LoRA checkpoint to export.",
+         show=("export-status",))
+    shots["zh-export"] = check_screenshot(browser, tmp_path / "zh-export.png")
+
+    open_tab(browser, "训练")
+    wait(browser, lambda d: d.find_element(By.ID, "train-start").text == "开始训练")
+    # the DPO stage: its preference data and flags appear, and the preview says tunewise dpo
+    browser.find_element(By.XPATH, '//*[@id="train-stage"]//label[contains(., "dpo")]').click()
+    wait(browser, lambda d: (value_of(d, "train-preview") or "").startswith("tunewise dpo --model tunewise-tiny"))
+    assert "--dataset concise" in value_of(browser, "train-preview") and "--beta 0.1" in value_of(browser, "train-preview")
+    assert browser.find_element(By.ID, "train-pref-dataset").is_displayed()
+    browser.find_element(By.XPATH, '//*[@id="train-stage"]//label[contains(., "sft")]').click()
+    wait(browser, lambda d: (value_of(d, "train-preview") or "").startswith("tunewise sft "))
+
+    type_into(browser, "train-dataset", "self_cognition#16")
+    type_into(browser, "train-max-steps", "100")  # more than it can do before Stop: the test stops it
+    def form_taken(d):  # the preview shows both values
+        words = shlex.split(value_of(d, "train-preview"))
+        return words[words.index("--dataset") + 1] == "self_cognition#16" and "--max_steps" in words \
+            and words[words.index("--max_steps") + 1] == "100"
+
+    wait(browser, form_taken, show=("train-preview",))
+    previewed = value_of(browser, "train-preview")
+    # the form saved as YAML, changed, and loaded back: the same command again
+    browser.find_element(By.ID, "train-save-yaml").click()
+    wait(browser, lambda d: (value_of(d, "train-yaml-status") or "").startswith("saved "), show=("train-yaml-status",))
+    type_into(browser, "train-dataset", "other.jsonl")
+    wait(browser, lambda d: "other.jsonl" in value_of(d, "train-preview"))
+    browser.find_element(By.ID, "train-load-yaml").click()
+    wait(browser, lambda d: value_of(d, "train-preview") == previewed, show=("train-preview", "train-yaml-status"))
+    assert value_of(browser, "train-dataset") == "self_cognition#16"
+    assert not browser.execute_script("return document.querySelectorAll('.toast-body').length")  # no error shown
+    assert (webui.output_dir / "webui-train.yaml").is_file()
+    browser.find_element(By.ID, "train-start").click()
+    wait(browser, lambda d: "run directory:" in (value_of(d, "train-log") or ""), 240,
+         show=("train-status", "train-log"))  # it is training
+    assert value_of(browser, "train-log").splitlines()[0] == "$ " + previewed
+    assert job.command_line == previewed and job.running
+    started = Path(f"/proc/{job.proc.pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    assert started[1:4] == ["-m", "tunewise.cli", "sft"] and started[4:] == shlex.split(previewed)[2:]
+    assert value_of(browser, "train-status").startswith("running")
+    shots["zh-train-running"] = check_screenshot(browser, tmp_path / "zh-train-running.png")
+
+    browser.find_element(By.ID, "train-stop").click()
+    wait(browser, lambda d: (value_of(d, "train-status") or "").startswith("stopped"), 120,
+         show=("train-status", "train-log"))
+    assert not job.running and job.proc.returncode is not None  # "stopped" only once the process has ended
+    assert value_of(browser, "train-status").startswith(f"stopped (exit code {job.proc.returncode})")
+    shots["zh-train-stopped"] = check_screenshot(browser, tmp_path / "zh-train-stopped.png")
+    assert len(set(shots.values())) == len(shots)  # each view drew something of its own
+    print("screenshots:", ", ".join(str(tmp_path / f"{name}.png") for name in shots))
+
+
+def test_every_labelled_component_switches_language(webui):
+    import gradio as gr
+
+    from tunewise.webui.i18n import TEXT
+
+    texts = webui.demo.tunewise_texts
+    blocks = [b for b in webui.demo.blocks.values() if b is not texts.language]
+    labelled = [b for b in blocks if getattr(b, "label", None) or isinstance(b, (gr.Button, gr.Tab, gr.Markdown))]
+    assert len(labelled) > 60 and [b for b in labelled if b not in texts.items] == []
+    for (component, attrs), update in zip(texts.items.items(), texts.updates("zh")):
+        assert {a: update[a] for a in attrs} == {a: TEXT[key][1] for a, key in attrs.items()}, component
+        assert getattr(component, next(iter(attrs))) == TEXT[next(iter(attrs.values()))][0]  # built in English
+
+
+def test_train_job_runs_plots_and_stops_a_subprocess(tmp_path):
     job = TrainJob(tmp_path)
     argv = sft_argv({"model": "tunewise-tiny", "dataset": "self_cognition#16", "model_name": "小黄, Xiao Huang",
                      "model_author": "魔搭, ModelScope", "max_steps": 400.0, "logging_steps": 1.0, "save_steps": 1000.0,
-                     "output_dir": str(tmp_path / "runs"), "learning_rate": ""})
+                     "gradient_accumulation_steps": "1", "output_dir": str(tmp_path / "runs"), "learning_rate": "",
+                     "report_to": "none"})
     assert argv[argv.index("--model_name") + 1: argv.index("--model_name") + 3] == ["小黄", "Xiao Huang"]
     assert "--learning_rate" not in argv and argv[argv.index("--max_steps") + 1] == "400"
-    assert job.start(argv).startswith("started")
-    deadline = time.time() + 120
+    assert job.start("sft", argv).startswith("started")
+    deadline = time.time() + 180
     while len([r for r in job.records() if "loss" in r]) < 2:
         assert job.running, job.log_text()
         assert time.time() < deadline, job.log_text()
@@ -132,19 +228,7 @@ def test_train_tab_runs_plots_and_stops_a_subprocess(tmp_path):
     loss, lr = plot_frames(job.records())
     assert len(loss) >= 2 and set(lr["series"]) == {"lr", "planned lr"}
     assert "run directory:" in job.log_text(200)
-    assert "running" in job.status() and job.run_dir().is_dir()
-    assert job.stop().startswith("stopped")
-    assert not job.running and "exited" in job.status()
-
-
-def test_form_helpers():
-    from tunewise.errors import UserError
-
-    with pytest.raises(UserError, match="dataset"):
-        sft_argv({"dataset": ""})
-    argv = sft_argv({"dataset": "a.jsonl, self_cognition#8", "extra": "--lora_dropout 0.1"}, ["/tmp/up.jsonl"])
-    assert argv[argv.index("--dataset") + 1:argv.index("--dataset") + 4] == ["a.jsonl", "self_cognition#8", "/tmp/up.jsonl"]
-    assert argv[-2:] == ["--lora_dropout", "0.1"]
-    assert text_of([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]) == "ab" == text_of("ab")
-    assert WebuiArgs().host == "127.0.0.1" and WebuiArgs().port == 7860
-    assert json.dumps(plot_frames([])[0].columns.tolist()) == '["step", "value", "series"]'
+    assert job.status().startswith("running") and job.run_dir().is_dir()
+    stopped = job.stop()
+    assert not job.running and stopped == job.status() == f"stopped (exit code {job.proc.returncode})"
+    assert job.stop() == "No run is going."

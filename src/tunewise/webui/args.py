@@ -9,7 +9,7 @@ from tunewise.errors import UserError
 
 @dataclass
 class WebuiArgs:
-    """A web UI to chat with, fine-tune and compare models (`tunewise webui`)."""
+    """A web UI to chat with, fine-tune (sft, dpo), evaluate, export and compare models (`tunewise webui`)."""
 
     host: str = flag_field("127.0.0.1", "address to bind; 0.0.0.0 exposes the UI to the network")
     port: int = flag_field(7860, "TCP port")

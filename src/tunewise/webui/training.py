@@ -1,88 +1,87 @@
-"""The Train tab's job: `tunewise sft` flags from the form, the run as a subprocess (log, run directory, metrics,
-stop), and the loss / learning-rate plot frames read from its logging.jsonl."""
+"""The subprocesses the tabs start (`tunewise sft|dpo|eval|export`: log, state, stop), the Train tab's run directory
+and metrics, and the loss / learning-rate plot frames read from its logging.jsonl."""
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tunewise.errors import UserError
+from tunewise.webui.commands import command_line
 from tunewise.files import read_jsonl
 
 
-def sft_argv(form: dict, uploads: list[str] = ()) -> list[str]:
-    """`tunewise sft` flags from the Train form (empty fields are left to their defaults)."""
-    argv = ["--model", form.get("model") or "tunewise-tiny", "--train_type", form.get("train_type") or "lora"]
-    datasets = [d.strip() for d in (form.get("dataset") or "").split(",") if d.strip()] + [str(u) for u in uploads]
-    if not datasets:
-        raise UserError("Give a dataset: upload a .jsonl/.json file or name one (e.g. self_cognition#80).")
-    argv += ["--dataset", *datasets]
-    for key in ("model_name", "model_author"):
-        values = [v.strip() for v in (form.get(key) or "").split(",") if v.strip()]
-        if values:
-            argv += [f"--{key}", *values]
-    for key in ("num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "warmup_ratio", "lora_rank",
-                "lora_alpha", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
-                "logging_steps", "save_steps", "system", "output_dir"):
-        value = form.get(key)
-        if value is None or value == "":
-            continue
-        if isinstance(value, float) and value.is_integer() and key not in ("learning_rate", "warmup_ratio",
-                                                                              "num_train_epochs"):
-            value = int(value)
-        argv += [f"--{key}", str(value)]
-    argv += ["--report_to", "none"]
-    extra = (form.get("extra") or "").strip()
-    if extra:
-        argv += shlex.split(extra)
-    return argv
+class Job:
+    """One `tunewise COMMAND` subprocess at a time (a tab's Start button): its log file (stdout and stderr), its
+    state, and Stop, which waits for the process to end before it reports."""
 
-
-class TrainJob:
-    """One `tunewise sft` subprocess at a time: its log file, run directory and metrics."""
-
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, name: str = "job"):
         self.workdir = Path(workdir)
+        self.name = name
         self.proc: subprocess.Popen | None = None
         self.log_path: Path | None = None
+        self.command = ""
         self.argv: list[str] = []
         self.started = 0.0
+        self.stopping = False  # Stop was pressed and the process has not ended yet
+        self.stopped = False  # the process ended because of Stop
 
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, argv: list[str]) -> str:
+    @property
+    def command_line(self) -> str:
+        """The line started, as the form's preview shows it (`tunewise COMMAND ...`)."""
+        return command_line(self.command, self.argv) if self.command else ""
+
+    def start(self, command: str, argv: list[str]) -> str:
         if self.running:
             return "A run is already going; stop it first."
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.workdir / f"webui-train-{time.strftime('%Y%m%d-%H%M%S')}.log"
-        self.argv = argv
-        cmd = [sys.executable, "-m", "tunewise.cli", "sft", *argv]
+        self.log_path = self.workdir / f"webui-{self.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        self.command, self.argv = command, list(argv)
+        self.stopping = self.stopped = False
+        cmd = [sys.executable, "-m", "tunewise.cli", command, *self.argv]
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
-        with self.log_path.open("w", encoding="utf-8") as log:
-            log.write("$ tunewise sft " + shlex.join(argv) + "\n")
-            log.flush()
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
+        try:
+            with self.log_path.open("w", encoding="utf-8") as log:
+                log.write("$ " + self.command_line + "\n")
+                log.flush()
+                self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             env=env, start_new_session=True)
+        except OSError as e:
+            self.proc = None
+            return f"not started: {e}"
         self.started = time.time()
         return f"started (pid {self.proc.pid})"
 
-    def stop(self, grace: float = 10.0) -> str:
+    def stop(self, grace: float = 15.0) -> str:
+        """Ctrl-C to the run's process group, SIGTERM after `grace` seconds, SIGKILL after as many again; returns
+        once the process has ended, with its end state."""
         if not self.running:
             return "No run is going."
-        pgid = os.getpgid(self.proc.pid)
-        os.killpg(pgid, signal.SIGINT)  # tunewise handles Ctrl-C: exit code 130
+        self.stopping = True
         try:
-            self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(pgid, signal.SIGTERM)
-            self.proc.wait(grace)
-        return f"stopped (exit code {self.proc.returncode})"
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):  # tunewise handles Ctrl-C: exit code 130
+                try:
+                    os.killpg(self.proc.pid, sig)  # start_new_session: the process leads its own group
+                except ProcessLookupError:
+                    pass
+                try:
+                    self.proc.wait(grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        finally:
+            self.stopping = False
+        self.stopped = not self.running
+        return self.status()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.proc.wait(timeout)
 
     def log_text(self, lines: int = 40) -> str:
         if not self.log_path or not self.log_path.is_file():
@@ -98,6 +97,31 @@ class TrainJob:
                 kept.append(line)
         return "\n".join(kept[-lines:])
 
+    def error_text(self) -> str:
+        """A failed run's error as the command printed it: from its `tunewise CMD: error:` line (or traceback) on;
+        else the log's last lines."""
+        lines = self.log_text(400).splitlines()
+        marks = [i for i, line in enumerate(lines) if line.startswith(f"tunewise {self.command}:")
+                 or line.startswith("Traceback (most recent call last)")]
+        return "\n".join(lines[marks[0]:] if marks else lines[-15:])
+
+    def status(self) -> str:
+        if self.proc is None:
+            return "idle"
+        if self.running:
+            return "stopping…" if self.stopping else f"running for {time.time() - self.started:.0f} s"
+        code = self.proc.returncode
+        if self.stopped:
+            return f"stopped (exit code {code})"
+        return "finished" if code == 0 else f"failed (exit code {code}): {self.error_text()}"
+
+
+class TrainJob(Job):
+    """The Train tab's `tunewise sft|dpo` run: also its run directory and the metrics it logs."""
+
+    def __init__(self, workdir: Path):
+        super().__init__(workdir, "train")
+
     def run_dir(self) -> Path | None:
         if not self.log_path or not self.log_path.is_file():
             return None
@@ -109,14 +133,6 @@ class TrainJob:
     def records(self) -> list[dict]:
         run = self.run_dir()
         return read_jsonl(run / "logging.jsonl") if run else []
-
-    def status(self) -> str:
-        if self.proc is None:
-            return "idle"
-        if self.running:
-            return f"running for {time.time() - self.started:.0f} s"
-        code = self.proc.returncode
-        return "finished" if code == 0 else f"exited with code {code}"
 
 
 def plot_frames(records: list[dict]):
