@@ -42,10 +42,12 @@ def test_the_plan_names_the_engine(tmp_path, capsys):
     base = ["--dataset", "self_cognition#20", "--model_name", "N", "--model_author", "A"]
     for extra, engine in (([], "one process"), (["--nproc_per_node", "2"], "DDP (torchrun)"),
                           (["--nproc_per_node", "2", "--nnodes", "2"], "DDP (torchrun) on 2 nodes"),
-                          (["--nproc_per_node", "2", "--deepspeed", "zero3"], "DeepSpeed ZeRO-3")):
+                          (["--nproc_per_node", "2", "--deepspeed", "zero3"], "DeepSpeed ZeRO-3"),
+                          (["--nproc_per_node", "2", "--fsdp", "full_shard auto_wrap"],
+                           "FSDP full shard (auto-wrap Qwen2DecoderLayer)")):
         if "--deepspeed" in extra:
             pytest.importorskip("deepspeed")
-        out = tmp_path / engine.replace(" ", "_")
+        out = tmp_path / engine.split(" (")[0].replace(" ", "_")
         assert run_cli("plan", *base, *extra, "--output_dir", out) == 0
         line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("engine"))
         assert line.split(None, 1)[1].strip() == engine
