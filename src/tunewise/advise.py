@@ -154,6 +154,16 @@ def format_advice(advice: Advice, chosen: dict | None = None, memory: MemoryEsti
 
 # ---------------------------------------------------------------------------------------------------------------
 def _deepspeed_settings(run) -> dict:
+    """The sharding the memory estimate assumes: DeepSpeed's ZeRO stage and offload, or FSDP's equivalent (full shard:
+    weights, gradients and optimizer state sharded, as ZeRO-3; shard_grad_op: as ZeRO-2; offload: all three on CPU;
+    under mixed precision FSDP upcasts the trainable weights to float32)."""
+    if run.fsdp is not None:
+        import torch
+
+        offload = run.fsdp.config["cpu_offload"]
+        mixed = torch.cuda.is_available() and run.args.torch_dtype in ("bfloat16", "float16")  # recipe.mixed_precision
+        return {"zero_stage": 3 if run.fsdp.config["reshard_after_forward"] else 2, "offload_optimizer": offload,
+                "offload_params": offload, "master_weights": mixed}
     if run.deepspeed is None:
         return {}
     zero = run.deepspeed.config.get("zero_optimization", {}) if isinstance(run.deepspeed.config, dict) else {}

@@ -85,6 +85,12 @@ class SftArgs(ModelArgs):
     deepspeed: str | None = flag_field(None, "DeepSpeed ZeRO: zero2 | zero3 | zero3_offload (built in) or a DeepSpeed JSON file")
     deepspeed_scheduler: str = flag_field("flags", "a 'scheduler' block in the DeepSpeed JSON: flags (removed with a warning; "
                                            "the flags decide) | keep (the JSON's scheduler is used and planned)")
+    fsdp: str | None = flag_field(None, "PyTorch FSDP2 over the processes: option words as transformers spells them, "
+                                   "'full_shard auto_wrap' (ZeRO-3-like) | 'shard_grad_op auto_wrap' (ZeRO-2-like), "
+                                   "optionally with offload; ms-swift's preset fsdp2; or an ms-swift FSDP JSON file "
+                                   "(a bare --fsdp: full_shard auto_wrap, as transformers)", const="full_shard auto_wrap")
+    fsdp_config: str | None = flag_field(None, "transformers' fsdp_config for --fsdp: a JSON file or an inline JSON object "
+                                          '(e.g. \'{"transformer_layer_cls_to_wrap": ["Qwen2DecoderLayer"]}\')')
     eval_steps: int = flag_field(50, "evaluate every N optimizer steps (when there is validation data)")
     save_steps: int = flag_field(50, "save a checkpoint every N optimizer steps")
     save_total_limit: int | None = flag_field(2, "checkpoints kept; the best (lowest eval loss) and the last are always kept")
@@ -163,6 +169,10 @@ class SftArgs(ModelArgs):
                     raise ValueError
             except ValueError:
                 problems.append(f"--lr_scheduler_kwargs {self.lr_scheduler_kwargs}: expected a JSON object.")
+        if self.fsdp_config and not self.fsdp:
+            problems.append("--fsdp_config is read only with --fsdp (e.g. --fsdp 'full_shard auto_wrap').")
+        if self.fsdp and self.deepspeed:
+            problems.append(f"--fsdp {self.fsdp} and --deepspeed {self.deepspeed}: two sharding engines; give one.")
         if self.early_stop_on == "retention" and self.retention_eval_steps <= 0:
             problems.append("--early_stop_on retention needs --retention_eval_steps N (how often to probe).")
         if self.retention_eval_steps < 0:

@@ -186,7 +186,8 @@ def parse(cls, argv: list[str], extra_flags: dict | None = None):
                 if source == "flag":
                     if len(raw) > 1:
                         raise ValueError(f"takes one value, got {len(raw)}: {' '.join(raw)}")
-                    raw = raw[0] if raw else (True if scalar is bool else None)
+                    # a bare flag: true for a bool, the field's "const" where it has one (--fsdp), else no value
+                    raw = raw[0] if raw else (True if scalar is bool else f.metadata.get("const"))
                 values[f.name] = convert_value(f.name, raw, scalar, optional)
             sources[f.name] = source
         except ValueError as e:

@@ -44,10 +44,12 @@ def test_the_plan_names_the_engine(tmp_path, capsys):
                           (["--nproc_per_node", "2", "--nnodes", "2"], "DDP (torchrun) on 2 nodes"),
                           (["--nproc_per_node", "2", "--deepspeed", "zero3"], "DeepSpeed ZeRO-3"),
                           (["--nproc_per_node", "2", "--nnodes", "2", "--deepspeed", "zero2"],
-                           "DeepSpeed ZeRO-2 on 2 nodes")):
+                           "DeepSpeed ZeRO-2 on 2 nodes"),
+                          (["--nproc_per_node", "2", "--fsdp", "full_shard auto_wrap"],
+                           "FSDP full shard (auto-wrap Qwen2DecoderLayer)")):
         if "--deepspeed" in extra:
             pytest.importorskip("deepspeed")
-        out = tmp_path / engine.replace(" ", "_")
+        out = tmp_path / engine.replace(" ", "_").replace("(", "").replace(")", "")
         assert run_cli("plan", *base, *extra, "--output_dir", out) == 0
         lines = capsys.readouterr().out.splitlines()
         line = next(line for line in lines if line.strip().startswith("engine"))

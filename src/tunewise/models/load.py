@@ -145,3 +145,29 @@ def end_of_turn_ids(tokenizer) -> list[int]:
             if tid not in ids:
                 ids.append(tid)
     return ids
+
+
+def module_layout(model_dir: str) -> tuple[str, tuple[str, ...], frozenset[str], dict[str, float]]:
+    """(architecture, its `_no_split_modules`, the nn.Module classes its modeling code defines, the dropouts its
+    config sets above 0), from config.json and the model class alone, no weights loaded: what FSDP's auto-wrap and
+    its checkpointing check need before launch."""
+    import sys
+
+    import torch
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{model_dir}: not a readable model config ({brief(e, 200)}).") from e
+    cls = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+    if cls is None:
+        raise UserError(f"{model_dir}: {type(config).__name__} is not a causal LM transformers knows; FSDP needs its "
+                        "model class to find the decoder layers.")
+    module = sys.modules[cls.__module__]
+    classes = frozenset(name for name, obj in vars(module).items()
+                        if isinstance(obj, type) and issubclass(obj, torch.nn.Module))
+    dropouts = {key: value for key, value in config.to_dict().items()
+                if ("dropout" in key or key.endswith("pdrop")) and "classifier" not in key
+                and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0}
+    return cls.__name__, tuple(cls._no_split_modules or ()), classes, dropouts

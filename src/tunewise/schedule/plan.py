@@ -317,7 +317,7 @@ def write_plan_files(directory, step_plan: StepPlan, schedule: LRSchedule, extra
 def format_plan(step_plan: StepPlan, schedule: LRSchedule, sources: dict[str, str] | None = None,
                 engine: str | None = None) -> str:
     """A terminal table of the plan; ``sources`` maps field names to where each value came from; ``engine`` says
-    what runs the processes (one process, DDP, DeepSpeed ZeRO-N)."""
+    what runs the processes (one process, DDP, DeepSpeed ZeRO-N, FSDP ...)."""
     sources = sources or {}
     p = step_plan
     epochs = f"{p.num_train_epochs:g}" if p.max_steps < 0 else f"{p.epochs_covered:.3g} (max_steps={p.max_steps})"

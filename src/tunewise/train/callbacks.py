@@ -180,11 +180,12 @@ class PublishCheckpoints(TrainerCallback):
 
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # with ZeRO-3 every rank writes its shard: publish only once all have finished
+        model = kwargs.get("model")
+        finite = self.finite is None or model is None or self.finite.weights_finite(model)  # on every rank
         if not state.is_world_process_zero:
             return
         staged = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        model = kwargs.get("model")
-        if self.finite is not None and model is not None and not self.finite.weights_finite(model):
+        if not finite:
             rundir.clear_staging(self.run_dir)
             self.finite.stop(state.global_step, "weights in the checkpoint being saved (it was not published)")
         if staged.is_dir():

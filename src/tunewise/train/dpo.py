@@ -87,6 +87,10 @@ def dpo_config(run: Run, staging: Path):
         max_length=args.max_length, truncation_mode="keep_start", precompute_ref_log_probs=False,
         disable_dropout=True,
     )
+    if run.fsdp is not None:  # the copied AcceleratorConfig lost use_configured_state (transformers pops it when
+        from tunewise.train.fsdp import cpu_state  # it sets up devices): without it the CPU FSDP state is reset
+
+        kwargs["accelerator_config"] = cpu_state(run) or kwargs["accelerator_config"]
     return DPOConfig(**kwargs)
 
 
@@ -95,8 +99,10 @@ def build_trainer(run: Run, staging: Path, callbacks: list):
     from datasets import Dataset
     from trl import DPOTrainer
 
+    from tunewise.train.fsdp import check_active
+
     policy, ref, peft_config = build_models(run)
-    return DPOTrainer(
+    trainer = DPOTrainer(
         model=policy,
         ref_model=ref,
         args=dpo_config(run, staging),
@@ -106,6 +112,8 @@ def build_trainer(run: Run, staging: Path, callbacks: list):
         callbacks=callbacks,
         peft_config=peft_config,
     )
+    check_active(trainer, run)
+    return trainer
 
 
 def rewards(metrics) -> list[str]:
@@ -127,4 +135,5 @@ DPO = Recipe(
     build_trainer=build_trainer,
     summary=rewards,
     pairs=True,
+    dropout=False,  # dpo_config: disable_dropout=True
 )

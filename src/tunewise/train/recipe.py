@@ -2,8 +2,8 @@
 
     parsed flags (cli.py) -> where the policy starts (dpo --adapters: that run's base model and system prompt)
     -> the model's recommended values and the default warm-up -> one new, re-validated args object (every problem
-    at once) -> tokenizer and encoded rows -> step plan, warm-up, LR schedule, DeepSpeed reconciliation and
-    retention probes -> a frozen Run
+    at once) -> FSDP reconciliation -> tokenizer and encoded rows -> step plan, warm-up, LR schedule, DeepSpeed
+    reconciliation and retention probes -> a frozen Run
 
 A Recipe (tunewise.train.sft.SFT, tunewise.train.dpo.DPO) says only what differs between commands: how its rows
 are read and encoded, where its policy starts, and which trainer runs it. tunewise.train.session turns a Run into
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tunewise.args import SftArgs
     from tunewise.checkpoint import Checkpoint
     from tunewise.schedule.deepspeed import Reconciled
+    from tunewise.schedule.fsdp import FsdpPlan
     from tunewise.schedule.plan import LRSchedule, StepPlan
     from tunewise.train.retention import Probes
 
@@ -42,6 +43,7 @@ class Recipe:
     build_trainer: Callable  # (run, staging folder, callbacks) -> a transformers/TRL trainer
     summary: Callable = lambda metrics: []  # (MetricsLog) -> the command's own end-of-run lines
     pairs: bool = False  # rows are preference pairs (a chosen and a rejected sequence each)
+    dropout: bool = True  # the trainer keeps the model's dropout active (DPOConfig(disable_dropout=True) does not)
 
     @property
     def unit(self) -> str:
@@ -62,6 +64,7 @@ class Run:
     step_plan: StepPlan
     schedule: LRSchedule
     deepspeed: Reconciled | None  # with --deepspeed: the reconciled config
+    fsdp: FsdpPlan | None  # with --fsdp: the reconciled fsdp_config
     probes: Probes | None  # with --retention_eval_steps
     identity_rows: int  # training rows of identity data (the advice's epoch rule reads it)
     notes: tuple[str, ...]  # printed before the plan and written to plan.json
@@ -77,6 +80,8 @@ class Run:
         if self.deepspeed is not None:
             stage = self.deepspeed.config.get("zero_optimization", {}).get("stage", 0)
             return f"DeepSpeed ZeRO-{stage}{nodes}"
+        if self.fsdp is not None:
+            return self.fsdp.describe() + nodes
         return f"DDP (torchrun){nodes}" if self.step_plan.world_size > 1 else "one process"
 
 
@@ -102,6 +107,7 @@ def resolve(recipe: Recipe, args, sources: Mapping[str, str]) -> Run:
     args = revalidated(args, changes)
     if args.train_type == "lora" and not start.adapter:  # a new adapter: its target modules must exist
         check_target_modules(start.base, args.target_modules)
+    args, sources, fsdp = plan_fsdp(recipe, args, sources, start, notes)
     if start.adapter:
         notes.append(f"starting from {start.adapter} on {start.base}"
                      + (" (the adapter keeps training; its LoRA settings apply)" if args.train_type == "lora"
@@ -114,7 +120,7 @@ def resolve(recipe: Recipe, args, sources: Mapping[str, str]) -> Run:
     zero_stage = int(deepspeed.config.get("zero_optimization", {}).get("stage", 0)) if deepspeed else 0
     probes = build_probes(args, start.base, zero_stage)
     return Run(recipe, args, MappingProxyType(sources), start, tokenizer, train_rows, val_rows, step_plan, schedule,
-               deepspeed, probes, stats.identity_rows, tuple(notes))
+               deepspeed, fsdp, probes, stats.identity_rows, tuple(notes))
 
 
 def value_of(args, changes: dict, name: str):
@@ -144,6 +150,39 @@ def planned_world_size(args) -> int:
     from tunewise.train import launch
 
     return launch.world_size() if launch.under_launcher() else args.nproc_per_node * args.nnodes
+
+
+def plan_fsdp(recipe: Recipe, args, sources: dict, start: Checkpoint, notes: list):
+    """(args, sources, FsdpPlan or None): --fsdp reconciled with the flags and the model's layers, before any data is
+    read; a config that turns activation checkpointing on sets --gradient_checkpointing (source fsdp_config)."""
+    if not args.fsdp:
+        return args, sources, None
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from tunewise.models.load import module_layout
+    from tunewise.schedule.fsdp import ModelLayout, reconcile
+
+    architecture, no_split, classes, dropouts = module_layout(start.base)
+    if not recipe.dropout:
+        dropouts = {}
+    elif args.train_type == "lora":  # an adapter that keeps training keeps its own dropout
+        lora_dropout = (json.loads((Path(start.adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+                        .get("lora_dropout", 0.0) if start.adapter else args.lora_dropout)
+        dropouts = {**dropouts, **({"lora_dropout": lora_dropout} if lora_dropout else {})}
+    fsdp = reconcile(args.fsdp, args.fsdp_config, world_size=planned_world_size(args),
+                     layout=ModelLayout(architecture, no_split, classes, tuple(dropouts.items())),
+                     cuda=torch.cuda.is_available(), gradient_checkpointing=args.gradient_checkpointing,
+                     gradient_checkpointing_source=sources.get("gradient_checkpointing", "default"))
+    if fsdp.gradient_checkpointing != args.gradient_checkpointing:
+        args = revalidated(args, {"gradient_checkpointing": (fsdp.gradient_checkpointing, "fsdp_config")})
+    if fsdp.model_checkpointing:
+        notes.append("note: --gradient_checkpointing under FSDP is the model's own (it keeps dropout masks; "
+                     "transformers warns that it costs one more all-gather per layer in the backward). "
+                     '"activation_checkpointing": true in --fsdp_config uses FSDP\'s, without dropout only.')
+    return args, {**sources, **fsdp.sources}, fsdp
 
 
 def mixed_precision(dtype: str) -> tuple[bool, bool]:

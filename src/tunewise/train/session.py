@@ -81,8 +81,12 @@ def training_arguments(run: Run, staging: Path):
     import torch
     from transformers import TrainingArguments
 
+    from tunewise.train.fsdp import cpu_state as fsdp_cpu_state
+
     args = run.args
     bf16, fp16 = mixed_precision(args.torch_dtype)
+    # under FSDP, --gradient_checkpointing is the model's own unless the fsdp_config chose FSDP's (schedule/fsdp.py)
+    checkpointing = run.fsdp.model_checkpointing if run.fsdp else args.gradient_checkpointing
     return TrainingArguments(
         output_dir=str(staging),
         per_device_train_batch_size=args.per_device_train_batch_size,
@@ -103,9 +107,11 @@ def training_arguments(run: Run, staging: Path):
         bf16=bf16,
         fp16=fp16,
         deepspeed=run.deepspeed.config if run.deepspeed else None,
-        accelerator_config=deepspeed_cpu_state(run),
-        activation_checkpointing=args.gradient_checkpointing,  # transformers 5's name for gradient_checkpointing
-        activation_checkpointing_kwargs={"use_reentrant": False} if args.gradient_checkpointing else None,
+        fsdp=True if run.fsdp else None,  # transformers 5.23: True and an fsdp_config (the option string is deprecated)
+        fsdp_config=dict(run.fsdp.config) if run.fsdp else None,  # a copy: transformers adds its defaults to it
+        accelerator_config=deepspeed_cpu_state(run) or fsdp_cpu_state(run),
+        activation_checkpointing=checkpointing,  # transformers 5's name for gradient_checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         dataloader_num_workers=args.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only warns, once per epoch
         remove_unused_columns=False,

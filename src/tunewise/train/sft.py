@@ -40,7 +40,9 @@ def build_model(run: Run):
 def build_trainer(run: Run, staging: Path, callbacks: list):
     from transformers import DataCollatorForSeq2Seq, Trainer
 
-    return Trainer(
+    from tunewise.train.fsdp import check_active
+
+    trainer = Trainer(
         model=build_model(run),
         args=training_arguments(run, staging),
         train_dataset=run.train_rows,
@@ -49,6 +51,8 @@ def build_trainer(run: Run, staging: Path, callbacks: list):
         processing_class=run.tokenizer,
         callbacks=callbacks,
     )
+    check_active(trainer, run)
+    return trainer
 
 
 SFT = Recipe(

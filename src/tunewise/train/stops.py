@@ -74,11 +74,21 @@ class FiniteGuard(TrainerCallback):
 
     @staticmethod
     def weights_finite(model) -> bool:
-        """Every trainable parameter is finite (ZeRO-3 shards hold no full tensors here: those count as finite)."""
+        """Every trainable parameter is finite, on every rank: each checks the values it holds (an FSDP shard; a
+        ZeRO-3 placeholder holds none) and the ranks agree, so every rank must call it. Summing a norm over FSDP's
+        sharded tensors on rank 0 alone would wait forever for the other ranks."""
         import torch
+        import torch.distributed as dist
 
-        params = [p.detach() for p in model.parameters() if p.requires_grad and p.numel() > 0]
-        return not params or math.isfinite(torch.nn.utils.get_total_norm(params).item())
+        local = [p.detach().to_local() if hasattr(p, "to_local") else p.detach()
+                 for p in model.parameters() if p.requires_grad]
+        local = [t for t in local if t.numel() > 0]
+        finite = not local or math.isfinite(torch.nn.utils.get_total_norm(local).item())
+        if dist.is_available() and dist.is_initialized():
+            flag = torch.tensor([1.0 if finite else 0.0], device="cuda" if torch.cuda.is_available() else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = bool(flag.item())
+        return finite
 
 
 class SignalStop(TrainerCallback):
