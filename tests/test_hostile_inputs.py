@@ -60,7 +60,7 @@ def cases(f):
         ("sft", [*DATA, "--lr_scheduler_kwargs", "notjson"], "expected a JSON object"),
         ("sft", [*DATA, "--torch_dtype", "fp16"], "--torch_dtype fp16"),
         ("sft", [*DATA, "--attn_impl", "flashy"], "--attn_impl flashy"),
-        ("sft", [*DATA, "--report_to", "wandb"], "--report_to wandb"),
+        ("sft", [*DATA, "--report_to", "mlflow"], "--report_to mlflow: expected tensorboard, wandb, swanlab, none"),
         ("sft", [*DATA, "--train_type", "qlora"], "--train_type qlora"),
         ("sft", [*DATA, "--truncation_strategy", "middle"], "--truncation_strategy middle"),
         ("sft", [*DATA, "--split_dataset_ratio", "1"], "--split_dataset_ratio 1.0"),
