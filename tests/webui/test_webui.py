@@ -50,10 +50,14 @@ def value_of(browser, elem_id: str):
 
 
 def type_into(browser, elem_id: str, text: str):
+    """Type into a field as a person would: once it is shown. A field that a change of form hides and shows again
+    (the Train tab's dataset after DPO -> SFT) is re-rendered a moment after the preview updates; under a loaded CI
+    machine that moment was long enough for a plain find_element to miss it."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as EC
 
-    box = browser.find_element(By.CSS_SELECTOR, f"#{elem_id} textarea, #{elem_id} input")
+    box = wait(browser, EC.element_to_be_clickable((By.CSS_SELECTOR, f"#{elem_id} textarea, #{elem_id} input")))
     box.clear()
     box.send_keys(text)
     box.send_keys(Keys.TAB)
@@ -154,7 +158,8 @@ def test_tabs_in_chinese_and_a_run_started_and_stopped_in_the_browser(webui, bro
     browser.find_element(By.XPATH, '//*[@id="train-stage"]//label[contains(., "dpo")]').click()
     wait(browser, lambda d: (value_of(d, "train-preview") or "").startswith("tunewise dpo --model tunewise-tiny"))
     assert "--dataset concise" in value_of(browser, "train-preview") and "--beta 0.1" in value_of(browser, "train-preview")
-    assert browser.find_element(By.ID, "train-pref-dataset").is_displayed()
+    wait(browser, lambda d: d.find_elements(By.ID, "train-pref-dataset")
+         and d.find_element(By.ID, "train-pref-dataset").is_displayed())
     browser.find_element(By.XPATH, '//*[@id="train-stage"]//label[contains(., "sft")]').click()
     wait(browser, lambda d: (value_of(d, "train-preview") or "").startswith("tunewise sft "))
 
