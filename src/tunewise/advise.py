@@ -190,7 +190,7 @@ def plan_advice(run, gpu_memory: str | None = None) -> str:
     except UserError:
         pass
     pairs = run.recipe.pairs  # dpo: rows are preference pairs, each a chosen and a rejected sequence
-    advice = advise(len(run.train_rows), args.train_type, shape.parameters() if shape else None, recommended, chosen,
+    advice = advise(run.rows, args.train_type, shape.parameters() if shape else None, recommended, chosen,
                     run.identity_rows, identity_recipe)
     if pairs:  # the epoch/lr rules come from identity SFT studies; for DPO only the warmup and LoRA shape carry over
         advice = Advice({k: v for k, v in advice.recommendations.items()
@@ -205,13 +205,21 @@ def plan_advice(run, gpu_memory: str | None = None) -> str:
         dtype = args.torch_dtype if args.torch_dtype != "auto" else shape.dtype  # what load_model will give
         dtype = dtype if dtype in DTYPE_BYTES else "float32"
         # dpo: TRL pads pairs to --max_length at most and runs chosen and rejected as one batch of two per pair
-        seq = args.max_length if pairs else max(len(r["input_ids"]) for r in run.train_rows)
+        batch = args.per_device_train_batch_size
+        if pairs:
+            seq = args.max_length
+        elif args.padding_free:  # the largest batch holds the longest rows, without padding
+            lengths = sorted(len(r["input_ids"]) for r in run.train_rows)
+            seq = -(-sum(lengths[-batch:]) // min(batch, len(lengths)))
+        else:  # padded: every row of a batch as long as the longest
+            seq = max(len(r["input_ids"]) for r in run.train_rows)
         device = "cuda" if torch.cuda.is_available() or gpu_memory is not None else "cpu"
         memory = estimate_memory(
-            shape, args.train_type, weight_dtype=dtype, batch_size=args.per_device_train_batch_size * (2 if pairs else 1),
+            shape, args.train_type, weight_dtype=dtype, batch_size=batch * (2 if pairs else 1),
             seq_len=seq,
             lora_rank=args.lora_rank, lora_targets=args.target_modules, lora_dropout=args.lora_dropout,
             gradient_checkpointing=args.gradient_checkpointing, world_size=run.step_plan.world_size,
-            capacity=gpu_memory, device=device, **_deepspeed_settings(run))
+            capacity=gpu_memory, device=device, padding_free=not pairs and args.padding_free,
+            chunked_loss=not pairs and args.chunked_loss and not args.use_liger_kernel, **_deepspeed_settings(run))
     return format_advice(advice, chosen, memory)
 

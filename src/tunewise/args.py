@@ -34,6 +34,18 @@ def installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
+def liger_problems() -> list[str]:
+    """Why --use_liger_kernel cannot run here (its kernels are Triton, CUDA only), before anything is written."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return ["--use_liger_kernel true: Liger's kernels run on CUDA GPUs only and none is visible; leave it out "
+                "(--chunked_loss, the default, keeps the logits small on any device)."]
+    if not installed("liger_kernel"):
+        return ["--use_liger_kernel true: the liger-kernel package is not installed; pip install liger-kernel."]
+    return []
+
+
 @dataclass(frozen=True)
 class ModelArgs:
     model: str = flag_field("tunewise-tiny", "base model: a local HF directory, a hub id, or the built-in tunewise-tiny")
@@ -82,6 +94,18 @@ class SftArgs(ModelArgs):
     max_length: int = flag_field(2048, "longest tokenized conversation")
     truncation_strategy: str = flag_field("delete", "a row longer than --max_length is: delete | left | right (truncated)")
     gradient_checkpointing: bool = flag_field(False, "recompute activations in the backward pass to save memory")
+    padding_free: bool = flag_field(True, "concatenate a batch's rows into one sequence whose position_ids restart per "
+                                          "row (attention stays inside each row; checked on the model before training) "
+                                          "instead of padding them: the same loss, no compute spent on padding")
+    packing: bool = flag_field(False, "group rows into sequences of up to --max_length tokens (each row keeps its own "
+                                      "positions and attention): every sample about the same size; needs --padding_free")
+    group_by_length: bool = flag_field(False, "batches of rows of similar length (less padding with --padding_free false)")
+    chunked_loss: bool = flag_field(True, "the output layer and cross-entropy only at the trained positions, a chunk "
+                                          "at a time, so the whole batch's vocabulary-wide logits never exist; false: "
+                                          "the model's own loss over every position")
+    use_liger_kernel: bool = flag_field(False, "Liger's fused Triton kernels, fused linear cross-entropy included (CUDA, "
+                                               "pip install liger-kernel); replaces --chunked_loss")
+    torch_compile: bool = flag_field(False, "compile the model with torch.compile (slow first steps)")
     deepspeed: str | None = flag_field(None, "DeepSpeed ZeRO: zero2 | zero3 | zero3_offload (built in) or a DeepSpeed JSON file")
     deepspeed_scheduler: str = flag_field("flags", "a 'scheduler' block in the DeepSpeed JSON: flags (removed with a warning; "
                                            "the flags decide) | keep (the JSON's scheduler is used and planned)")
@@ -173,6 +197,14 @@ class SftArgs(ModelArgs):
             problems.append("--fsdp_config is read only with --fsdp (e.g. --fsdp 'full_shard auto_wrap').")
         if self.fsdp and self.deepspeed:
             problems.append(f"--fsdp {self.fsdp} and --deepspeed {self.deepspeed}: two sharding engines; give one.")
+        if self.packing and not self.padding_free:
+            problems.append("--packing true keeps each packed row apart through padding-free batches; it cannot be "
+                            "used with --padding_free false.")
+        if self.group_by_length and self.padding_free:
+            problems.append("--group_by_length true groups rows to save padding; with --padding_free true (the "
+                            "default) there is none: give --padding_free false as well.")
+        if self.use_liger_kernel:
+            problems += liger_problems()
         if self.early_stop_on == "retention" and self.retention_eval_steps <= 0:
             problems.append("--early_stop_on retention needs --retention_eval_steps N (how often to probe).")
         if self.retention_eval_steps < 0:
@@ -213,9 +245,15 @@ class DpoArgs(SftArgs):
     ref_model: str | None = flag_field(None, "reference model; default: the starting policy (LoRA: adapter disabled, no "
                                      "second copy; full: a frozen copy)")
     adapters: list[str] = flag_field([], "start from this SFT checkpoint (LoRA: it keeps training; full: merged first)")
+    # TRL's DPOTrainer pads its chosen/rejected pairs and computes their log-probabilities itself
+    padding_free: bool = flag_field(False, "sft only: dpo pads its pairs (TRL computes their log-probabilities)")
+    chunked_loss: bool = flag_field(False, "sft only: TRL computes the DPO loss (--use_liger_kernel fuses it on CUDA)")
+    packing: bool = flag_field(False, "sft only: dpo trains on preference pairs, not packed rows")
 
     def __post_init__(self):
-        problems = []
+        problems = [f"--{flag} true: an sft option; dpo pads its preference pairs and TRL computes their "
+                    "log-probabilities over every position." for flag in ("padding_free", "chunked_loss", "packing")
+                    if getattr(self, flag)]
         try:
             super().__post_init__()
         except UserError as e:

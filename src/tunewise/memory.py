@@ -14,6 +14,11 @@ from pathlib import Path
 from tunewise.errors import UserError
 
 GiB = 1024 ** 3
+LOSS_CHUNK_BYTES = 64 << 20  # --chunked_loss: one chunk's float32 logits (tunewise.train.loss)
+# A CPU run's process before any tensor of the model: Python with torch, transformers, peft, accelerate and the
+# tokenizer loaded, plus the allocator's working slack. Measured 0.43 GiB after the imports alone (torch 2.13,
+# transformers 5.23, 2026-12-02) and 0.55-0.60 GiB for whole runs of the 4.4 M-parameter embedded model.
+CPU_PROCESS_BYTES = int(0.55 * GiB)
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -163,7 +168,7 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
                     gradient_checkpointing: bool = False, zero_stage: int = 0, offload_optimizer: bool = False,
                     offload_params: bool = False, world_size: int = 1, capacity=None,
                     overhead: int | None = None, kv_cache_tokens: int | None = None, padded: bool | None = None,
-                    device: str = "cuda") -> MemoryEstimate:
+                    padding_free: bool = False, chunked_loss: bool = False, device: str = "cuda") -> MemoryEstimate:
     """Peak memory per device of training (train_type "lora" | "full") or inference ("inference").
 
     weight_dtype: how the weights are held (default: the config's dtype); compute_dtype: activations (default:
@@ -174,8 +179,12 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
     offload_params under stage 3, weights) to CPU memory. `overhead` (default 1 GiB when `capacity` is given,
     else 0) stands for the CUDA context and allocator slack. Inference: weights + KV cache for
     `kv_cache_tokens` (default batch_size * seq_len) tokens, 2 * layers * kv_heads * head_dim values each.
-    padded (default: batch_size > 1): batches are padded, so SDPA gets a batch x seq x seq mask per layer.
-    device: "cuda" or "cpu" (dropout masks are bytes on CUDA, floats on CPU)."""
+    padded (default: batch_size > 1 without padding_free): batches are padded, so SDPA gets a batch x seq x seq
+    mask per layer. padding_free: the batch is one sequence of batch_size * seq_len tokens at most, whose
+    block-diagonal mask (one byte per pair of tokens) all layers share. chunked_loss: the output layer and the loss
+    run a bounded chunk of positions at a time (--chunked_loss) instead of keeping every position's logits.
+    device: "cuda" or "cpu" (dropout masks are bytes on CUDA, floats on CPU; on CPU the estimate is of the whole
+    process, CPU_PROCESS_BYTES included)."""
     shape = ModelShape.from_config(config)
     wdt = weight_dtype or (shape.dtype if shape.dtype in DTYPE_BYTES else "float32")
     cdt = compute_dtype or wdt
@@ -230,7 +239,7 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
     if cdt != wdt and not lora and ab < wb:
         parts["autocast_copies"] = shard(params * ab, 3)  # 16-bit copies of the float32 weights kept for backward
 
-    padded = batch_size > 1 if padded is None else padded
+    padded = batch_size > 1 and not padding_free if padded is None else padded
     per_layer = activation_bytes_per_token(shape, train_type, ab, lora_rank, lora_dropout, padded, device)
     with_gc = tokens * (shape.layers * shape.hidden * ab + per_layer)  # layer inputs + one layer recomputed
     without_gc = tokens * shape.layers * per_layer
@@ -240,10 +249,17 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
     parts["activations"] = acts + tokens * shape.hidden * 3 * ab  # + the final norm and the head's input
     if padded:  # SDPA with a padding mask: a batch x 1 x seq x seq mask kept by every layer
         parts["attention_mask"] = shape.layers * batch_size * seq_len * seq_len * ab
-    # the loss: float32 log-probs kept for backward, then two gradients of that size (the logits are freed first)
-    parts["logits"] = tokens * shape.vocab * (3 * 4 + (ab if ab < 4 else 0))
+    elif padding_free and batch_size > 1:  # the rows' block-diagonal mask, built once per step
+        parts["attention_mask"] = tokens * tokens
+    if chunked_loss:  # a chunk's logits, log-probs and their gradient at a time; the trained states and their grads
+        chunk = min(tokens, max(1, LOSS_CHUNK_BYTES // (4 * shape.vocab)))
+        parts["logits"] = chunk * shape.vocab * 3 * 4 + tokens * shape.hidden * 2 * ab
+    else:  # the loss: float32 log-probs kept for backward, then two gradients of that size (the logits are freed)
+        parts["logits"] = tokens * shape.vocab * (3 * 4 + (ab if ab < 4 else 0))
     if overhead:
         parts["overhead"] = overhead
+    if device == "cpu":
+        parts["process"] = CPU_PROCESS_BYTES
     return MemoryEstimate(parts, cpu, params, trainable, capacity, notes)
 
 

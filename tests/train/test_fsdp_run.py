@@ -159,7 +159,10 @@ def test_full_training_under_fsdp_on_two_processes_equals_one_process(tmp_path):
     assert set(fsdp) - set(one) <= {"lm_head.weight"} and set(one) <= set(fsdp)
     if "lm_head.weight" in fsdp:
         assert fsdp["lm_head.weight"].equal(fsdp["model.embed_tokens.weight"])
-    assert max_diff(one, fsdp) < 5e-6  # measured 1.3e-6 (avx512)
+    # measured 1.3e-6 (avx512) when both ran the model's own loss; with --chunked_loss (the default) the one process
+    # runs the output layer outside the model in chunks and FSDP inside it at the trained positions (the sharded
+    # head, tunewise.train.loss): the same loss to 1e-6, summed in another order, 1.5e-5 apart after Adam's 3 steps
+    assert max_diff(one, fsdp) < 5e-5
     answers(ckpt)
 
 

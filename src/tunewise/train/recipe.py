@@ -74,6 +74,11 @@ class Run:
         return self.start.base
 
     @property
+    def rows(self) -> int:
+        """Training rows (conversations or pairs); with --packing, train_rows holds packs of them."""
+        return sum(len(r.get("lengths") or [r]) for r in self.train_rows)
+
+    @property
     def engine(self) -> str:
         """What runs the training processes, as the plan shows it."""
         nodes = f" on {self.args.nnodes} nodes" if self.args.nnodes > 1 else ""
@@ -216,6 +221,12 @@ def load_and_encode(recipe: Recipe, args, tokenizer, notes: list) -> tuple[list,
     notes.append(f"train data: {stats.summary()}" + (f"; validation: {len(val_rows)} {unit}" if val_rows else ""))
     if not train_rows:
         raise UserError(f"No training {unit} are left after encoding (all longer than --max_length?).")
+    if getattr(args, "packing", False):  # sft only; the plan then counts packs
+        from tunewise.data.packing import pack_rows, summary
+
+        packs = pack_rows(train_rows, args.max_length)
+        notes.append(summary(len(train_rows), packs, args.max_length))
+        train_rows = packs
     return train_rows, val_rows, stats
 
 

@@ -124,6 +124,9 @@ def training_arguments(run: Run, staging: Path):
         run_name=staging.parent.name,  # the run directory's vN-... name, as the trackers show it
         logging_nan_inf_filter=False,  # a NaN loss is logged as NaN, not as the average of the steps before it
         disable_tqdm=False,
+        train_sampling_strategy="group_by_length" if args.group_by_length else "random",
+        torch_compile=args.torch_compile,
+        use_liger_kernel=args.use_liger_kernel,
     )
 
 

@@ -37,17 +37,65 @@ def build_model(run: Run):
     return model
 
 
+def batching(run: Run, model) -> tuple[bool, bool]:
+    """(padding_free, chunked_loss) as this model can honour them: a model whose attention crosses the rows of a
+    padding-free batch, or whose forward has no logits_to_keep, trains padded / with its own loss, and says so (an
+    error when the flag was given explicitly)."""
+    import inspect
+
+    from tunewise.errors import UserError
+    from tunewise.train.batches import keeps_rows_apart, probe_rows, use_rows_apart_sdpa
+    from tunewise.train.session import is_main_process
+
+    args, notes = run.args, []
+    padding_free = args.padding_free
+    if padding_free:
+        use_rows_apart_sdpa()
+        apart, diff = keeps_rows_apart(model, probe_rows(run.train_rows))
+        if not apart:
+            why = (f"this model's attention crosses the rows of a padding-free batch (its outputs for rows packed "
+                   f"with restarting position_ids differ from the rows alone by {diff:.3g})")
+            if run.sources.get("padding_free") != "default" or args.packing:
+                raise UserError(f"--padding_free true: {why}; give --padding_free false"
+                                f"{' and leave out --packing' if args.packing else ''}.")
+            notes.append(f"note: batches are padded: {why}.")
+            padding_free = False
+    chunked = args.chunked_loss and not args.use_liger_kernel
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if chunked and "logits_to_keep" not in inspect.signature(base.forward).parameters:
+        why = f"{type(base).__name__}.forward has no logits_to_keep argument, so its logits cannot be skipped"
+        if run.sources.get("chunked_loss") != "default":
+            raise UserError(f"--chunked_loss true: {why}; give --chunked_loss false.")
+        notes.append(f"note: the model's own loss is used: {why}.")
+        chunked = False
+    if is_main_process():
+        for note in notes:
+            print(note, flush=True)
+    return padding_free, chunked
+
+
+def zero3(run: Run) -> bool:
+    return run.deepspeed is not None and run.deepspeed.config.get("zero_optimization", {}).get("stage", 0) == 3
+
+
 def build_trainer(run: Run, staging: Path, callbacks: list):
-    from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers import Trainer
 
+    from tunewise.train.batches import SftBatches
     from tunewise.train.fsdp import check_active
+    from tunewise.train.loss import TrainedTokenLoss
 
+    model = build_model(run)
+    padding_free, chunked = batching(run, model)
+    # the engines that shard the output layer hold it whole only inside the model's forward (tunewise.train.loss)
+    logits = "all" if not chunked else "trained" if run.fsdp or zero3(run) else "none"
     trainer = Trainer(
-        model=build_model(run),
+        model=model,
         args=training_arguments(run, staging),
         train_dataset=run.train_rows,
         eval_dataset=run.val_rows or None,
-        data_collator=DataCollatorForSeq2Seq(run.tokenizer, padding=True, label_pad_token_id=-100),
+        data_collator=SftBatches(run.tokenizer, padding_free, logits=logits),
+        compute_loss_func=TrainedTokenLoss(model, inside=logits == "trained") if chunked else None,
         processing_class=run.tokenizer,
         callbacks=callbacks,
     )

@@ -1,0 +1,181 @@
+"""Padding-free batches and the chunked loss give the padded model-loss path's loss and gradients, on the embedded
+model (full fine-tune and LoRA), with rows of different lengths and prompt parts; a model whose attention crosses
+rows is caught by the check padding-free relies on.
+
+Measured (2026-12-02, AMD EPYC, fp32): loss within 2.1e-7 relative, gradients within 1.05e-5 of the largest
+gradient entry (LoRA; 4.5e-6 full), for every combination; the bounds below are about 10x that. A row that saw
+another, or a label shifted by one, moves the loss in its second digit."""
+import pytest
+import torch
+
+from tunewise.data.encode import encode_conversation
+from tunewise.models.load import load_model, load_tokenizer, resolve_model
+from tunewise.train.batches import SftBatches, keeps_rows_apart, use_rows_apart_sdpa
+from tunewise.train.loss import TrainedTokenLoss
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "你是谁？"}, {"role": "assistant", "content": "我是小黄，一个由魔搭训练的人工智能助手。"}],
+    [{"role": "user", "content": "12+34=?"}, {"role": "assistant", "content": "12+34=46"}],
+    [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Who are you?"},
+     {"role": "assistant", "content": "I am Xiao Huang, an AI assistant developed by ModelScope."},
+     {"role": "user", "content": "And 3+4?"}, {"role": "assistant", "content": "3+4=7"}],
+    [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "hi"}],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    path = str(resolve_model("tunewise-tiny"))
+    tokenizer = load_tokenizer(path)
+    rows = []
+    for messages in CONVERSATIONS:
+        ids, labels = encode_conversation(tokenizer, messages)
+        rows.append({"input_ids": ids, "labels": labels})
+    assert len({len(r["input_ids"]) for r in rows}) == len(rows)  # padding really happens
+    return path, tokenizer, rows
+
+
+def model_of(path, lora: bool):
+    torch.manual_seed(0)
+    model = load_model(path, "float32")
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"))
+        for name, param in model.named_parameters():  # B starts at zero: give it values so A gets gradients too
+            if "lora_B" in name:
+                torch.nn.init.normal_(param, std=0.02)
+    model.train()
+    model.config.use_cache = False  # as the Trainer sets it
+    return model
+
+
+def loss_and_grads(model, batch, loss_func, num_items):
+    """What Trainer.compute_loss does: with a compute_loss_func the labels are popped and given to it."""
+    model.zero_grad()
+    batch = dict(batch)
+    if loss_func is None:
+        loss = model(**batch, num_items_in_batch=num_items).loss
+    else:
+        labels = batch.pop("labels")
+        loss = loss_func(model(**batch), labels, num_items_in_batch=num_items)
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.fixture(params=["rows_apart_sdpa", "transformers_mask"])
+def attention(request):
+    """The padding-free paths: tunewise's per-row SDPA (what sft uses) and transformers' block-diagonal mask."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if request.param == "rows_apart_sdpa":
+        use_rows_apart_sdpa()
+    yield request.param
+    AttentionInterface.register("sdpa", sdpa_attention_forward)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("padding_free, loss_kind", [(True, "model"), (False, "chunks"), (True, "chunks"),
+                                                     (False, "inside"), (True, "inside")])
+def test_same_loss_and_gradients_as_padded_batches_with_the_models_loss(tiny, attention, lora, padding_free,
+                                                                         loss_kind):
+    """loss_kind: the model's own loss; the chunked loss with the output layer run outside the model (one process,
+    DDP, ZeRO-2), or inside it at the trained positions (ZeRO-3, FSDP)."""
+    path, tokenizer, rows = tiny
+    num_items = torch.tensor(sum(sum(1 for x in r["labels"][1:] if x != -100) for r in rows))
+    model = model_of(path, lora)
+    reference = loss_and_grads(model, SftBatches(tokenizer, False)(rows), None, num_items)
+    logits = {"model": "all", "chunks": "none", "inside": "trained"}[loss_kind]
+    batch = SftBatches(tokenizer, padding_free, logits=logits)(rows)
+    if padding_free:
+        assert batch["input_ids"].shape == (1, sum(len(r["input_ids"]) for r in rows))  # no padding at all
+    loss_func = None
+    if loss_kind == "chunks":
+        loss_func = TrainedTokenLoss(model, chunk_bytes=4 * 6144 * 7)  # chunks of 7 positions: many chunks
+        assert loss_func.chunk == 7
+    elif loss_kind == "inside":
+        loss_func = TrainedTokenLoss(model, inside=True)
+    loss, grads = loss_and_grads(model, batch, loss_func, num_items)
+    assert loss == pytest.approx(reference[0], rel=3e-6)
+    assert grads.keys() == reference[1].keys() and grads
+    scale = max(g.abs().max().item() for g in reference[1].values())
+    worst = max((grads[n] - g).abs().max().item() for n, g in reference[1].items())
+    print(f"loss {loss:.9g} vs {reference[0]:.9g}; gradients: worst {worst:.3g} of scale {scale:.3g}")
+    assert worst <= 1e-4 * scale, (worst, scale)
+
+
+def test_chunked_loss_asks_the_model_for_no_logits_and_evaluates_to_the_mean(tiny):
+    path, tokenizer, rows = tiny
+    model = model_of(path, lora=False)
+    batch = SftBatches(tokenizer, True, logits="none")(rows)
+    labels = batch.pop("labels")
+    loss_func = TrainedTokenLoss(model)  # before the forward pass: its hook keeps the decoder's output
+    with torch.no_grad():
+        outputs = model(**batch)
+        assert outputs.logits.shape[1] == 0  # the batch's [tokens x vocab] logits never exist
+        mean = loss_func(outputs, labels)  # no num_items_in_batch: evaluation's per-batch mean
+        reference = model(**SftBatches(tokenizer, False)(rows)).loss
+    assert mean.item() == pytest.approx(reference.item(), rel=3e-6)
+
+
+class IgnoresPositions(torch.nn.Module):
+    """A model with its own attention code that ignores position_ids: packed rows would see each other."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, **ignored):  # position_ids and the rows' boundaries
+        return self.model(input_ids=input_ids, use_cache=False)
+
+
+def test_the_check_tells_a_model_that_keeps_rows_apart_from_one_that_does_not(tiny, attention):
+    path, _, rows = tiny
+    model = model_of(path, lora=False)
+    probe = [r["input_ids"][:10] for r in rows[:3]]
+    apart, diff = keeps_rows_apart(model, probe)
+    assert apart and diff < 1e-4
+    apart, diff = keeps_rows_apart(IgnoresPositions(model), probe)
+    assert not apart and diff > 0.1
+    assert model.training  # the check put the model back in training mode
+
+
+def test_a_batch_of_packs_is_the_batch_of_their_rows(tiny):
+    from tunewise.data.packing import pack_rows
+
+    _, tokenizer, rows = tiny
+    packs = pack_rows(rows, 80)
+    assert 1 < len(packs) < len(rows)
+    collate = SftBatches(tokenizer, True, logits="none")
+    packed, plain = collate(packs), collate(sorted(rows, key=lambda r: -len(r["input_ids"])))
+    tokens = sorted(zip(plain["input_ids"][0].tolist(), plain["position_ids"][0].tolist(), plain["labels"][0].tolist()))
+    assert sorted(zip(packed["input_ids"][0].tolist(), packed["position_ids"][0].tolist(),
+                      packed["labels"][0].tolist())) == tokens
+
+
+def test_a_padding_free_batch_is_attended_row_by_row_without_a_mask(tiny, monkeypatch):
+    import transformers.integrations.sdpa_attention as sdpa
+
+    path, tokenizer, rows = tiny
+    model = model_of(path, lora=False)
+    calls = []
+    original = sdpa.sdpa_attention_forward
+
+    def counted(module, query, key, value, attention_mask, **kwargs):
+        calls.append((query.shape[2], attention_mask is None))
+        return original(module, query, key, value, attention_mask, **kwargs)
+
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward", counted)
+    use_rows_apart_sdpa()
+    try:
+        batch = SftBatches(tokenizer, True)(rows)
+        del batch["labels"]
+        with torch.no_grad():
+            model(**batch)
+    finally:
+        from transformers import AttentionInterface
+
+        AttentionInterface.register("sdpa", original)
+    lengths = [len(r["input_ids"]) for r in rows]
+    assert calls == [(n, True) for n in lengths] * model.config.num_hidden_layers
