@@ -21,6 +21,7 @@ import torch
 from tunewise.data.encode import IGNORE
 from tunewise.data.packing import unpack
 
+ROW_BOUNDARIES = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")  # flash-attention's varlen kwargs
 
 
 def rows_apart_sdpa(module, query, key, value, attention_mask, **kwargs):
@@ -37,9 +38,6 @@ def rows_apart_sdpa(module, query, key, value, attention_mask, **kwargs):
     rows = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, **rest)[0]
             for a, b in zip(bounds, bounds[1:])]
     return torch.cat(rows, dim=1), None  # [1, tokens, heads, head_dim], as sdpa_attention_forward returns
-
-
-ROW_BOUNDARIES = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
 
 
 def use_rows_apart_sdpa():

@@ -74,6 +74,11 @@ class Run:
         return self.start.base
 
     @property
+    def zero_stage(self) -> int:
+        """DeepSpeed's ZeRO stage (0 without DeepSpeed)."""
+        return zero_stage(self.deepspeed)
+
+    @property
     def rows(self) -> int:
         """Training rows (conversations or pairs); with --packing, train_rows holds packs of them."""
         return sum(len(r.get("lengths") or [r]) for r in self.train_rows)
@@ -83,8 +88,7 @@ class Run:
         """What runs the training processes, as the plan shows it."""
         nodes = f" on {self.args.nnodes} nodes" if self.args.nnodes > 1 else ""
         if self.deepspeed is not None:
-            stage = self.deepspeed.config.get("zero_optimization", {}).get("stage", 0)
-            return f"DeepSpeed ZeRO-{stage}{nodes}"
+            return f"DeepSpeed ZeRO-{self.zero_stage}{nodes}"
         if self.fsdp is not None:
             return self.fsdp.describe() + nodes
         return f"DDP (torchrun){nodes}" if self.step_plan.world_size > 1 else "one process"
@@ -122,10 +126,13 @@ def resolve(recipe: Recipe, args, sources: Mapping[str, str]) -> Run:
     step_plan, schedule, deepspeed, sources = plan_schedule(args, sources, len(train_rows), notes)
     from tunewise.train.retention import build_probes
 
-    zero_stage = int(deepspeed.config.get("zero_optimization", {}).get("stage", 0)) if deepspeed else 0
-    probes = build_probes(args, start.base, zero_stage)
+    probes = build_probes(args, start.base, zero_stage(deepspeed))
     return Run(recipe, args, MappingProxyType(sources), start, tokenizer, train_rows, val_rows, step_plan, schedule,
                deepspeed, fsdp, probes, stats.identity_rows, tuple(notes))
+
+
+def zero_stage(deepspeed: Reconciled | None) -> int:
+    return int(deepspeed.config.get("zero_optimization", {}).get("stage", 0)) if deepspeed else 0
 
 
 def value_of(args, changes: dict, name: str):

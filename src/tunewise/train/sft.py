@@ -74,10 +74,6 @@ def batching(run: Run, model) -> tuple[bool, bool]:
     return padding_free, chunked
 
 
-def zero3(run: Run) -> bool:
-    return run.deepspeed is not None and run.deepspeed.config.get("zero_optimization", {}).get("stage", 0) == 3
-
-
 def build_trainer(run: Run, staging: Path, callbacks: list):
     from transformers import Trainer
 
@@ -88,7 +84,7 @@ def build_trainer(run: Run, staging: Path, callbacks: list):
     model = build_model(run)
     padding_free, chunked = batching(run, model)
     # the engines that shard the output layer hold it whole only inside the model's forward (tunewise.train.loss)
-    logits = "all" if not chunked else "trained" if run.fsdp or zero3(run) else "none"
+    logits = "all" if not chunked else "trained" if run.fsdp or run.zero_stage == 3 else "none"
     trainer = Trainer(
         model=model,
         args=training_arguments(run, staging),
