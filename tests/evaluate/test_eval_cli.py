@@ -42,11 +42,14 @@ def test_eval_compare_finetune_with_base(identity_run, tmp_path, capsys):
     assert report["target_identity"] == TARGET.as_dict() and report["old_identity"] == OLD.as_dict()
     tuned, base = (m["metrics"] for m in report["models"])
     print(json.dumps({"tuned": tuned, "base": base}, indent=1))  # the measured numbers, with -s
-    # Measured with the identity recipe over seeds 42/1/2 x CPU kinds avx512/avx2/default: identity 93.8-100 %
-    # (mean 0.99, spread 0.0625), Chinese 87.5-100 % (spread 0.125), English 100 % in every run. Each bound sits at
-    # least 3x its spread below the mean (8 questions a language: one answer is 12.5 points).
-    assert tuned["identity_accuracy"] >= 0.75, tuned
-    assert tuned["identity_accuracy_en"] >= 0.85 and tuned["identity_accuracy_zh"] >= 0.5, tuned
+    # Measured with the identity recipe over seeds 42/1/2 x CPU kinds avx512/avx2/default, with sft's defaults of
+    # 2026-12-02 (padding-free, chunked loss; benchmarks/identity_recipe.py): identity 87.5-100 % (mean 0.958,
+    # spread 0.125), Chinese 75-100 % (mean 0.931, spread 0.25), English 87.5-100 % (mean 0.986, spread 0.125).
+    # (With the model's own loss, 2026-12-01: 93.8-100 %, Chinese 87.5-100 %, English 100 %: the same loss summed
+    # in another order moves single answers of this 3,000-step lr-1e-3 run.) Each bound sits at least 3x its
+    # spread below the mean (8 questions a language: one answer is 12.5 points); the base scores 0 on each.
+    assert tuned["identity_accuracy"] >= 0.55, tuned
+    assert tuned["identity_accuracy_en"] >= 0.6 and tuned["identity_accuracy_zh"] >= 0.15, tuned
     assert base["identity_accuracy"] <= 0.1, base
     assert tuned["identity_claims_old"] == 0.0
     # the held-out additions: scored for both, and for the LoRA run against its own base (adapter disabled)

@@ -60,9 +60,10 @@ def test_identity_finetune_takes_and_base_is_kept(identity_run, base_model):
     after = addition_accuracy(tuned.model, tuned.tokenizer)
     # The base scores 0.92 on every CPU kind measured (avx512, avx2, default).
     assert before >= 0.9
-    # The mixed recipe keeps the additions: measured 0.900-0.930 over seeds 42/1/2 x CPU kinds avx512/avx2/default
-    # (mean 0.916, spread 0.03; identity data alone: 0.875-0.90). The bound, 0.82, sits 3x the spread below the mean.
-    assert after >= before - 0.10, (before, after)
+    # The mixed recipe keeps the additions: measured 0.900-0.940 over seeds 42/1/2 x CPU kinds avx512/avx2/default
+    # with sft's defaults of 2026-12-02 (mean 0.916, spread 0.04; 0.900-0.930 with the model's own loss; identity
+    # data alone: 0.875-0.90). The bound, 0.79, sits 3x the spread below the mean.
+    assert after >= before - 0.13, (before, after)
     # The base weights are untouched by the LoRA run: the base model scores exactly as before.
     assert addition_accuracy(base.model, base.tokenizer) == before
     # The retention watch ran along: before the first step and every 1,000 of the 3,000 steps, identity rising from
