@@ -220,6 +220,6 @@ def plan_advice(run, gpu_memory: str | None = None) -> str:
             lora_rank=args.lora_rank, lora_targets=args.target_modules, lora_dropout=args.lora_dropout,
             gradient_checkpointing=args.gradient_checkpointing, world_size=run.step_plan.world_size,
             capacity=gpu_memory, device=device, padding_free=not pairs and args.padding_free,
-            chunked_loss=not pairs and args.chunked_loss and not args.use_liger_kernel, **_deepspeed_settings(run))
+            chunked_loss=not pairs and args.chunks_loss, **_deepspeed_settings(run))
     return format_advice(advice, chosen, memory)
 

@@ -218,6 +218,11 @@ class SftArgs(ModelArgs):
         if problems:
             raise UserError(" ".join(problems))
 
+    @property
+    def chunks_loss(self) -> bool:
+        """--chunked_loss as the run takes it: Liger's fused cross-entropy replaces it."""
+        return self.chunked_loss and not self.use_liger_kernel
+
     def scheduler_kwargs(self) -> dict:
         return json.loads(self.lr_scheduler_kwargs) if self.lr_scheduler_kwargs else {}
 

@@ -60,7 +60,7 @@ def batching(run: Run, model) -> tuple[bool, bool]:
                                 f"{' and leave out --packing' if args.packing else ''}.")
             notes.append(f"note: batches are padded: {why}.")
             padding_free = False
-    chunked = args.chunked_loss and not args.use_liger_kernel
+    chunked = args.chunks_loss
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if chunked and "logits_to_keep" not in inspect.signature(base.forward).parameters:
         why = f"{type(base).__name__}.forward has no logits_to_keep argument, so its logits cannot be skipped"
