@@ -42,15 +42,18 @@ def liger_problems() -> list[str]:
         return ["--use_liger_kernel true: Liger's kernels run on CUDA GPUs only and none is visible; leave it out "
                 "(--chunked_loss, the default, keeps the logits small on any device)."]
     if not installed("liger_kernel"):
-        return ["--use_liger_kernel true: the liger-kernel package is not installed; pip install liger-kernel."]
+        return ["--use_liger_kernel true: the liger-kernel package is not installed; pip install 'tunewise[gpu]' "
+                "(liger-kernel)."]
     return []
 
 
 @dataclass(frozen=True)
 class ModelArgs:
     model: str = flag_field("tunewise-tiny", "base model: a local HF directory, a hub id, or the built-in tunewise-tiny")
-    torch_dtype: str = flag_field("auto", "auto | float32 | bfloat16 | float16")
-    attn_impl: str | None = flag_field(None, "attention implementation: sdpa | eager | flash_attention_2")
+    torch_dtype: str = flag_field("auto", "auto | float32 | bfloat16 | float16 (auto: bfloat16 on a GPU that computes "
+                                          "it, float32 on a CPU; see the plan)")
+    attn_impl: str | None = flag_field(None, "attention implementation: sdpa | eager | flash_attention_2 | flash_attention_3 | "
+                                             "flex_attention (default: chosen per device for packed batches, see the plan)")
     system: str | None = flag_field(None, "system prompt for rows (and chats) that have none")
     template: str | None = flag_field(None, "chat template: " + " | ".join(TEMPLATE_NAMES) + " (default: the "
                                             "tokenizer's own; needed for a base model that has none)")
@@ -103,8 +106,9 @@ class SftArgs(ModelArgs):
     chunked_loss: bool = flag_field(True, "the output layer and cross-entropy only at the trained positions, a chunk "
                                           "at a time, so the whole batch's vocabulary-wide logits never exist; false: "
                                           "the model's own loss over every position")
-    use_liger_kernel: bool = flag_field(False, "Liger's fused Triton kernels, fused linear cross-entropy included (CUDA, "
-                                               "pip install liger-kernel); replaces --chunked_loss")
+    use_liger_kernel: bool | None = flag_field(None, "Liger's fused Triton kernels, fused linear cross-entropy included "
+                                                      "(CUDA; pip install 'tunewise[gpu]'); replaces --chunked_loss "
+                                                      "(default: on for a CUDA run when liger-kernel is installed)")
     torch_compile: bool = flag_field(False, "compile the model with torch.compile (slow first steps)")
     deepspeed: str | None = flag_field(None, "DeepSpeed ZeRO: zero2 | zero3 | zero3_offload (built in) or a DeepSpeed JSON file")
     deepspeed_scheduler: str = flag_field("flags", "a 'scheduler' block in the DeepSpeed JSON: flags (removed with a warning; "
@@ -254,6 +258,7 @@ class DpoArgs(SftArgs):
     padding_free: bool = flag_field(False, "sft only: dpo pads its pairs (TRL computes their log-probabilities)")
     chunked_loss: bool = flag_field(False, "sft only: TRL computes the DPO loss (--use_liger_kernel fuses it on CUDA)")
     packing: bool = flag_field(False, "sft only: dpo trains on preference pairs, not packed rows")
+    use_liger_kernel: bool | None = flag_field(False, "Liger's fused DPO loss (CUDA; pip install 'tunewise[gpu]')")
 
     def __post_init__(self):
         problems = [f"--{flag} true: an sft option; dpo pads its preference pairs and TRL computes their "

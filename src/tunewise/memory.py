@@ -168,7 +168,8 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
                     gradient_checkpointing: bool = False, zero_stage: int = 0, offload_optimizer: bool = False,
                     offload_params: bool = False, world_size: int = 1, capacity=None,
                     overhead: int | None = None, kv_cache_tokens: int | None = None, padded: bool | None = None,
-                    padding_free: bool = False, chunked_loss: bool = False, device: str = "cuda") -> MemoryEstimate:
+                    padding_free: bool = False, chunked_loss: bool = False, device: str = "cuda",
+                    loss: str | None = None, trained_share: float = 1.0) -> MemoryEstimate:
     """Peak memory per device of training (train_type "lora" | "full") or inference ("inference").
 
     weight_dtype: how the weights are held (default: the config's dtype); compute_dtype: activations (default:
@@ -182,7 +183,11 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
     padded (default: batch_size > 1 without padding_free): batches are padded, so SDPA gets a batch x seq x seq
     mask per layer. padding_free: the batch is one sequence of batch_size * seq_len tokens at most, whose
     block-diagonal mask (one byte per pair of tokens) all layers share. chunked_loss: the output layer and the loss
-    run a bounded chunk of positions at a time (--chunked_loss) instead of keeping every position's logits.
+    run a bounded chunk of positions at a time (--chunked_loss) instead of keeping every position's logits. loss:
+    the run's loss path (tunewise.models.device; overrides chunked_loss): "chunks" (as chunked_loss), "trained"
+    (the `trained_share` of the positions in one pass, logits in the compute dtype plus float32 log-probs and
+    gradients), "inside" (the same, computed by the model), "liger" (fused: chunks of about the hidden states'
+    size) or "model".
     device: "cuda" or "cpu" (dropout masks are bytes on CUDA, floats on CPU; on CPU the estimate is of the whole
     process, CPU_PROCESS_BYTES included)."""
     shape = ModelShape.from_config(config)
@@ -251,9 +256,15 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
         parts["attention_mask"] = shape.layers * batch_size * seq_len * seq_len * ab
     elif padding_free and batch_size > 1:  # the rows' block-diagonal mask, built once per step
         parts["attention_mask"] = tokens * tokens
-    if chunked_loss:  # a chunk's logits, log-probs and their gradient at a time; the trained states and their grads
+    loss = loss or ("chunks" if chunked_loss else "model")
+    if loss == "chunks":  # a chunk's logits, log-probs and their gradient at a time; the trained states and their grads
         chunk = min(tokens, max(1, LOSS_CHUNK_BYTES // (4 * shape.vocab)))
         parts["logits"] = chunk * shape.vocab * 3 * 4 + tokens * shape.hidden * 2 * ab
+    elif loss in ("trained", "inside"):
+        trained = max(1, int(tokens * trained_share))
+        parts["logits"] = trained * shape.vocab * (ab + 2 * 4) + tokens * shape.hidden * 2 * ab
+    elif loss == "liger":  # Liger's chunks hold about as many logits as the batch has hidden values
+        parts["logits"] = tokens * shape.hidden * (2 * ab + 2 * 4)
     else:  # the loss: float32 log-probs kept for backward, then two gradients of that size (the logits are freed)
         parts["logits"] = tokens * shape.vocab * (3 * 4 + (ab if ab < 4 else 0))
     if overhead:

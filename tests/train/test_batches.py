@@ -10,7 +10,7 @@ import torch
 
 from tunewise.data.encode import encode_conversation
 from tunewise.models.load import load_model, load_tokenizer, resolve_model
-from tunewise.train.batches import SftBatches, keeps_rows_apart, use_rows_apart_sdpa
+from tunewise.train.batches import SftBatches, keeps_rows_apart, use_packed_attention
 from tunewise.train.loss import TrainedTokenLoss
 
 CONVERSATIONS = [
@@ -70,7 +70,7 @@ def attention(request):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if request.param == "rows_apart_sdpa":
-        use_rows_apart_sdpa()
+        use_packed_attention()
     yield request.param
     AttentionInterface.register("sdpa", sdpa_attention_forward)
 
@@ -134,9 +134,9 @@ def test_the_check_tells_a_model_that_keeps_rows_apart_from_one_that_does_not(ti
     path, _, rows = tiny
     model = model_of(path, lora=False)
     probe = [r["input_ids"][:10] for r in rows[:3]]
-    apart, diff = keeps_rows_apart(model, probe)
+    apart, diff, _ = keeps_rows_apart(model, probe)
     assert apart and diff < 1e-4
-    apart, diff = keeps_rows_apart(IgnoresPositions(model), probe)
+    apart, diff, _ = keeps_rows_apart(IgnoresPositions(model), probe)
     assert not apart and diff > 0.1
     assert model.training  # the check put the model back in training mode
 
@@ -167,7 +167,7 @@ def test_a_padding_free_batch_is_attended_row_by_row_without_a_mask(tiny, monkey
         return original(module, query, key, value, attention_mask, **kwargs)
 
     monkeypatch.setattr(sdpa, "sdpa_attention_forward", counted)
-    use_rows_apart_sdpa()
+    use_packed_attention()
     try:
         batch = SftBatches(tokenizer, True)(rows)
         del batch["labels"]

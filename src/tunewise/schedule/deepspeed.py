@@ -221,8 +221,12 @@ def reconcile(spec: str, flags: dict, world_size: int, total_steps: int, warmup_
           problems)
     clip = _flag(flags, "max_grad_norm")
     _fill(config, "gradient_clipping", clip, f"--max_grad_norm {clip}", problems)
-    _fill(config, "fp16.enabled", bool(fp16), f"--torch_dtype {dtype}", problems)
-    _fill(config, "bf16.enabled", bool(bf16), f"--torch_dtype {dtype}", problems)
+    # mixed precision is CUDA's: on a CPU --torch_dtype bfloat16/float16 gives false, and the reason is the machine
+    precision = f"--torch_dtype {dtype}" + ("" if flags.get("cuda", True) else
+                                            " on this machine, which has no CUDA GPU (fp16/bf16 mixed precision runs "
+                                            'on CUDA only; on a CPU set the block\'s "enabled" to "auto")')
+    _fill(config, "fp16.enabled", bool(fp16), precision, problems)
+    _fill(config, "bf16.enabled", bool(bf16), precision, problems)
 
     removed, notes, sources, override = [], [], {}, None
     if "optimizer" in config:

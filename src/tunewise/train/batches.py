@@ -10,9 +10,11 @@ attention code may not, so it is checked, not assumed (`keeps_rows_apart`), befo
 SDPA with the block-diagonal mask works, but costs what the whole sequence would: attention over all T x T pairs of
 the batch's tokens, and on CPU a float copy of the T x T mask kept by every layer (measured: +84 MB for 4 rows of
 516 tokens on the 4-layer embedded model; 24 layers of Qwen2.5-0.5B at 4 x 1,000 tokens would keep 1.5 GB). So the
-batch carries the rows' boundaries (as for flash-attention), and `rows_apart_sdpa`, registered as transformers'
-"sdpa" attention, runs SDPA causally on each row alone when it sees them: the padded batch's arithmetic without its
-padding, and no mask. Anything else (generation, padded batches, sliding windows) goes to transformers' SDPA as is.
+batch carries the rows' boundaries (as for flash-attention), and `PackedAttention`, registered as transformers'
+"sdpa" attention, runs a packed batch without a mask: on CUDA through one varlen flash-attention call per layer
+(torch.nn.attention.varlen), on a CPU by SDPA causally on each row alone (the padded batch's arithmetic without its
+padding). Anything else (generation, padded batches, sliding windows) goes to transformers' SDPA as is. Which path
+a run takes is decided with the device (tunewise.models.device) and shown in the plan.
 """
 from __future__ import annotations
 
@@ -22,28 +24,72 @@ from tunewise.data.encode import IGNORE
 from tunewise.data.packing import unpack
 
 ROW_BOUNDARIES = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")  # flash-attention's varlen kwargs
+PROBE_LAYERS = 2  # keeps_rows_apart runs the model's first layers only: every layer runs the same attention code
 
 
-def rows_apart_sdpa(module, query, key, value, attention_mask, **kwargs):
+def torch_varlen_kernel():
+    """torch's own flash-attention varlen entry (torch.nn.attention.varlen, torch >= 2.10, CUDA), called causally on
+    [tokens, heads, head_dim] tensors, or None where this torch has none. torch 2.10 spells causal `is_causal=True`,
+    later versions `window_size=(-1, 0)`; without `enable_gqa` the key/value heads are repeated for the query heads."""
+    import inspect
+
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    params = inspect.signature(varlen_attn).parameters
+    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+
+    def kernel(query, key, value, bounds, longest, scale):
+        extra = {}
+        if key.shape[1] != query.shape[1]:
+            if "enable_gqa" in params:
+                extra["enable_gqa"] = True
+            else:
+                key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
+                value = value.repeat_interleave(query.shape[1] // value.shape[1], dim=1)
+        bounds = bounds.to(torch.int32)
+        return varlen_attn(query, key, value, bounds, bounds, longest, longest, scale=scale, **causal, **extra)
+
+    return kernel
+
+
+class PackedAttention:
     """transformers' sdpa_attention_forward, except for a padding-free training batch (one sequence, the rows'
-    boundaries in cu_seq_lens_q, no cache): there each row is attended alone, causally, without a mask."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    boundaries in cu_seq_lens_q, no cache). There, on `kernel_device`, a varlen `kernel` (`(query, key, value,
+    bounds, longest row, scale)` on [tokens, heads, head_dim] tensors, causal within each row) attends the whole
+    batch in one call per layer; elsewhere (the CPU, float32, attention dropout) each row is attended alone by SDPA,
+    causally, without a mask."""
 
-    bounds = kwargs.get("cu_seq_lens_q")
-    if (bounds is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]
-            or kwargs.get("sliding_window") is not None):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    rest = {k: v for k, v in kwargs.items() if k not in ROW_BOUNDARIES}
-    bounds = bounds.tolist()
-    rows = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, **rest)[0]
-            for a, b in zip(bounds, bounds[1:])]
-    return torch.cat(rows, dim=1), None  # [1, tokens, heads, head_dim], as sdpa_attention_forward returns
+    def __init__(self, kernel=None, kernel_device: str = "cuda"):
+        self.kernel = kernel
+        self.kernel_device = kernel_device
+
+    def __call__(self, module, query, key, value, attention_mask, **kwargs):
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        bounds = kwargs.get("cu_seq_lens_q")
+        if (bounds is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]
+                or kwargs.get("sliding_window") is not None):
+            return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+        rest = {k: v for k, v in kwargs.items() if k not in ROW_BOUNDARIES}
+        dropout = rest.get("dropout", 0.0) if module.training else 0.0
+        if self.kernel is not None and query.device.type == self.kernel_device and not dropout:
+            # [1, heads, tokens, head_dim] -> [tokens, heads, head_dim], as varlen kernels take them
+            out = self.kernel(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1), bounds,
+                              int(kwargs.get("max_length_q") or query.shape[2]), rest.get("scaling"))
+            return out.unsqueeze(0), None  # [1, tokens, heads, head_dim], as sdpa_attention_forward returns
+        bounds = bounds.tolist()
+        rows = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, **rest)[0]
+                for a, b in zip(bounds, bounds[1:])]
+        return torch.cat(rows, dim=1), None
 
 
-def use_rows_apart_sdpa():
+def use_packed_attention(kernel=None, kernel_device: str = "cuda") -> None:
+    """Register PackedAttention as transformers' "sdpa" (models loaded with the default attention use it)."""
     from transformers import AttentionInterface
 
-    AttentionInterface.register("sdpa", rows_apart_sdpa)
+    AttentionInterface.register("sdpa", PackedAttention(kernel, kernel_device))
 
 
 class SftBatches:
@@ -56,7 +102,7 @@ class SftBatches:
 
         self.padding_free = padding_free
         self.logits = logits
-        # the rows' boundaries: flash-attention's varlen and rows_apart_sdpa read them
+        # the rows' boundaries: flash-attention's varlen and PackedAttention read them
         self.collate = (DataCollatorWithFlattening(separator_id=IGNORE, return_flash_attn_kwargs=True)
                         if padding_free
                         else DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE))
@@ -74,22 +120,73 @@ class SftBatches:
         return batch
 
 
+def tolerance(dtype) -> float:
+    """How far packed and separate outputs may differ, relative to the largest logit, in `dtype`: the same rows
+    computed in two batch shapes round differently (kernels are chosen per shape), by a few units of the dtype's
+    resolution (float32: ~1e-7; bf16: 0.0078). Attention that crosses rows moves the logits by whole units."""
+    return max(1e-4, 4 * torch.finfo(dtype).eps)
+
+
 @torch.no_grad()
-def keeps_rows_apart(model, rows: list[list[int]], atol: float = 1e-4) -> tuple[bool, float]:
+def keeps_rows_apart(model, rows: list[list[int]], device=None, layers: int | None = PROBE_LAYERS
+                     ) -> tuple[bool, float, float]:
     """(whether the model's outputs for `rows` in one padding-free batch, as SftBatches makes it, equal its outputs
-    for each row alone, the largest difference): the check padding-free training relies on. Runs in eval mode (no
-    dropout), without a cache (as the Trainer trains), on the model as it is before training."""
+    for each row alone within `tolerance` of its dtype, the largest difference, the allowed difference): the check
+    padding-free training relies on. Runs the model's first `layers` decoder layers only (None: all), on `device`
+    (the training device; default where the model is), in eval mode, without a cache (as the Trainer trains), on the
+    model as it is before training; the model is left where and as it was."""
     batch = SftBatches(None, padding_free=True)([{"input_ids": r, "labels": r} for r in rows])
     del batch["labels"]
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     was_training = model.training
-    model.eval()
-    try:
-        alone = torch.cat([model(input_ids=torch.tensor([r]), use_cache=False).logits[0] for r in rows])
-        packed = model(**batch).logits[0]
-    finally:
-        model.train(was_training)
-    diff = (packed - alone).abs().max().item()
-    return diff <= atol * max(1.0, alone.abs().max().item()), diff
+    with first_layers(base, layers), on_device(model, device) as where:
+        model.eval()
+        try:
+            batch = {k: v.to(where) if torch.is_tensor(v) else v for k, v in batch.items()}
+            alone = torch.cat([model(input_ids=torch.tensor([r], device=where), use_cache=False).logits[0]
+                               for r in rows])
+            packed = model(**batch).logits[0]
+        finally:
+            model.train(was_training)
+    diff = (packed.float() - alone.float()).abs().max().item()
+    allowed = tolerance(alone.dtype) * max(1.0, alone.float().abs().max().item())
+    return diff <= allowed, diff, allowed
+
+
+class first_layers:
+    """Within the block, the decoder holds only its first `count` layers (when it keeps them as `.layers`)."""
+
+    def __init__(self, base, count: int | None):
+        decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+        self.decoder = decoder if count and isinstance(getattr(decoder, "layers", None), torch.nn.ModuleList) else None
+        self.count = count
+
+    def __enter__(self):
+        if self.decoder is not None:
+            self.layers = self.decoder.layers
+            self.decoder.layers = torch.nn.ModuleList(list(self.layers)[:self.count])
+
+    def __exit__(self, *exc):
+        if self.decoder is not None:
+            self.decoder.layers = self.layers
+
+
+class on_device:
+    """Within the block, the model's (truncated) modules are on `device`; back where they were after."""
+
+    def __init__(self, model, device):
+        self.model = model
+        self.home = next(model.parameters()).device
+        self.device = torch.device(device) if device is not None else self.home
+
+    def __enter__(self):
+        if self.device != self.home:
+            self.model.to(self.device)
+        return self.device
+
+    def __exit__(self, *exc):
+        if self.device != self.home:
+            self.model.to(self.home)
 
 
 def probe_rows(dataset, count: int = 3, length: int = 12) -> list[list[int]]:

@@ -72,7 +72,7 @@ def plan(args, sources: dict, argv: list[str]) -> int:
     check_plan_target(out, run.args.overwrite)
     print_plan(run)
     out.mkdir(parents=True, exist_ok=True)
-    write_plan_files(out, run.step_plan, run.schedule, {"notes": list(run.notes), "engine": run.engine})
+    write_plan_files(out, run.step_plan, run.schedule, run.plan_record())
     print(f"wrote {out / 'plan.json'}, {out / 'lr_plan.csv'}, {out / 'lr_plan.png'}")
     return 0
 

@@ -22,6 +22,7 @@ from tunewise.errors import UserError
 if TYPE_CHECKING:
     from tunewise.args import SftArgs
     from tunewise.checkpoint import Checkpoint
+    from tunewise.models.device import DevicePlan
     from tunewise.schedule.deepspeed import Reconciled
     from tunewise.schedule.fsdp import FsdpPlan
     from tunewise.schedule.plan import LRSchedule, StepPlan
@@ -68,6 +69,7 @@ class Run:
     probes: Probes | None  # with --retention_eval_steps
     identity_rows: int  # training rows of identity data (the advice's epoch rule reads it)
     notes: tuple[str, ...]  # printed before the plan and written to plan.json
+    device: DevicePlan  # dtype, attention path and loss path on this machine's device
 
     @property
     def model_dir(self) -> str:
@@ -82,6 +84,15 @@ class Run:
     def rows(self) -> int:
         """Training rows (conversations or pairs); with --packing, train_rows holds packs of them."""
         return sum(len(r.get("lengths") or [r]) for r in self.train_rows)
+
+    def plan_record(self) -> dict:
+        """What plan.json keeps beside the schedule: the notes, the engine, the device's choices and the memory
+        estimate (None where the model's config does not tell its shape)."""
+        from tunewise.advise import planned_memory
+
+        memory = planned_memory(self)
+        return {"notes": list(self.notes), "engine": self.engine, "device": self.device.as_dict(),
+                "memory": memory.as_dict() if memory else None}
 
     @property
     def engine(self) -> str:
@@ -117,6 +128,7 @@ def resolve(recipe: Recipe, args, sources: Mapping[str, str]) -> Run:
     if args.train_type == "lora" and not start.adapter:  # a new adapter: its target modules must exist
         check_target_modules(start.base, args.target_modules)
     args, sources, fsdp = plan_fsdp(recipe, args, sources, start, notes)
+    args, sources, device = plan_device(args, sources, start, fsdp)
     if start.adapter:
         notes.append(f"starting from {start.adapter} on {start.base}"
                      + (" (the adapter keeps training; its LoRA settings apply)" if args.train_type == "lora"
@@ -127,8 +139,58 @@ def resolve(recipe: Recipe, args, sources: Mapping[str, str]) -> Run:
     from tunewise.train.retention import build_probes
 
     probes = build_probes(args, start.base, zero_stage(deepspeed))
-    return Run(recipe, args, MappingProxyType(sources), start, tokenizer, train_rows, val_rows, step_plan, schedule,
-               deepspeed, fsdp, probes, stats.identity_rows, tuple(notes))
+    run = Run(recipe, args, MappingProxyType(sources), start, tokenizer, train_rows, val_rows, step_plan, schedule,
+              deepspeed, fsdp, probes, stats.identity_rows, tuple(notes), device)
+    return checkpointing_to_fit(run)
+
+
+def plan_device(args, sources: dict, start: Checkpoint, fsdp: FsdpPlan | None):
+    """(args, sources, DevicePlan): --torch_dtype auto and --use_liger_kernel (unset) resolved for this machine's
+    device (source "device"), the attention and loss paths chosen, before any data is read."""
+    from tunewise.memory import ModelShape
+    from tunewise.models.device import Device, choose
+
+    sharded = fsdp is not None
+    if args.deepspeed:
+        from tunewise.schedule.deepspeed import load_config
+
+        sharded = sharded or int(load_config(args.deepspeed)[0].get("zero_optimization", {}).get("stage", 0)) == 3
+    try:
+        stored = ModelShape.from_config(start.base).dtype
+    except UserError:  # a hub id: its config is read when it is downloaded
+        stored = ""
+    device = choose(args, Device.current(), stored, sharded)
+    changes = {}
+    if args.torch_dtype != device.dtype:
+        changes["torch_dtype"] = (device.dtype, "device")
+    if args.use_liger_kernel is None:
+        changes["use_liger_kernel"] = (device.liger, "device")
+    if changes:
+        args = revalidated(args, changes)
+        sources = {**sources, **{name: "device" for name in changes}}
+    return args, sources, device
+
+
+def checkpointing_to_fit(run: Run) -> Run:
+    """`run`, with gradient checkpointing turned on (source "memory", and said) when the plan's memory estimate does
+    not fit the GPU (or --gpu_memory) without it and --gradient_checkpointing was not given."""
+    from tunewise.advise import planned_memory
+    from tunewise.memory import human
+
+    capacity = run.args.gpu_memory or run.device.device.memory
+    if not capacity or run.args.gradient_checkpointing or run.sources.get("gradient_checkpointing") != "default":
+        return run
+    without = planned_memory(run, capacity)
+    if without is None or without.fits:
+        return run
+    args = revalidated(run.args, {"gradient_checkpointing": (True, "memory")})
+    run = dataclasses.replace(run, args=args, sources=MappingProxyType({**run.sources,
+                                                                       "gradient_checkpointing": "memory"}))
+    with_it = planned_memory(run, capacity)
+    note = (f"note: --gradient_checkpointing true: the memory estimate without it ({human(without.total)}) does not "
+            f"fit {human(with_it.capacity)}; with it {human(with_it.total)}"
+            + ("" if with_it.fits else ", which still does not fit (see the memory estimate)") + ".")
+    return dataclasses.replace(run, notes=run.notes + (note,))
 
 
 def zero_stage(deepspeed: Reconciled | None) -> int:
@@ -266,8 +328,10 @@ def plan_schedule(args, sources: dict, n_rows: int, notes: list):
     if importlib.util.find_spec("deepspeed") is None:
         raise UserError(f"--deepspeed {args.deepspeed}: DeepSpeed is not installed; install the optional extra "
                         "with: pip install 'tunewise[deepspeed]'.")
+    import torch
+
     bf16, fp16 = mixed_precision(args.torch_dtype)
-    flags = {name: getattr(args, name) for name in (
+    flags = {"cuda": torch.cuda.is_available()} | {name: getattr(args, name) for name in (
         "learning_rate", "weight_decay", "per_device_train_batch_size", "gradient_accumulation_steps",
         "max_grad_norm", "torch_dtype", "lr_scheduler_type")}
     deepspeed = reconcile(args.deepspeed, {**flags, "bf16": bf16, "fp16": fp16}, step_plan.world_size,

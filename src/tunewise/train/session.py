@@ -37,7 +37,7 @@ def train(run: Run) -> Path:
                 rundir.release_locks()
                 rundir.remove_tree(run_dir)
             raise
-        run_training(trainer, run_dir, resume, best, lambda: run.recipe.summary(metrics))
+        run_training(trainer, run_dir, resume, best, lambda: run.recipe.summary(metrics), run.device.compute())
     finally:
         rundir.release_locks()
         if is_main_process():
@@ -54,6 +54,7 @@ def print_plan(run: Run) -> None:
     for note in run.notes:
         print(note)
     print(format_plan(run.step_plan, run.schedule, run.sources, run.engine), flush=True)
+    print("\n".join(run.device.lines()), flush=True)
     print(plan_advice(run, run.args.gpu_memory), flush=True)
 
 
@@ -167,7 +168,7 @@ def create_run_dir(run: Run) -> Path:
     record = to_json(run.args, dict(run.sources), run.recipe.command)
     record["model_path"] = str(Path(run.model_dir).resolve()) if Path(run.model_dir).exists() else run.model_dir
     write_json_atomic(run_dir / "args.json", record)
-    write_plan_files(run_dir, run.step_plan, run.schedule, {"notes": list(run.notes), "engine": run.engine})
+    write_plan_files(run_dir, run.step_plan, run.schedule, run.plan_record())
     return run_dir
 
 
@@ -248,9 +249,12 @@ def run_callbacks(run: Run, run_dir: Path, resume: Path | None = None) -> tuple[
     return extra, metrics, best
 
 
-def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda: []) -> None:
-    """Train (without transformers' own progress bar: ours shows loss, lr and tokens/s), then on the main process
-    plot the run and print where its checkpoints are; `lines()` adds command-specific summary lines."""
+def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda: [], compute=None) -> None:
+    """Train (without transformers' own progress bar: ours shows loss, lr and tokens/s) within `compute` (the
+    device plan's context), then on the main process plot the run and print where its checkpoints are; `lines()`
+    adds command-specific summary lines."""
+    import contextlib
+
     from transformers.trainer_callback import ProgressCallback
 
     from tunewise.train import plots, rundir
@@ -261,9 +265,11 @@ def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda
     trainer.remove_callback(ProgressCallback)
     mine = {type(c): c for c in trainer.callback_handler.callbacks}
     signals, metrics = mine[SignalStop], mine[MetricsLog]
+    compute = compute or contextlib.nullcontext()
     signals.install()
     try:
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        with compute:
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
         if isinstance(e, OSError) and e.errno in DISK_ERRORS:
             raise UserError(f"{e.filename or run_dir}: {e.strerror}; the run stopped at step "

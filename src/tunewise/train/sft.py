@@ -29,7 +29,7 @@ def build_model(run: Run):
 
     args = run.args
     set_seed(args.seed)  # peft draws LoRA's A matrices here, before the Trainer seeds: unseeded, no run repeats
-    model = load_model(run.model_dir, args.torch_dtype, args.attn_impl)
+    model = load_model(run.model_dir, args.torch_dtype, run.device.attn_impl)
     if args.train_type == "lora":
         from peft import get_peft_model
 
@@ -37,41 +37,52 @@ def build_model(run: Run):
     return model
 
 
-def batching(run: Run, model) -> tuple[bool, bool]:
-    """(padding_free, chunked_loss) as this model can honour them: a model whose attention crosses the rows of a
+def training_device():
+    """Where this process trains: its GPU (LOCAL_RANK) when CUDA is visible, else the CPU (None: leave it)."""
+    import os
+
+    import torch
+
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else None
+
+
+def batching(run: Run, model) -> tuple[bool, str]:
+    """(padding_free, loss path) as this model can honour them: a model whose attention crosses the rows of a
     padding-free batch, or whose forward has no logits_to_keep, trains padded / with its own loss, and says so (an
-    error when the flag was given explicitly)."""
+    error when the flag was given explicitly). The rows check runs the model's first layers on the training device,
+    within the tolerance of the run's dtype."""
     import inspect
 
     from tunewise.errors import UserError
-    from tunewise.train.batches import keeps_rows_apart, probe_rows, use_rows_apart_sdpa
+    from tunewise.train.batches import keeps_rows_apart, probe_rows, torch_varlen_kernel, use_packed_attention
     from tunewise.train.session import is_main_process
 
     args, notes = run.args, []
     padding_free = args.padding_free
     if padding_free:
-        use_rows_apart_sdpa()
-        apart, diff = keeps_rows_apart(model, probe_rows(run.train_rows))
+        use_packed_attention(torch_varlen_kernel() if run.device.attention == "varlen" else None)
+        apart, diff, allowed = keeps_rows_apart(model, probe_rows(run.train_rows), device=training_device())
         if not apart:
             why = (f"this model's attention crosses the rows of a padding-free batch (its outputs for rows packed "
-                   f"with restarting position_ids differ from the rows alone by {diff:.3g})")
+                   f"with restarting position_ids differ from the rows alone by {diff:.3g}, more than the "
+                   f"{allowed:.3g} that {args.torch_dtype} rounding allows)")
             if run.sources.get("padding_free") != "default" or args.packing:
                 raise UserError(f"--padding_free true: {why}; give --padding_free false"
                                 f"{' and leave out --packing' if args.packing else ''}.")
             notes.append(f"note: batches are padded: {why}.")
             padding_free = False
-    chunked = args.chunks_loss
+    loss = run.device.loss
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if chunked and "logits_to_keep" not in inspect.signature(base.forward).parameters:
+    if loss in ("chunks", "trained", "inside") and "logits_to_keep" not in inspect.signature(base.forward).parameters:
         why = f"{type(base).__name__}.forward has no logits_to_keep argument, so its logits cannot be skipped"
         if run.sources.get("chunked_loss") != "default":
             raise UserError(f"--chunked_loss true: {why}; give --chunked_loss false.")
         notes.append(f"note: the model's own loss is used: {why}.")
-        chunked = False
+        loss = "model"
     if is_main_process():
         for note in notes:
             print(note, flush=True)
-    return padding_free, chunked
+    return padding_free, loss
 
 
 def build_trainer(run: Run, staging: Path, callbacks: list):
@@ -79,19 +90,19 @@ def build_trainer(run: Run, staging: Path, callbacks: list):
 
     from tunewise.train.batches import SftBatches
     from tunewise.train.fsdp import check_active
-    from tunewise.train.loss import TrainedTokenLoss
+    from tunewise.train.loss import loss_function
 
     model = build_model(run)
-    padding_free, chunked = batching(run, model)
+    padding_free, loss = batching(run, model)
     # the engines that shard the output layer hold it whole only inside the model's forward (tunewise.train.loss)
-    logits = "all" if not chunked else "trained" if run.fsdp or run.zero_stage == 3 else "none"
+    logits = {"chunks": "none", "trained": "none", "inside": "trained"}.get(loss, "all")
     trainer = Trainer(
         model=model,
         args=training_arguments(run, staging),
         train_dataset=run.train_rows,
         eval_dataset=run.val_rows or None,
         data_collator=SftBatches(run.tokenizer, padding_free, logits=logits),
-        compute_loss_func=TrainedTokenLoss(model, inside=logits == "trained") if chunked else None,
+        compute_loss_func=loss_function(model, loss),
         processing_class=run.tokenizer,
         callbacks=callbacks,
     )
