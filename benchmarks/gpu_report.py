@@ -92,13 +92,16 @@ def last_error(text: str) -> str | None:
     return lines[-1][:500] if lines else None
 
 
+def read_plan(run_dir: str | None) -> dict:
+    path = Path(run_dir) / "plan.json" if run_dir else None
+    return json.loads(path.read_text()) if path and path.is_file() else {}
+
+
 def plan_estimate(run_dir: str | None, log: str) -> tuple[float | None, dict]:
     """The plan's memory estimate in GiB, and what plan.json records beyond its fixed part (the plan's choices).
     plan.json at this commit has no memory figure (it is printed: "memory estimate: 3.28 GiB per device"); a
     later plan.json may: any "memory"/"memory_estimate" entry with a byte "total" (or a number) is taken first."""
-    plan = {}
-    if run_dir and (Path(run_dir) / "plan.json").is_file():
-        plan = json.loads((Path(run_dir) / "plan.json").read_text())
+    plan = read_plan(run_dir)
     choices = {k: v for k, v in plan.items() if k not in PLAN_KEYS}
     for holder in (plan, plan.get("extra") or {}):
         for key in ("memory", "memory_estimate"):
@@ -113,6 +116,7 @@ def plan_estimate(run_dir: str | None, log: str) -> tuple[float | None, dict]:
 def summarise(row: dict, rec: dict, info: dict, warmup: int) -> None:
     """Fill a row from a step's record: tokens/s (steady: after `warmup` micro-batches), losses, memory, MFU."""
     row["memory_estimate_gib"], row["plan"] = plan_estimate(row.get("run_dir"), rec.get("output", ""))
+    row["plan_json"] = read_plan(row.get("run_dir"))  # as written, whatever keys this commit's plan has
     result = rec.get("result")
     if not result:
         return
