@@ -45,6 +45,26 @@ def test_last_error_names_the_exception():
     assert gpu_report.last_error("error: --packing true needs ...\n") == "error: --packing true needs ..."
 
 
+def test_a_full_run_on_an_h200_gets_mfu_and_cuda_peaks(tmp_path):
+    """What a GPU row will show, from a made-up child result: steady tokens/s after the warm-up micro-batches,
+    MFU = 6 N tokens/s over the H200's 989 TFLOP/s, the estimate against max_memory_reserved."""
+    steps = [{"t": 10.0 + i, "shape": [1, 16384], "labels": 8000, "tokens": 16000} for i in range(5)]
+    result = {"start": 9.0, "end": 15.0, "steps": steps, "log_history": [{"loss": 12.0}, {"loss": 11.5}],
+              "threads": 16, "peak_reserved_gib": 40.0, "peak_allocated_gib": 30.0, "peak_rss_gib": 3.0}
+    row = {"step": "full 0.5B packed", "system": "tunewise, Liger on", "train_type": "full", "batch": 8,
+           "max_steps": 5, "parameters": 494_032_768, "status": "ok", "seconds": 30.0, "run_dir": str(tmp_path)}
+    info = {"peak_bf16_flops": gpu_report.peak_flops("NVIDIA H200")}
+    gpu_report.summarise(row, {"result": result, "output": "memory estimate: 36.00 GiB per device (494.0 M"}, info, 2)
+    assert row["tok_s"] == 3 * 16000 / 3.0  # micro-batches 3-5, from the third's start to the loop's end
+    assert row["mfu"] == pytest.approx(6 * 494_032_768 * 16000 / 989e12)
+    assert row["estimate_over_peak"] == pytest.approx(36 / 40)
+    res = {"mode": "gpu", "device_name": "NVIDIA H200", "device_memory_gib": 139.8, "date": "2026-12-05", "cuda": "13.0",
+           "python": "3.12.3", "tunewise_commit": "abc1234", "peak_bf16_flops": 989e12, "fixtures": {},
+           "versions": dict.fromkeys(gpu_report.PACKAGES, "1.0"), "exactness": {"status": "absent"}, "rows": [row]}
+    text = gpu_report.markdown(res)
+    assert "989 TFLOP/s" in text and f"{100 * row['mfu']:.1f} %" in text and "40.00 / 30.00 GiB" in text
+
+
 @pytest.mark.slow
 def test_cpu_mode_runs_every_step_and_writes_the_report(tmp_path):
     out = tmp_path / "results"
