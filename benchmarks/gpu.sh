@@ -44,10 +44,10 @@ if [ -n "$WHEELS" ]; then
   fi
 fi
 WORK=${GPU_BENCH_WORK:-$(mktemp -d /tmp/gpu-bench-XXXXXX)}
-"$PY" benchmarks/gpu_bench.py --work "$WORK" "${ARGS[@]}"
+"$PY" benchmarks/gpu_bench.py --work "$WORK" ${ARGS[@]+"${ARGS[@]}"}
 RC=$?
 if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
-  RESULTS=$("$PY" - "${ARGS[@]}" <<'PY'
+  RESULTS=$("$PY" - ${ARGS[@]+"${ARGS[@]}"} <<'PY'
 import sys
 args = sys.argv[1:]
 print(args[args.index("--out") + 1] if "--out" in args else "benchmarks/gpu-results")

@@ -80,10 +80,11 @@ def build_fixture(name: str, cache: str, device: str, result: Path) -> int:
     import qwen_shape
 
     t0 = time.perf_counter()
+    cached = (qwen_shape.cache_root(cache) / name).is_dir()  # built by an earlier run: nothing timed
     with torch.device(device):
         folder = qwen_shape.build_model(name, qwen_shape.cache_root(cache))
     meta = json.loads((folder / "fixture.json").read_text())
-    result.write_text(json.dumps({"folder": str(folder), "seconds": time.perf_counter() - t0,
+    result.write_text(json.dumps({"folder": str(folder), "seconds": time.perf_counter() - t0, "cached": cached,
                                   "parameters": meta["parameters"], "dtype": meta["dtype"]}))
     return 0
 

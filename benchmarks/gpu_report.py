@@ -195,7 +195,9 @@ def markdown(res: dict) -> str:
             "|---|---|---|---|---|"]
     for shape, f in res["fixtures"].items():
         r = f.get("result", {})
-        out.append(f"| {shape} | {f['status']}{': ' + str(f.get('error')) if f['status'] != 'ok' else ''} | "
+        status = "ok" + (" (cached)" if r.get("cached") else "") if f["status"] == "ok" else \
+            f"{f['status']}: {f.get('error')}"
+        out.append(f"| {shape} | {status} | "
                    f"{f['seconds']} | {fmt(r.get('parameters'), ',')} | {r.get('dtype', '-')} |")
     rows = res["rows"]
     against_trl(rows)
