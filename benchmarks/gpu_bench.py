@@ -177,6 +177,9 @@ class Bench:
         cmd = [sys.executable, str(HERE / "gpu_measure.py"), "--result", str(self.work / f"fixture-{shape}.result.json"),
                "fixture", shape, str(gpu_report.cache_dir(self.a.cache)), self.mode.device]
         rec = self.spawn(f"fixture-{shape}", cmd, min(self.mode.fixture_timeout, self.time_left() - 30))
+        if rec["status"] == "failed" and "dashscope" in rec["output"]:
+            rec["error"] += (" (the tokenizer's ranks come from the dashscope wheel: without network, make the wheel "
+                             "folder with benchmarks/gpu_wheels.sh and pass it, --wheels DIR)")
         rec["output"] = rec["output"][-3000:]
         self.results["fixtures"][shape] = rec
         print(f"   {rec['status']} in {rec['seconds']} s" + (f": {rec.get('error')}" if rec["status"] != "ok" else ""),
@@ -211,7 +214,10 @@ class Bench:
         shapes = [s.shape for s in mode.lora] + [mode.full.shape]
         fixtures = {shape: self.fixture(shape) for shape in dict.fromkeys(shapes)}
         self.budget_end = time.time() + self.a.budget
-        tok = qwen_shape.load_tokenizer(qwen_shape.cache_root(self.a.cache))
+        try:  # the fixtures' tokenizer, for the rows; a failure here fails every row, with its reason
+            tok = qwen_shape.load_tokenizer(qwen_shape.cache_root(self.a.cache))
+        except (Exception, SystemExit) as e:
+            return self.no_data(f"the Qwen tokenizer could not be built or loaded: {e!r}"[:500])
         py, measure = sys.executable, str(HERE / "gpu_measure.py")
         trl_missing = [m for m in ("trl", "datasets") if importlib.util.find_spec(m) is None]
         liger_missing = importlib.util.find_spec("liger_kernel") is None
@@ -251,9 +257,23 @@ class Bench:
             self.measure(row, cmd, timeout, skip)
         print("\n" + gpu_report.markdown(self.results), flush=True)
         print(f"wrote {self.md} and {self.json}", flush=True)
+        return self.exit_status()
+
+    def exit_status(self) -> int:
+        """1 when a row, a fixture or the exactness check failed (a skipped row is not a failure)."""
         failed = [r for r in self.results["rows"] if r["status"] not in ("ok", "skipped")]
+        failed += [f for f in self.results["fixtures"].values() if f["status"] != "ok"]
         exact = self.results["exactness"] or {}
         return 1 if failed or exact.get("status") in ("failed", "timeout") else 0
+
+    def no_data(self, why: str) -> int:
+        steps = [(f"LoRA {s.shape}", system) for s in self.mode.lora for system in ("tunewise", "trl")]
+        steps += [(f"full {self.mode.full.shape} packed", f"tunewise, Liger {on}") for on in ("off", "on")]
+        for step, system in steps:
+            self.results["rows"].append({"step": step, "system": system, "status": "failed", "error": why})
+        self.save()
+        print(f"gpu_bench: {why}; wrote {self.md} and {self.json}", file=sys.stderr, flush=True)
+        return 1
 
     def full_jobs(self, tok, fixtures, fixture_problem, params, liger_missing) -> list:
         import qwen_shape
