@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu.sh [--wheels DIR] [--out DIR] [--budget S] [--deadline S]   # on a CUDA machine
 #   bash benchmarks/gpu.sh --cpu [--out DIR]                                        # the same steps, tiny, on a CPU
+#   bash benchmarks/gpu.sh --steps "LoRA 7B,Liger on"              # a rerun of some rows only (the others: skipped)
 #
 # On a GPU, the wheels of `bash benchmarks/gpu_wheels.sh DIR` (default .staging/wheels, when present) that the
 # machine lacks or has in another version are installed offline into $GPU_BENCH_SITE (/tmp/tunewise-gpu-site),
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) CPU=1; ARGS+=(--cpu) ;;
     --wheels) WHEELS="$2"; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) ARGS+=("$1") ;;
   esac
   shift

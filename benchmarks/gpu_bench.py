@@ -187,10 +187,16 @@ class Bench:
         self.save()
         return rec
 
+    def selected(self, step: str, system: str) -> bool:
+        """--steps picks rows by part of their name, "STEP / SYSTEM" (e.g. "LoRA 7B", "Liger on"); default: all."""
+        return not self.a.steps or any(part in f"{step} / {system}" for part in self.a.steps.split(","))
+
     def measure(self, row: dict, cmd: list[str] | None, timeout: int, skip: str | None = None) -> None:
         """One training row: skipped (with why), or run and summarised (gpu_report.summarise)."""
         left = min(self.budget_end - time.time(), self.time_left() - 15)
         print(f"== {row['step']} / {row['system']}", flush=True)
+        if not self.selected(row["step"], row["system"]):
+            skip = f"not selected (--steps {self.a.steps})"
         if skip is None and left < 20:
             skip = f"out of time: {left:.0f} s left of the --budget / --deadline"
         if skip:
@@ -211,8 +217,13 @@ class Bench:
 
         mode = self.mode
         self.exactness()
-        shapes = [s.shape for s in mode.lora] + [mode.full.shape]
+        shapes = [s.shape for s in mode.lora if self.selected(f"LoRA {s.shape}", "tunewise") or
+                  self.selected(f"LoRA {s.shape}", "trl")]
+        shapes += [mode.full.shape] * any(self.selected(f"full {mode.full.shape} packed", f"tunewise, Liger {on}")
+                                          for on in ("off", "on"))
         fixtures = {shape: self.fixture(shape) for shape in dict.fromkeys(shapes)}
+        for shape in {s.shape for s in mode.lora} | {mode.full.shape}:  # rows not selected: no fixture needed
+            fixtures.setdefault(shape, {"status": "ok", "result": {}})
         self.budget_end = time.time() + self.a.budget
         try:  # the fixtures' tokenizer, for the rows; a failure here fails every row, with its reason
             tok = qwen_shape.load_tokenizer(qwen_shape.cache_root(self.a.cache))
@@ -309,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", help="fixture cache (qwen_shape.py; default $TUNEWISE_BENCH_CACHE or ~/.cache)")
     p.add_argument("--wheels", help="wheel folder: the tokenizer's ranks (dashscope) are taken from it, offline")
     p.add_argument("--budget", type=int, help="seconds for the training steps (gpu 480, cpu 420)")
+    p.add_argument("--steps", help='only the rows whose "STEP / SYSTEM" contains one of these comma-separated parts, '
+                                   'e.g. "LoRA 7B,Liger on" (a rerun in the device time left); the others: skipped')
     p.add_argument("--deadline", type=int, default=540,
                    help="seconds for everything (results are written before it); default 540: gpu.sh's install and "
                         "this fit in a device call's 10 minutes")
