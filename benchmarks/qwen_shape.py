@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/qwen_shape.py data --rows 256 --out rows.jsonl
 
 Models: Qwen2.5's architecture at 0.5B-4L (4 of 0.5B's 24 layers, ~196 M parameters), 0.5B (~494 M) or 7B (~7.6 B,
-bfloat16: float32 would not fit in 24 GiB), random init with a fixed seed: losses start near ln(vocab) ~ 11.9 and
+bfloat16: float32 would not fit in 24 GiB), or the 2-layer CPU stand-ins 0.5B-tiny and 7B-tiny, random init with a fixed seed: losses start near ln(vocab) ~ 11.9 and
 nothing is learned, but the compute per token is Qwen's. Tokenizer: Qwen's 151,643 BPE ranks (`qwen.tiktoken` in the
 `dashscope` wheel on PyPI, read from the wheel, not installed) through transformers' TikTokenConverter into its
 Qwen2Tokenizer pipeline (NFC, Qwen2's split regex, byte-level), <|endoftext|> <|im_start|> <|im_end|> at 151643-5, and
@@ -103,8 +103,13 @@ SHAPES = {
                  intermediate_size=4864, tie_word_embeddings=True, max_window_layers=21),
     "7B": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
                intermediate_size=18944, tie_word_embeddings=False, max_window_layers=28),
+    # CPU stand-ins for 0.5B and 7B (benchmarks/gpu.sh --cpu): 2 layers, small width, the real vocabulary
+    "0.5B-tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=176, tie_word_embeddings=True, max_window_layers=2),
+    "7B-tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                    intermediate_size=352, tie_word_embeddings=False, max_window_layers=2),
 }
-DTYPES = {"0.5B-4L": "float32", "0.5B": "float32", "7B": "bfloat16"}
+DTYPES = {"0.5B-4L": "float32", "0.5B": "float32", "7B": "bfloat16", "0.5B-tiny": "float32", "7B-tiny": "float32"}
 
 EN_WORDS = """time year people way day man thing woman life child world school state family student group country
 problem hand part place case week company system program question work government number night point home water

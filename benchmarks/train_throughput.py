@@ -100,7 +100,8 @@ def _install_probe(result: Path) -> None:
 
 def run_trl(spec: dict) -> None:
     """TRL's SFTTrainer on the same rows, model, LoRA and schedule as tunewise; spec["args"] are SFTConfig
-    overrides (key=value, JSON values) plus data=prompt-completion|messages|tokens."""
+    overrides (key=value, JSON values) plus data=prompt-completion|messages|tokens; spec["dtype"] the weights' dtype
+    (default float32)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
@@ -139,7 +140,8 @@ def run_trl(spec: dict) -> None:
         max_length=None if padding_free else spec["max_length"])  # TRL refuses max_length with padding-free
     config = SFTConfig(**{**settings, **overrides})
     set_seed(SEED)  # as tunewise: seeded right before the model and LoRA, so both draw the same LoRA A matrices
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
+    dtype = getattr(torch, spec.get("dtype", "float32"))  # gpu_bench.py: bfloat16 weights on both sides
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=dtype)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
                                              task_type="CAUSAL_LM"))
     SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tok).train()
