@@ -60,6 +60,8 @@ def cases(f):
         ("sft", [*DATA, "--lr_scheduler_kwargs", "notjson"], "expected a JSON object"),
         ("sft", [*DATA, "--torch_dtype", "fp16"], "--torch_dtype fp16"),
         ("sft", [*DATA, "--attn_impl", "flashy"], "--attn_impl flashy"),
+        ("sft", [*DATA, "--attn_impl", "flash_attention_2"], "flash-attention runs on CUDA GPUs only"),
+        ("sft", [*DATA, "--torch_dtype", "float16"], "fp16 mixed precision (its loss scaling) needs a CUDA GPU"),
         ("sft", [*DATA, "--report_to", "mlflow"], "--report_to mlflow: expected tensorboard, wandb, swanlab, none"),
         ("sft", [*DATA, "--use_liger_kernel", "true"], "--use_liger_kernel true: Liger's kernels run on CUDA GPUs only"),
         ("sft", [*DATA, "--packing", "true", "--padding_free", "false"], "cannot be used with --padding_free false"),

@@ -322,3 +322,28 @@ def test_training_arguments_accept_the_dict():
                              gradient_accumulation_steps=16, report_to=[],
                              **make_schedule("cosine", LR, T, W).trainer_kwargs())
     assert args.deepspeed == config and args.hf_deepspeed_config.config["train_batch_size"] == 16
+
+
+def test_an_fp16_recipe_on_a_cpu_is_refused_for_the_machine_not_the_flag(tmp_path, capsys):
+    """A ZeRO-3 offload JSON with "fp16": {"enabled": true} (as ms-swift's seed recipes write it) on a machine
+    without CUDA: with --torch_dtype float16 the error says fp16 needs a CUDA GPU and what the recipe becomes on a
+    CPU; with auto (float32 here) the contradiction names the machine as the reason, not the flag alone."""
+    pytest.importorskip("deepspeed")
+    import torch
+
+    from cli_runs import run_cli
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU the recipe runs as written")
+    config = copy.deepcopy(load_config("zero3_offload")[0])
+    config["fp16"] = {"enabled": True, "loss_scale": 0}
+    path = write(tmp_path, config)
+    base = ["--dataset", "self_cognition#8", "--model_name", "N", "--model_author", "A", "--deepspeed", path]
+    assert run_cli("plan", *base, "--torch_dtype", "float16", "--output_dir", tmp_path / "a") == 2
+    err = capsys.readouterr().err
+    assert "fp16 mixed precision (its loss scaling) needs a CUDA GPU, and this machine has none" in err
+    assert "--torch_dtype float32" in err and '"enabled": "auto"' in err and "Traceback" not in err
+    assert run_cli("plan", *base, "--output_dir", tmp_path / "b") == 2
+    err = capsys.readouterr().err
+    assert "fp16.enabled = true but --torch_dtype float32 on this machine, which has no CUDA GPU" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

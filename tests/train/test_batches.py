@@ -179,3 +179,126 @@ def test_a_padding_free_batch_is_attended_row_by_row_without_a_mask(tiny, monkey
         AttentionInterface.register("sdpa", original)
     lengths = [len(r["input_ids"]) for r in rows]
     assert calls == [(n, True) for n in lengths] * model.config.num_hidden_layers
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("chunk_positions", [10 ** 6, 7], ids=["one_pass", "chunks"])
+def test_the_gpu_loss_path_gives_the_models_loss_and_gradients(tiny, lora, chunk_positions):
+    """The CUDA path (models/device.py "trained"): the trained positions in one launch when they fit the chunk
+    (no recomputation), else recomputed chunks; run here on the CPU with the chunk size given."""
+    from tunewise.train.loss import loss_function
+
+    path, tokenizer, rows = tiny
+    num_items = torch.tensor(sum(sum(1 for x in r["labels"][1:] if x != -100) for r in rows))
+    model = model_of(path, lora)
+    use_packed_attention()
+    reference = loss_and_grads(model, SftBatches(tokenizer, False)(rows), None, num_items)
+    loss_func = loss_function(model, "trained")
+    assert loss_func.chunk is None and not loss_func.recompute  # sized from free GPU memory at the first step
+    loss_func.chunk = chunk_positions
+    calls = []
+    original = loss_func.chunk_loss
+    loss_func.chunk_loss = lambda h, t: calls.append(len(t)) or original(h, t)
+    loss, grads = loss_and_grads(model, SftBatches(tokenizer, True, logits="none")(rows), loss_func, num_items)
+    if chunk_positions > num_items.item():  # one launch, no recomputation
+        assert calls == [num_items.item()]
+    else:  # recomputed in backward: each chunk's head runs twice
+        assert len(calls) == 2 * -(-num_items.item() // chunk_positions)
+    assert loss == pytest.approx(reference[0], rel=3e-6)
+    scale = max(g.abs().max().item() for g in reference[1].values())
+    assert max((grads[n] - g).abs().max().item() for n, g in reference[1].items()) <= 1e-4 * scale
+
+
+def reference_varlen(calls):
+    """A varlen kernel's contract in plain torch ([tokens, heads, head_dim], causal within each row), counting its
+    calls: what torch.nn.attention.varlen / flash-attn compute on CUDA, so PackedAttention's plumbing (layout, GQA,
+    scale, one call per layer) is checked here."""
+    import torch.nn.functional as F
+
+    def kernel(query, key, value, bounds, longest, scale):
+        calls.append(query.shape[0])
+        key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
+        value = value.repeat_interleave(query.shape[1] // value.shape[1], dim=1)
+        b = bounds.tolist()
+        assert longest == max(z - a for a, z in zip(b, b[1:]))
+        return torch.cat([F.scaled_dot_product_attention(query[a:z].transpose(0, 1), key[a:z].transpose(0, 1),
+                                                         value[a:z].transpose(0, 1), is_causal=True,
+                                                         scale=scale).transpose(0, 1) for a, z in zip(b, b[1:])])
+    return kernel
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_a_varlen_kernel_attends_a_packed_batch_in_one_call_per_layer(tiny, lora):
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    path, tokenizer, rows = tiny
+    num_items = torch.tensor(sum(sum(1 for x in r["labels"][1:] if x != -100) for r in rows))
+    model = model_of(path, lora)
+    AttentionInterface.register("sdpa", sdpa_attention_forward)
+    reference = loss_and_grads(model, SftBatches(tokenizer, False)(rows), None, num_items)
+    calls = []
+    use_packed_attention(reference_varlen(calls), kernel_device="cpu")
+    try:
+        loss, grads = loss_and_grads(model, SftBatches(tokenizer, True)(rows), None, num_items)
+    finally:
+        AttentionInterface.register("sdpa", sdpa_attention_forward)
+    tokens = sum(len(r["input_ids"]) for r in rows)
+    assert calls == [tokens] * model.config.num_hidden_layers  # the whole batch, once per layer
+    assert loss == pytest.approx(reference[0], rel=3e-6)
+    scale = max(g.abs().max().item() for g in reference[1].values())
+    assert max((grads[n] - g).abs().max().item() for n, g in reference[1].items()) <= 1e-4 * scale
+
+
+def test_torch_has_a_varlen_kernel_and_it_needs_cuda():
+    """torch >= 2.10 ships one (the CUDA path's fallback when flash-attn is not installed); on a CPU it cannot run,
+    which is why PackedAttention calls it only for CUDA tensors."""
+    from tunewise.train.batches import torch_varlen_kernel
+
+    kernel = torch_varlen_kernel()
+    assert kernel is not None
+    q = torch.randn(6, 2, 16, dtype=torch.bfloat16)
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        kernel(q, q, q, torch.tensor([0, 2, 6]), 4, None)
+
+
+def deep_tiny(path, dtype, layers=24):
+    """A random model of the embedded model's width with `layers` layers (the depth of Qwen2.5-0.5B)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path)
+    config.num_hidden_layers, config.layer_types = layers, ["full_attention"] * layers
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).to(dtype)
+
+
+@pytest.mark.parametrize("depth", ["embedded", "deep24"])
+def test_the_check_holds_in_bf16_and_still_catches_crossed_rows(tiny, attention, depth):
+    """Measured (2026-12-04, AMD EPYC, seed 0 probes; ATEN avx512): packed vs alone in bf16, largest logit
+    difference / allowed (4 x bf16's eps x the largest logit): per-row SDPA 0 / 0.46 (embedded) and 0 / 0.051
+    (24 layers); transformers' mask path 0.0625 / 0.46 and 0.0117 / 0.051 (first 2 layers; all 24: 0.0176 /
+    0.046); a model that ignores the rows 19.7 / 0.46. float32's 1e-4 refused every bf16 run on the H200."""
+    from tunewise.train.batches import tolerance
+
+    path, _, rows = tiny
+    model = load_model(path, "bfloat16") if depth == "embedded" else deep_tiny(path, torch.bfloat16)
+    probe = [r["input_ids"][:12] for r in rows[:3]]
+    apart, diff, allowed = keeps_rows_apart(model, probe)
+    assert apart and diff <= allowed / 2, (diff, allowed)
+    assert tolerance(torch.bfloat16) == 4 * torch.finfo(torch.bfloat16).eps
+    if depth == "embedded":
+        apart, diff, allowed = keeps_rows_apart(IgnoresPositions(model), probe)
+        assert not apart and diff > 10 * allowed
+
+
+def test_the_check_runs_only_the_first_layers_and_leaves_the_model_whole(tiny):
+    path, _, rows = tiny
+    model = deep_tiny(path, torch.float32, layers=6)
+    seen = []
+    hooks = [layer.register_forward_hook(lambda m, a, o, i=i: seen.append(i))
+             for i, layer in enumerate(model.model.layers)]
+    apart, _, _ = keeps_rows_apart(model, [r["input_ids"][:8] for r in rows[:2]])
+    assert apart and set(seen) == {0, 1}
+    assert len(model.model.layers) == 6
+    for hook in hooks:
+        hook.remove()

@@ -59,3 +59,31 @@ def test_the_plan_names_the_engine(tmp_path, capsys):
         rows = {name: next(line.split()[2] for line in lines if line.strip().startswith(name))
                 for name in ("world size", "global batch")}
         assert rows == {"world size": str(world), "global batch": str(world)}  # batch 1 per device, no accumulation
+
+
+def test_the_plan_shows_the_devices_choices_and_records_them(tmp_path, capsys):
+    """On this CPU: float32 (auto), per-row SDPA for packed rows, 64 MiB recomputed loss chunks; plan.json keeps
+    them with the memory estimate. The GPU's choices are tested from a Device description (tests/models)."""
+    base = ["--dataset", "self_cognition#20", "--model_name", "N", "--model_author", "A"]
+    assert run_cli("plan", *base, "--output_dir", tmp_path / "a") == 0
+    out = capsys.readouterr().out
+    assert "device: CPU" in out and "dtype      float32  (auto on a CPU)" in out
+    extra = json.loads((tmp_path / "a" / "plan.json").read_text())["extra"]
+    assert extra["device"]["dtype"] == "float32" and extra["device"]["attention"] == "rows"
+    assert extra["device"]["loss"] == "chunks" and extra["memory"]["total"] > 0
+    args = json.loads(json.dumps(extra))  # plain JSON
+    assert args["device"]["why"]["dtype"] == "auto on a CPU"
+
+
+def test_gradient_checkpointing_is_turned_on_when_the_estimate_does_not_fit(tmp_path, capsys):
+    """--gpu_memory stands for the GPU's memory: the estimate without checkpointing (1.06 GiB at batch 8) does not
+    fit 1.05 GiB, with it (1.04 GiB) it does; a given --gradient_checkpointing false is left as given."""
+    base = ["--dataset", "self_cognition#20", "--model_name", "N", "--model_author", "A",
+            "--per_device_train_batch_size", 8, "--gpu_memory", "1.05GiB"]
+    assert run_cli("plan", *base, "--output_dir", tmp_path / "a") == 0
+    out = capsys.readouterr().out
+    assert "note: --gradient_checkpointing true: the memory estimate without it" in out
+    assert "gradient checkpointing, 6.9 MiB with it (on)" in out and "fits in 1.05 GiB" in out
+    assert run_cli("plan", *base, "--gradient_checkpointing", "false", "--output_dir", tmp_path / "b") == 0
+    out = capsys.readouterr().out
+    assert "does NOT fit" in out and "(off)" in out and "--gradient_checkpointing true:" not in out
