@@ -56,7 +56,8 @@ def test_the_gpu_paths_that_depend_on_the_run():
 @pytest.mark.parametrize("device, flags, packages, message", [
     (CPU, {"attn_impl": "flash_attention_2"}, (), "flash-attention runs on CUDA GPUs only"),
     (H200, {"attn_impl": "flash_attention_2"}, (), "pip install flash-attn --no-build-isolation"),
-    (H200, {"attn_impl": "flash_attention_2", "torch_dtype": "float32"}, ("flash_attn",), "give --torch_dtype bfloat16"),
+    (H200, {"attn_impl": "flash_attention_2", "torch_dtype": "float32"}, ("flash_attn",),
+     "give --torch_dtype bfloat16"),
     (CPU, {"torch_dtype": "float16"}, (), "fp16 mixed precision (its loss scaling) needs a CUDA GPU"),
 ])
 def test_what_a_device_cannot_run_is_a_clean_error(device, flags, packages, message):

@@ -302,3 +302,24 @@ def test_the_check_runs_only_the_first_layers_and_leaves_the_model_whole(tiny):
     assert len(model.model.layers) == 6
     for hook in hooks:
         hook.remove()
+
+
+def test_packed_steps_have_one_shape_and_the_same_loss(tiny):
+    """--packing: each padding-free batch is filled to batch x --max_length tokens by a last row of padding that
+    trains nothing and attends only to itself: one shape per step, the same loss and gradients."""
+    from tunewise.data.packing import pack_rows
+
+    path, tokenizer, rows = tiny
+    packs = pack_rows(rows, 80)
+    num_items = torch.tensor(sum(sum(1 for x in r["labels"][1:] if x != -100) for r in rows))
+    model = model_of(path, lora=True)
+    use_packed_attention()
+    plain = SftBatches(tokenizer, True, logits="none")(packs)
+    filled = SftBatches(tokenizer, True, logits="none", tokens=len(packs) * 80)(packs)
+    assert filled["input_ids"].shape == (1, len(packs) * 80) and plain["input_ids"].shape[1] < len(packs) * 80
+    assert filled["cu_seq_lens_q"][-1] == len(packs) * 80
+    assert (filled["labels"][0, plain["labels"].shape[1]:] == -100).all()
+    reference = loss_and_grads(model, plain, TrainedTokenLoss(model), num_items)
+    loss, grads = loss_and_grads(model, filled, TrainedTokenLoss(model), num_items)
+    assert loss == pytest.approx(reference[0], rel=1e-6)
+    assert all(torch.allclose(grads[n], g, rtol=1e-5, atol=1e-8) for n, g in reference[1].items())

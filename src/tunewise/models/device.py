@@ -147,13 +147,15 @@ def resolve_dtype(asked: str, device: Device, stored: str, train_type: str) -> t
                              "float32 weights at twice the memory")
             return "bfloat16", why, notes
         if device.cuda:
-            return "float32", "auto on a GPU without native bf16 (give --torch_dtype float16 for fp16 mixed precision)", notes
+            return ("float32", "auto on a GPU without native bf16 (give --torch_dtype float16 for fp16 mixed "
+                    "precision)", notes)
         kept = f"; the checkpoint is stored in {stored}" if stored not in ("float32", "") else ""
         return "float32", f"auto on a CPU{kept}", notes
     if asked == "float16" and not device.cuda:
         raise UserError("--torch_dtype float16: fp16 mixed precision (its loss scaling) needs a CUDA GPU, and this "
-                        "machine has none. On a CPU the same recipe runs as --torch_dtype float32 (or auto); a DeepSpeed "
-                        'JSON with "fp16": {"enabled": true} needs "enabled": "auto" there. On a GPU it runs as written.')
+                        "machine has none. On a CPU the same recipe runs as --torch_dtype float32 (or auto); a "
+                        'DeepSpeed JSON with "fp16": {"enabled": true} needs "enabled": "auto" there. On a GPU it '
+                        "runs as written.")
     if asked == "bfloat16" and not device.cuda:
         notes.append("--torch_dtype bfloat16 on a CPU: no mixed precision here (that is CUDA's); the weights, "
                      "activations and gradients are bf16 and results depend on the batch's shape in their last bits "

@@ -97,11 +97,17 @@ class SftBatches:
     vocabulary (its forward's logits_to_keep): "all" (the model's own loss), "none" (the chunked loss runs the
     output layer itself) or "trained" (only the positions whose next token is trained; tunewise.train.loss)."""
 
-    def __init__(self, tokenizer, padding_free: bool, logits: str = "all"):
+    def __init__(self, tokenizer, padding_free: bool, logits: str = "all", tokens: int | None = None):
+        """tokens: with --packing, every padding-free batch is filled to exactly this many tokens (per device batch
+        x --max_length) by a last row of padding that attends only to itself and trains nothing, so each step has
+        one shape (torch.compile compiles once, the GPU's allocator reuses its blocks)."""
         from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
         self.padding_free = padding_free
         self.logits = logits
+        self.tokens = tokens
+        self.pad_id = (tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None
+                       else 0)
         # the rows' boundaries: flash-attention's varlen and PackedAttention read them
         self.collate = (DataCollatorWithFlattening(separator_id=IGNORE, return_flash_attn_kwargs=True)
                         if padding_free
@@ -113,11 +119,29 @@ class SftBatches:
         batch = self.collate(unpack(features) if self.padding_free else features)
         if self.padding_free:  # transformers finds the rows in position_ids only when no cache is built
             batch["use_cache"] = False
+            if self.tokens:
+                fill_to(batch, self.tokens, self.pad_id)
         if self.logits == "none":
             batch["logits_to_keep"] = torch.zeros(0, dtype=torch.long)
         elif self.logits == "trained":
             batch["logits_to_keep"] = next_token_targets(batch["labels"]) != IGNORE
         return batch
+
+
+def fill_to(batch: dict, tokens: int, pad_id: int) -> None:
+    """A padding-free batch grown to `tokens` tokens by one last row of `pad_id` (labels IGNORE, positions from 0,
+    its own boundary), in place; a batch already that long is left as it is."""
+    missing = tokens - batch["input_ids"].shape[1]
+    if missing <= 0:
+        return
+    batch["input_ids"] = torch.cat([batch["input_ids"], torch.full((1, missing), pad_id)], dim=1)
+    batch["labels"] = torch.cat([batch["labels"], torch.full((1, missing), IGNORE)], dim=1)
+    batch["position_ids"] = torch.cat([batch["position_ids"], torch.arange(missing).unsqueeze(0)], dim=1)
+    for key in ("cu_seq_lens_q", "cu_seq_lens_k"):
+        bounds = batch[key]
+        batch[key] = torch.cat([bounds, torch.tensor([tokens], dtype=bounds.dtype)])
+    for key in ("max_length_q", "max_length_k"):
+        batch[key] = max(batch[key], missing)
 
 
 def tolerance(dtype) -> float:

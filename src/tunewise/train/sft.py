@@ -101,7 +101,9 @@ def build_trainer(run: Run, staging: Path, callbacks: list):
         args=training_arguments(run, staging),
         train_dataset=run.train_rows,
         eval_dataset=run.val_rows or None,
-        data_collator=SftBatches(run.tokenizer, padding_free, logits=logits),
+        data_collator=SftBatches(run.tokenizer, padding_free, logits=logits,
+                                 tokens=run.args.per_device_train_batch_size * run.args.max_length
+                                 if run.args.packing else None),
         compute_loss_func=loss_function(model, loss),
         processing_class=run.tokenizer,
         callbacks=callbacks,
