@@ -196,6 +196,18 @@ def plan_advice(run, gpu_memory: str | None = None) -> str:
         advice = Advice({k: v for k, v in advice.recommendations.items()
                          if k not in ("num_train_epochs", "learning_rate")},
                         [w for w in advice.warnings if "num_train_epochs" not in w and "learning_rate" not in w])
+    return format_advice(advice, chosen, plan_memory(run, gpu_memory, shape))
+
+
+def plan_memory(run, gpu_memory: str | None = None, shape: ModelShape | None = None) -> MemoryEstimate | None:
+    """The memory estimate of a resolved run, per device (None when the model's config.json is not a decoder-only
+    one); what the plan prints, and what an out-of-memory error compares with the memory in use."""
+    args, pairs = run.args, run.recipe.pairs
+    if shape is None:
+        try:
+            shape = ModelShape.from_config(run.model_dir)
+        except UserError:
+            return None
     memory = None
     if shape is not None:
         import torch
@@ -221,5 +233,5 @@ def plan_advice(run, gpu_memory: str | None = None) -> str:
             gradient_checkpointing=args.gradient_checkpointing, world_size=run.step_plan.world_size,
             capacity=gpu_memory, device=device, padding_free=not pairs and args.padding_free,
             chunked_loss=not pairs and args.chunks_loss, **_deepspeed_settings(run))
-    return format_advice(advice, chosen, memory)
+    return memory
 
