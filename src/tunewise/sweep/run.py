@@ -121,9 +121,9 @@ class SweepInterrupted(BaseException):
 
 class StopSignals:
     """SIGTERM and SIGINT for the whole sweep. The first one received is kept (`received`) and stops the sweep:
-    passed on to a running trial (which saves and stops; the sweep waits for it), raised at once as
-    SweepInterrupted where nothing is being written (planning, evaluation, between trials), or, inside `held()`
-    (a trial's process being waited for, results being written), raised when that block ends."""
+    passed on to a running trial (which stops; the sweep waits for it), raised at once as SweepInterrupted where
+    nothing is being written (planning, evaluation, between trials), or, inside `held()` (a trial's process being
+    waited for, a record or results being written), raised when that block ends."""
 
     def __init__(self):
         self.received: int | None = None
@@ -131,15 +131,33 @@ class StopSignals:
         self.holds = 0
         self.where = "before the first trial"  # for the message
         self._previous = {}
+        self._previous_hook = sys.unraisablehook
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
+        self._previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
 
     def uninstall(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+        sys.unraisablehook = self._previous_hook
+
+    def _unraisable(self, unraisable) -> None:
+        """The handler ran inside a callback that cannot raise (a weakref's or a __del__ during the evaluation's
+        garbage collection), so Python would print SweepInterrupted and go on: deliver the signal again once this
+        hook has returned (from another thread: raised here, it would be lost the same way), and the handler
+        raises in the code that follows; should that be another such callback, this repeats."""
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SweepInterrupted):
+            import threading
+
+            returned = threading.Event()
+            resend = lambda: returned.wait() and os.kill(os.getpid(), self.received or signal.SIGTERM)  # noqa: E731
+            threading.Thread(target=resend, daemon=True).start()
+            returned.set()
+            return
+        self._previous_hook(unraisable)
 
     def _handle(self, signum, frame):
         if self.received is None:
