@@ -91,7 +91,20 @@ def memory_in_use() -> str:
     except (ImportError, OSError):
         pass
     memory = psutil.virtual_memory()
-    return text + f", of the machine's {human(memory.total)} ({human(memory.available)} available now)"
+    text += f", of the machine's {human(memory.total)} ({human(memory.available)} available now)"
+    limit = container_limit()
+    return text + (f"; this container may use {human(limit)}" if limit is not None and limit < memory.total else "")
+
+
+def container_limit() -> int | None:
+    """The cgroup's memory limit (a container's or a batch job's), when one is set and readable."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        return int(value) if value.isdigit() else None
+    return None
 
 
 def planned(run) -> str:
@@ -120,12 +133,15 @@ def remedies(args) -> str:
                      "stay the same)")
     if args.train_type == "full":
         parts.append("--train_type lora")
-    engine = args.deepspeed or (f"--fsdp {args.fsdp}" if getattr(args, "fsdp", None) else None)
-    if engine is None:
+    fsdp = getattr(args, "fsdp", None)
+    if fsdp:
+        if "offload" not in fsdp:
+            parts.append(f"FSDP's CPU offload (now --fsdp {fsdp}; --fsdp 'full_shard auto_wrap offload', CUDA only)")
+    elif args.deepspeed is None:
         parts.append("DeepSpeed ZeRO with several processes (--nproc_per_node N --deepspeed zero2 or zero3) or CPU "
                      "offload (--deepspeed zero3_offload)")
-    elif engine != "zero3_offload":
-        parts.append(f"a higher ZeRO stage or CPU offload (now {engine}; --deepspeed zero3 or zero3_offload)")
+    elif args.deepspeed != "zero3_offload":
+        parts.append(f"a higher ZeRO stage or CPU offload (now --deepspeed {args.deepspeed}; zero3 or zero3_offload)")
     return "; ".join(parts)
 
 
