@@ -45,21 +45,23 @@ def wait_for(proc, moment, what: str):
         time.sleep(0.02)
 
 
-def trial_process(sweep_pid: int):
-    """A running trial: the sweep's child `python -m tunewise.cli sft ...`."""
+def trial_importing_torch(sweep_pid: int) -> bool:
+    """The sweep's trial process (`python -m tunewise.cli sft ...`) has mapped libtorch: it is importing its
+    libraries, seconds before it builds its trainer and installs its own handler, and the sweep has long returned
+    from starting it."""
     import psutil
 
     try:
         children = psutil.Process(sweep_pid).children()
     except psutil.NoSuchProcess:
-        return None
+        return False
     for child in children:
         try:
-            if "sft" in child.cmdline():
-                return child
-        except psutil.Error:
+            if "sft" in child.cmdline() and "libtorch" in open(f"/proc/{child.pid}/maps").read():
+                return True
+        except (psutil.Error, OSError):
             continue
-    return None
+    return False
 
 
 def signal_and_wait(proc, sig=signal.SIGTERM) -> float:
@@ -128,9 +130,9 @@ def check_stopped(proc, out, stderr, seconds, code, stopped_trial: str | None):
 def test_a_group_signal_while_a_trial_starts_stops_the_sweep(one_trial_done, tmp_path, sig):
     out = copy_of(one_trial_done, tmp_path)
     proc, _, stderr = start_sweep(out, "1,2,3", tmp_path, "start")
-    # the trial's interpreter exists and is still importing: its own handler (installed once its trainer is built)
-    # is seconds away, so the signal ends it with the default action (SIGTERM) or a KeyboardInterrupt (SIGINT)
-    wait_for(proc, lambda: trial_process(proc.pid) is not None, "trial process")
+    # the trial is still importing: its own handler (installed once its trainer is built) is seconds away, so the
+    # signal ends it with the default action (SIGTERM) or a KeyboardInterrupt (SIGINT); the sweep must stop anyway
+    wait_for(proc, lambda: trial_importing_torch(proc.pid), "trial process importing torch")
     seconds = signal_and_wait(proc, sig)
     err = check_stopped(proc, out, stderr, seconds, 128 + sig, "steps2")
     assert f"stopped by {sig.name} during trial steps2" in err, err
