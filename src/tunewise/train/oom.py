@@ -162,7 +162,8 @@ def out_of_memory_error(error: BaseException, step: int, run_dir: Path, run=None
             if kept else "No checkpoint had been written yet (--save_steps sets how often one is); the run starts "
                          "again from the beginning.")
     cut = remedies(run.args) if run is not None else "a smaller batch, a shorter --max_length, gradient checkpointing"
-    return OutOfMemory(f"out of memory {at}: {brief(error)}. {estimate[0].upper()}{estimate[1:]}; "
+    said = brief(error) if str(error).strip() else type(error).__name__  # Python's MemoryError says nothing more
+    return OutOfMemory(f"out of memory {at}: {said}. {estimate[0].upper()}{estimate[1:]}; "
                        f"{memory_in_use()}. To use less memory: {cut}. {keep}")
 
 
