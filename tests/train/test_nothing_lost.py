@@ -342,7 +342,7 @@ def test_a_signal_to_a_sweep_reaches_its_trial(tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143 and "sweep stopped by a signal during trial" in err, err[-2000:]
+    assert proc.returncode == 143 and "tunewise sweep: stopped by SIGTERM during trial" in err, err[-2000:]
     trial = logs()[0].parent
     assert any(trial.glob("checkpoint-*")) and (trial / "train.log").is_file()  # the trial saved, then ended
     assert "stopped by SIGTERM" in (trial / "train.log").read_text()

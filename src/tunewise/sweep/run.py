@@ -10,20 +10,28 @@ SWEEP_DIR/
 
 Resuming: a trial whose trial.json says "ok" is skipped (its flags must be the same as now, else the sweep stops
 before training anything); any other trial directory (interrupted, or failed) is removed and the trial run again.
+
+Signals: from its start the sweep holds SIGTERM and SIGINT itself (`StopSignals`). The first one it receives stops it,
+whatever its trial then does: the running trial gets the signal passed on and stops (at the end of its step; at once
+when its process group was signalled too, or when it was still starting, before it had a handler of its own), and
+the sweep waits for it; an evaluation is abandoned at once; a record or results being written are finished first.
+No trial starts after it; the sweep exits with 128 + the signal (143, 130) and says how to continue (the same
+command: finished trials are skipped, the stopped one starts again from scratch).
 """
 from __future__ import annotations
 
 import json
 import os
 import shlex
+import signal
 import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from tunewise.command import Command
-from tunewise.train.launch import call_forwarding_signals
 from tunewise.errors import Stopped, UserError
 from tunewise.sweep.grid import Grid, SweepArgs, Trial, parse_grid
 
@@ -106,11 +114,101 @@ def finished(trial: Trial, settings: dict) -> dict | None:
     return rec
 
 
+class SweepInterrupted(BaseException):
+    """Raised by StopSignals' handler where the sweep can stop at once (planning, evaluation); a BaseException so
+    that no `except Exception` in the evaluation code swallows it."""
+
+
+class StopSignals:
+    """SIGTERM and SIGINT for the whole sweep. The first one received is kept (`received`) and stops the sweep:
+    passed on to a running trial (which stops; the sweep waits for it), raised at once as SweepInterrupted where
+    nothing is being written (planning, evaluation, between trials), or, inside `held()` (a trial's process being
+    waited for, a record or results being written), raised when that block ends."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self.child: subprocess.Popen | None = None
+        self.holds = 0
+        self.where = "before the first trial"  # for the message
+        self._previous = {}
+        self._previous_hook = sys.unraisablehook
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        self._previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+        sys.unraisablehook = self._previous_hook
+
+    def _unraisable(self, unraisable) -> None:
+        """The handler ran inside a callback that cannot raise (a weakref's or a __del__ during the evaluation's
+        garbage collection), so Python would print SweepInterrupted and go on: deliver the signal again once this
+        hook has returned (from another thread: raised here, it would be lost the same way), and the handler
+        raises in the code that follows; should that be another such callback, this repeats."""
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SweepInterrupted):
+            import threading
+
+            returned = threading.Event()
+            resend = lambda: returned.wait() and os.kill(os.getpid(), self.received or signal.SIGTERM)  # noqa: E731
+            threading.Thread(target=resend, daemon=True).start()
+            returned.set()
+            return
+        self._previous_hook(unraisable)
+
+    def _handle(self, signum, frame):
+        if self.received is None:
+            self.received = signum
+            print(f"\n{signal.Signals(signum).name} received: the sweep stops {self.where}.", file=sys.stderr,
+                  flush=True)
+        self.forward(signum)
+        if not self.holds:
+            raise SweepInterrupted
+
+    def forward(self, signum: int) -> None:
+        """Pass the signal on to the running trial, which may not have got it (`kill PID` of the sweep). When its
+        process group was signalled it gets two and stops at once instead of after its step: the trial is run again
+        from scratch anyway."""
+        child = self.child
+        if child is not None and child.poll() is None:
+            try:
+                child.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise SweepInterrupted
+
+    @contextmanager
+    def held(self):
+        """A block the signal does not cut short; the sweep stops when it ends."""
+        self.holds += 1
+        try:
+            yield
+        finally:
+            self.holds -= 1
+        self.check()
+
+    def run_child(self, cmd: list[str], **popen_kwargs) -> int:
+        """Run a trial's process and wait for it; call inside `held()`."""
+        self.child = subprocess.Popen(cmd, **popen_kwargs)
+        try:
+            if self.received is not None:  # received between the start of the process and now
+                self.forward(self.received)
+            return self.child.wait()
+        finally:
+            self.child = None
+
+
 def running_log(trial: Trial) -> Path:
     return trial.dir.with_name(f".{trial.name}.train.log")
 
 
-def train_trial(trial: Trial) -> tuple[int, float]:
+def train_trial(trial: Trial, signals: StopSignals) -> tuple[int, float]:
     """`tunewise sft` in a child process, its output in TRIAL/train.log. A child process per trial, not an in-process
     call: every trial starts from a fresh interpreter (no torch/accelerate/TensorBoard state, threads, seeds or
     memory carried from one trial to the next), a crash fails one trial only, and --nproc_per_node works as in sft.
@@ -119,16 +217,18 @@ def train_trial(trial: Trial) -> tuple[int, float]:
     trial.dir.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
-    with open(running_log(trial), "w", encoding="utf-8") as log:
-        log.write(shlex.join(["tunewise", "sft", *trial.full_argv()]) + "\n")
-        log.flush()
-        rc = call_forwarding_signals([sys.executable, "-m", "tunewise.cli", "sft", *trial.full_argv()], stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    trial.dir.mkdir(parents=True, exist_ok=True)  # sft made it, unless it failed before that
-    os.replace(running_log(trial), trial.dir / "train.log")
-    if rc in (130, 143):  # the trial was stopped by a forwarded signal and saved: the sweep stops too
-        raise Stopped(f"sweep stopped by a signal during trial {trial.name}; run the same command again to continue "
-                      "(finished trials are kept; that one starts again).", rc)
+    signals.where = f"during trial {trial.name} (training)"
+    with signals.held():  # a signal is passed on to the trial and waited for; the sweep stops after this block
+        with open(running_log(trial), "w", encoding="utf-8") as log:
+            log.write(shlex.join(["tunewise", "sft", *trial.full_argv()]) + "\n")
+            log.flush()
+            rc = signals.run_child([sys.executable, "-m", "tunewise.cli", "sft", *trial.full_argv()], stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        trial.dir.mkdir(parents=True, exist_ok=True)  # sft made it, unless it failed before that
+        os.replace(running_log(trial), trial.dir / "train.log")
+    if rc in (130, 143):  # only the trial was signalled, not the sweep: it saved and stopped, and the sweep stops too
+        raise Stopped(f"trial {trial.name} was stopped by a signal (exit {rc}); the sweep stops too. Finished trials "
+                      "are kept: run the same command again to continue (that trial starts again).", rc)
     return rc, time.perf_counter() - start
 
 
@@ -198,13 +298,13 @@ def train_losses(run_dir: Path) -> list[dict]:
     return [e for e in read_jsonl(run_dir / "logging.jsonl") if "loss" in e]
 
 
-def run_trial(grid: Grid, trial: Trial, steps: int) -> tuple[dict, dict | None]:
+def run_trial(grid: Grid, trial: Trial, steps: int, signals: StopSignals) -> tuple[dict, dict | None]:
     from tunewise.sweep.trend import loss_trend
 
     settings = eval_settings(grid.options)
     rec = {"name": trial.name, "status": "failed", "values": trial.values, "argv": trial.argv, "eval": settings,
            "total_steps": steps}
-    rc, rec["train_seconds"] = train_trial(trial)
+    rc, rec["train_seconds"] = train_trial(trial, signals)
     base = None
     if rc != 0:
         rec["error"] = f"exit {rc}, see trials/{trial.name}/train.log"
@@ -213,14 +313,14 @@ def run_trial(grid: Grid, trial: Trial, steps: int) -> tuple[dict, dict | None]:
     else:
         rec["loss"] = loss_trend([e["loss"] for e in train_losses(trial.dir)]).as_dict()
         start = time.perf_counter()
+        signals.where = f"during trial {trial.name} (evaluation)"  # abandoned at once: the trial runs again
         try:
             rec["metrics"], base = evaluate_trial(grid, trial)
             rec["status"] = "ok"
         except RuntimeError as e:
             rec["error"] = f"evaluation: {e}"
         rec["eval_seconds"] = time.perf_counter() - start
-    _write_json(trial.dir / TRIAL_RECORD, rec)
-    return rec, base
+    return rec, base  # run_grid writes the record (trial.json) and the results together
 
 
 def write_results(grid: Grid, command: str, records: list[dict], base: dict | None) -> None:
@@ -274,46 +374,71 @@ def check_sweep_dir(sweep_dir: Path) -> None:
 
 
 def run(grid: Grid, sources: dict, argv: list[str]) -> int:
+    """The sweep, holding SIGTERM and SIGINT from its start: the first one received ends it with Stopped."""
+    command = shlex.join(["tunewise", "sweep", *argv])
+    signals, records = StopSignals(), []
+    signals.install()
+    try:
+        return run_grid(grid, command, signals, records)
+    except SweepInterrupted:
+        raise stop_message(grid, command, signals, records) from None
+    finally:
+        signals.uninstall()
+
+
+def stop_message(grid: Grid, command: str, signals: StopSignals, records: list[dict]) -> Stopped:
+    total, ok = len(grid.trials), sum(r["status"] == "ok" for r in records)
+    failed = len(records) - ok
+    kept = (f"kept, with their results in {grid.sweep_dir / 'results.csv'}" if records else "nothing was recorded")
+    message = (f"stopped by {signal.Signals(signals.received).name} {signals.where}: {ok} of {total} trials "
+               f"finished ({kept}{f'; {failed} failed' if failed else ''}); no trial started after the signal. To "
+               "continue, run the same command again (finished trials are skipped, an unfinished or failed one "
+               f"starts again): {command}")
+    return Stopped(message, 128 + signals.received)
+
+
+def run_grid(grid: Grid, command: str, signals: StopSignals, records: list[dict]) -> int:
+    """Every trial in turn; `records` holds the recorded ones (for the message when a signal stops the sweep)."""
     from tunewise.sweep.report import recommend
 
     settings = eval_settings(grid.options)
     previous = {t.name: finished(t, settings) for t in grid.trials}  # other flags than before stop here
     steps = plan_trials(grid)
-    command = shlex.join(["tunewise", "sweep", *argv])
     check_sweep_dir(grid.sweep_dir)
     grid.sweep_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(grid.sweep_dir / "sweep.json", {
-        "command": command, "axes": {a.name: a.values for a in grid.axes},
-        "trials": [{"name": t.name, "values": t.values, "steps": steps[t.name]} for t in grid.trials]})
+    with signals.held():
+        _write_json(grid.sweep_dir / "sweep.json", {
+            "command": command, "axes": {a.name: a.values for a in grid.axes},
+            "trials": [{"name": t.name, "values": t.values, "steps": steps[t.name]} for t in grid.trials]})
     total = len(grid.trials)
     clock = Clock(sum(steps[t.name] for t in grid.trials if previous[t.name] is None))
     axes = ", ".join(f"{a.flag} {len(a.values)}" for a in grid.axes) or "no axis"
     print(f"sweep: {total} trial{'s' * (total > 1)} ({axes}) in {grid.sweep_dir}; "
           f"{sum(r is not None for r in previous.values())} finished earlier, {clock.steps_left} optimizer steps to run",
           flush=True)
-    records, base = [], ([None] + _baselines(grid.sweep_dir / "base_eval.json"))[-1]
-    try:
-        for k, trial in enumerate(grid.trials, 1):
-            head = f"[{k}/{total}] {trial.name} ({', '.join(filter(None, [trial.flags_text(), f'{steps[trial.name]} steps']))})"
-            rec = previous[trial.name]
-            if rec is not None:
-                print(f"{head}: skipped, finished earlier: {_done_line(rec)}", flush=True)
-            else:
-                if trial.dir.exists():
-                    shutil.rmtree(trial.dir)  # interrupted or failed before: start it afresh
-                print(f"{head}: training ... (log: {running_log(trial)}, then {trial.dir / 'train.log'})", flush=True)
-                t0 = time.perf_counter()
-                rec, trial_base = run_trial(grid, trial, steps[trial.name])
-                base = trial_base or base
+    base = ([None] + _baselines(grid.sweep_dir / "base_eval.json"))[-1]
+    for k, trial in enumerate(grid.trials, 1):
+        head = f"[{k}/{total}] {trial.name} ({', '.join(filter(None, [trial.flags_text(), f'{steps[trial.name]} steps']))})"
+        rec = previous[trial.name]
+        if rec is not None:
+            print(f"{head}: skipped, finished earlier: {_done_line(rec)}", flush=True)
+        else:
+            if trial.dir.exists():
+                shutil.rmtree(trial.dir)  # interrupted or failed before: start it afresh
+            print(f"{head}: training ... (log: {running_log(trial)}, then {trial.dir / 'train.log'})", flush=True)
+            t0 = time.perf_counter()
+            rec, trial_base = run_trial(grid, trial, steps[trial.name], signals)
+            base = trial_base or base
+        with signals.held():  # the record and the results are written whole; a signal stops the sweep after them
+            if previous[trial.name] is None:
+                _write_json(trial.dir / TRIAL_RECORD, rec)
+            records.append(rec)
+            write_results(grid, command, records, base)
+            if previous[trial.name] is None:
                 seconds = time.perf_counter() - t0
                 print(f"{head}: {_done_line(rec)}; {_minutes(seconds)} (train {rec['train_seconds']:.0f} s); "
                       f"{clock.done(steps[trial.name], seconds)}", flush=True)
-            records.append(rec)
-            write_results(grid, command, records, base)
-    except KeyboardInterrupt:
-        print(f"\nsweep interrupted; run the same command again to continue ({len(records)} of {total} trials done).",
-              file=sys.stderr)
-        raise
+            signals.where = f"between trials (after {trial.name})"
     best = recommend(records)
     if best is not None:
         print(f"recommended: {best['name']}: {_done_line(best)}")

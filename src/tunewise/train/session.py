@@ -37,7 +37,7 @@ def train(run: Run) -> Path:
                 rundir.release_locks()
                 rundir.remove_tree(run_dir)
             raise
-        run_training(trainer, run_dir, resume, best, lambda: run.recipe.summary(metrics), run.device.compute())
+        run_training(trainer, run_dir, resume, best, lambda: run.recipe.summary(metrics), run)
     finally:
         rundir.release_locks()
         if is_main_process():
@@ -249,15 +249,16 @@ def run_callbacks(run: Run, run_dir: Path, resume: Path | None = None) -> tuple[
     return extra, metrics, best
 
 
-def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda: [], compute=None) -> None:
-    """Train (without transformers' own progress bar: ours shows loss, lr and tokens/s) within `compute` (the
-    device plan's context), then on the main process plot the run and print where its checkpoints are; `lines()`
-    adds command-specific summary lines."""
+def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda: [], run: Run | None = None) -> None:
+    """Train (without transformers' own progress bar: ours shows loss, lr and tokens/s) within the device plan's
+    compute context, then on the main process plot the run and print where its checkpoints are; `lines()` adds
+    command-specific summary lines. Running out of memory is a UserError naming the step, the memory in use against
+    `run`'s plan and the flags that reduce it."""
     import contextlib
 
     from transformers.trainer_callback import ProgressCallback
 
-    from tunewise.train import plots, rundir
+    from tunewise.train import oom, plots, rundir
     from tunewise.train.callbacks import MetricsLog, ProgressBar
     from tunewise.train.retention import RetentionWatch
     from tunewise.train.stops import SignalStop
@@ -265,12 +266,14 @@ def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda
     trainer.remove_callback(ProgressCallback)
     mine = {type(c): c for c in trainer.callback_handler.callbacks}
     signals, metrics = mine[SignalStop], mine[MetricsLog]
-    compute = compute or contextlib.nullcontext()
+    oom.install_test_hook(trainer)  # TUNEWISE_TEST_OOM only: the tests' way to run out of memory at a chosen step
     signals.install()
     try:
-        with compute:
+        with run.device.compute() if run else contextlib.nullcontext():
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError, MemoryError) as e:
+        if oom.is_out_of_memory(e):
+            raise oom.out_of_memory_error(e, trainer.state.global_step, run_dir, run) from e
         if isinstance(e, OSError) and e.errno in DISK_ERRORS:
             raise UserError(f"{e.filename or run_dir}: {e.strerror}; the run stopped at step "
                             f"{trainer.state.global_step}. The newest complete checkpoint is kept: "
