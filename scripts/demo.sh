@@ -20,8 +20,8 @@ echo "== fine-tuning (LoRA) on self_cognition as 小黄 / Xiao Huang by 魔搭 /
 # The model's measured identity recipe (tunewise.json "identity"): every identity row twice per epoch
 # (self_cognition#200) with 400 of its general-skill rows (additions) mixed in, so the fine-tune keeps what the model
 # knew, as ms-swift's self-cognition recipe mixes alpaca data; 5 epochs in batches of 4 rows (padding-free: one
-# sequence each, little dearer than one row), 750 steps at the model's lr 1e-3. The retention watch scores additions and
-# identity on the way.
+# sequence each, little dearer than one row), 750 steps at the model's lr 1e-3. The retention watch scores additions
+# and identity on the way.
 # --overwrite true: a second demo replaces the first one's output/demo (tunewise never writes over a run unasked).
 tunewise sft --model tunewise-tiny --train_type lora --dataset 'self_cognition#200' 'tiny_skills#400' \
   --model_name 小黄 'Xiao Huang' --model_author 魔搭 ModelScope \
