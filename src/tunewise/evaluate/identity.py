@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass, field
 
 from tunewise.evaluate.identity_prompts import HELDOUT_IDENTITY_QUESTIONS
@@ -85,7 +86,7 @@ def _names_cleanly(text: str, values, placeholder: str) -> bool:
     before, after = trained_neighbours(placeholder)
     low, found = text.casefold(), 0
     for value in dict.fromkeys(v.casefold() for v in values if v):
-        starts = [i for i in range(len(low)) if low.startswith(value, i)]
+        starts = [m.start() for m in re.finditer(re.escape(value), low)]
         if len(starts) > 1:
             return False
         for i in starts:
