@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/identity_recipe.py [--recipes mixed,alone] [--seeds 42,1,2]
                    [--cpu_kinds native|avx512,avx2,default] [--out output/identity-recipe] [--json results.json]
 
-Recipes: `mixed`, the embedded model's identity recipe (tunewise.json "identity": its mix, epochs, batch size and
-learning rate); `alone`, `--dataset self_cognition --num_train_epochs 10`; or any
+Recipes: `mixed`, the embedded model's identity recipe (tunewise.json "identity": its mix, epochs and batch size;
+the recommended lr); `alone`, `--dataset self_cognition --num_train_epochs 10`; or any
 `DATASETS@EPOCHS` (`"self_cognition tiny_skills#200@10"`). For every recipe, seed and CPU kind, one `tunewise sft`
 run as 小黄 / Xiao Huang by 魔搭 / ModelScope (the model's recommended values otherwise), then `tunewise eval` on its
 last checkpoint: held-out identity (8 Chinese, 8 English questions) and the 200
