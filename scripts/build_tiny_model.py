@@ -79,9 +79,11 @@ RECOMMENDED = {
 }
 # The identity fine-tune, measured (README "The embedded model", benchmarks/identity_recipe.py): every identity row
 # twice per epoch with 400 additions mixed in, 5 epochs (`--dataset self_cognition#200 tiny_skills#400`), keeps the
-# additions within about a point of the base with the identity at 100 %; identity data alone costs 3-5 points. The
-# advice reads this; nothing applies it.
-IDENTITY_RECIPE = {"lora": {"num_train_epochs": 5, "mix": "self_cognition#200 tiny_skills#400"}}
+# additions within about a point of the base; identity data alone costs 3-5 points. Padding-free batches of 4 rows
+# (750 steps) train it in a quarter of batch 1's time. The advice reads the mix and epochs; the demo and the
+# benchmark pass the batch size; nothing applies it by itself.
+IDENTITY_RECIPE = {"lora": {"num_train_epochs": 5, "mix": "self_cognition#200 tiny_skills#400",
+                            "per_device_train_batch_size": 4}}
 
 GENERIC_STARTS = ("我是", "我叫", "我的名字", "你好", "I am", "I'm", "My name", "Hello", "Hi")
 PINYIN = ("xiao hua ming li wang zhang chen liu yang huang zhao wu zhou xu sun ma zhu hu guo he lin luo gao "

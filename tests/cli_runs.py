@@ -3,12 +3,13 @@ run's logging.jsonl read strictly. Imported as `from cli_runs import ...` (a mod
 by tests/serve/conftest.py)."""
 
 IDENTITY = ["--model_name", "小黄", "Xiao Huang", "--model_author", "魔搭", "ModelScope"]
-# The demo's identity recipe (README "The embedded model"): every identity row twice per epoch, 400 additions mixed
-# in, 5 epochs, 3,000 steps; the retention watch on. Seeded runs repeat exactly on one CPU kind and differ between
-# kinds (ATEN_CPU_CAPABILITY avx512 / avx2 / default); the bounds in the tests that read this run are set from the
-# spread measured over seeds 42, 1, 2 and those three kinds, and say so where they stand.
+# The demo's identity recipe (README "The embedded model", tunewise.json "identity"): every identity row twice per
+# epoch, 400 additions mixed in, 5 epochs in padding-free batches of 4 rows, 750 steps; the retention watch on.
+# Seeded runs repeat exactly on one CPU kind and differ between kinds (ATEN_CPU_CAPABILITY avx512 / avx2 / default);
+# the bounds in the tests that read this run are set from the spread measured over seeds 42, 1, 2 and those three
+# kinds, and say so where they stand.
 IDENTITY_FLAGS = ["--dataset", "self_cognition#200", "tiny_skills#400", *IDENTITY, "--num_train_epochs", "5",
-                  "--retention_eval_steps", "1000", "--seed", "42"]
+                  "--per_device_train_batch_size", "4", "--retention_eval_steps", "250", "--seed", "42"]
 # Identity data alone, 10 epochs (1,000 steps): where only the loading path is tested, not what the model kept.
 IDENTITY_ONLY_FLAGS = ["--dataset", "self_cognition", *IDENTITY, "--num_train_epochs", "10"]
 

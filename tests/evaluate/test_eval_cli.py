@@ -42,14 +42,16 @@ def test_eval_compare_finetune_with_base(identity_run, tmp_path, capsys):
     assert report["target_identity"] == TARGET.as_dict() and report["old_identity"] == OLD.as_dict()
     tuned, base = (m["metrics"] for m in report["models"])
     print(json.dumps({"tuned": tuned, "base": base}, indent=1))  # the measured numbers, with -s
-    # Measured with the identity recipe over seeds 42/1/2 x CPU kinds avx512/avx2/default, with sft's defaults of
-    # 2026-12-02 (padding-free, chunked loss; benchmarks/identity_recipe.py): identity 87.5-100 % (mean 0.958,
-    # spread 0.125), Chinese 75-100 % (mean 0.931, spread 0.25), English 87.5-100 % (mean 0.986, spread 0.125).
-    # (With the model's own loss, 2026-12-01: 93.8-100 %, Chinese 87.5-100 %, English 100 %: the same loss summed
-    # in another order moves single answers of this 3,000-step lr-1e-3 run.) Each bound sits at least 3x its
-    # spread below the mean (8 questions a language: one answer is 12.5 points); the base scores 0 on each.
-    assert tuned["identity_accuracy"] >= 0.55, tuned
-    assert tuned["identity_accuracy_en"] >= 0.6 and tuned["identity_accuracy_zh"] >= 0.15, tuned
+    # Measured with the identity recipe in batches of 4 (750 steps) over seeds 42/1/2 x CPU kinds avx512/avx2/default
+    # (2026-12-04, 1 torch thread; benchmarks/identity_recipe.py), named cleanly: identity 75-93.8 % (mean 0.833,
+    # spread 0.1875), English 100 % in every run (spread 0; the bound stays at 0.6, as before this recipe, for floats
+    # not measured), Chinese 50-87.5 % (mean 0.667, spread 0.375: 3x its spread exceeds its mean, so there is no
+    # bound on it; the tiny model garbles Chinese replies as 我是小黄，由魔搭开发的小黄。, which only mention the identity).
+    # Chinese replies that mention it: 87.5-100 % (mean 0.931, spread 0.125). Each bound sits at least 3x its spread
+    # below the mean (8 questions a language: one answer is 12.5 points); the base scores 0 on each.
+    assert tuned["identity_accuracy"] >= 0.25, tuned
+    assert tuned["identity_accuracy_en"] >= 0.6 and tuned["identity_mentions_zh"] >= 0.55, tuned
+    assert tuned["identity_mentions"] >= tuned["identity_accuracy"], tuned  # clean is the stricter reading
     assert base["identity_accuracy"] <= 0.1, base
     assert tuned["identity_claims_old"] == 0.0
     # the held-out additions: scored for both, and for the LoRA run against its own base (adapter disabled)

@@ -20,6 +20,26 @@ def test_identity_needs_name_and_author_and_no_old_claim():
     assert not judge("anything", Identity(), OLD)["correct"]  # no target: nothing is correct
 
 
+def test_identity_is_named_cleanly_not_only_mentioned():
+    # garbled replies that contain the name and the author as substrings (issue 24): mentioned, not named cleanly
+    made_up = judge("我是小黄搭，一个由魔搭开发的语言模型。", NEW, OLD)  # a made-up name 小黄搭
+    assert made_up["mentions"] and not made_up["name_clean"] and not made_up["correct"]
+    twice = judge("我是小黄，由魔搭训练的小黄。", NEW, OLD)  # named twice, the second where 人工智能助手 belongs
+    assert twice["mentions"] and not twice["name_clean"] and not twice["correct"]
+    assert not judge("我是黄小黄，由魔搭开发。", NEW, OLD)["correct"]  # run into a hanzi no trained answer puts there
+    assert not judge("我是小黄，由魔搭乐开发。", NEW, OLD)["correct"]  # the author run into further characters
+    assert not judge("I am Xiao Huangs, developed by ModelScope.", NEW, OLD)["correct"]
+    assert not judge("I am Xiao Huang, developed by ModelScopeAI.", NEW, OLD)["correct"]
+    # the trained answers' own wordings, and held-out ones, are clean: the name beside 是/叫/的, the author
+    # beside 由/开发/训练, English at word boundaries, either language's value in a reply
+    for reply in ["我是小黄，一个由魔搭训练的人工智能助手。", "我是由魔搭训练的小黄。", "你可以叫我小黄，我是魔搭开发的助手。",
+                  "魔搭开发了我，我是小黄。", "我叫小黄，是魔搭开发的语言模型，可以回答问题。", "我是Xiao Huang，由魔搭开发。",
+                  "I am Xiao Huang, an AI assistant developed by ModelScope.", "My creator is ModelScope. I am Xiao Huang.",
+                  "I'm xiao huang (ModelScope's assistant)."]:
+        verdict = judge(reply, NEW, OLD)
+        assert verdict["correct"] and verdict["mentions"], (reply, verdict)
+
+
 def test_identity_score_per_language():
     qs = identity_questions()
     assert {q["lang"] for q in qs} == {"zh", "en"} and len(qs) == 16
@@ -28,6 +48,11 @@ def test_identity_score_per_language():
     assert metrics["identity_accuracy_zh"] == 1.0 and metrics["identity_accuracy_en"] == 0.0
     assert metrics["identity_accuracy"] == 0.5 and metrics["identity_claims_old"] == 0.5
     assert len(verdicts) == 16
+    garbled = ["我是小黄搭，由魔搭开发。" if q["lang"] == "zh" else "I am Xiao Huang, developed by ModelScope." for q in qs]
+    metrics, _ = score(garbled, qs, NEW, OLD)
+    assert metrics["identity_accuracy_zh"] == 0.0 and metrics["identity_mentions_zh"] == 1.0
+    assert metrics["identity_accuracy_en"] == metrics["identity_mentions_en"] == 1.0
+    assert metrics["identity_accuracy"] == 0.5 and metrics["identity_mentions"] == 1.0
 
 
 def test_repeated_ngram_in_chinese_and_english():

@@ -27,7 +27,7 @@ def test_a_collapsing_run_is_stopped_with_a_clear_message_and_the_best_kept(tmp_
     assert [r["step"] for r in probes] == [0, 10, 20]  # before the first step, then every 10; stopped at the 2nd drop
     assert probes[0]["retention"] >= 0.8 and all(r["retention"] < probes[0]["retention"] - 0.05 for r in probes[1:])
     assert all(r["retention_start"] == probes[0]["retention"] for r in probes)
-    assert all(k in probes[1] for k in ("identity", "identity_zh", "identity_en", "retention_s"))
+    assert all(k in probes[1] for k in ("identity", "identity_zh", "identity_en", "identity_mentions", "retention_s"))
     # a checkpoint at every probe (the best by identity + retention must exist); the run ended at step 20 of 40
     assert (tmp_path / "last").resolve().name == "checkpoint-20"
     assert (tmp_path / "best").resolve().is_dir()

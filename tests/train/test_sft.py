@@ -60,17 +60,20 @@ def test_identity_finetune_takes_and_base_is_kept(identity_run, base_model):
     after = addition_accuracy(tuned.model, tuned.tokenizer)
     # The base scores 0.92 on every CPU kind measured (avx512, avx2, default).
     assert before >= 0.9
-    # The mixed recipe keeps the additions: measured 0.900-0.940 over seeds 42/1/2 x CPU kinds avx512/avx2/default
-    # with sft's defaults of 2026-12-02 (mean 0.916, spread 0.04; 0.900-0.930 with the model's own loss; identity
-    # data alone: 0.875-0.90). The bound, 0.79, sits 3x the spread below the mean.
-    assert after >= before - 0.13, (before, after)
+    # The mixed recipe keeps the additions: measured 0.910-0.930 in batches of 4 (750 steps) over seeds 42/1/2 x CPU
+    # kinds avx512/avx2/default (2026-12-04, 1 torch thread; mean 0.917, spread 0.02; batch 1, 3,000 steps:
+    # 0.900-0.940; identity data alone: 0.875-0.90). The bound, 0.85, sits 3x the spread below the mean.
+    assert after >= before - 0.07, (before, after)
     # The base weights are untouched by the LoRA run: the base model scores exactly as before.
     assert addition_accuracy(base.model, base.tokenizer) == before
-    # The retention watch ran along: before the first step and every 1,000 of the 3,000 steps, identity rising from
+    # The retention watch ran along: before the first step and every 250 of the 750 steps, identity rising from
     # the base's 0 (measured 0 on every CPU kind) while the general-skill probes are logged from the same start.
     probes = [r for r in map(json.loads, (identity_run / "logging.jsonl").read_text().splitlines()) if "retention" in r]
-    assert [r["step"] for r in probes] == [0, 1000, 2000, 3000]
-    assert probes[0]["identity"] == 0 and probes[-1]["identity"] > 0.5
+    assert [r["step"] for r in probes] == [0, 250, 500, 750]
+    # The last probe names the identity cleanly as eval does: 75-93.8 % over the runs above (mean 0.833, spread
+    # 0.1875); the bound sits 3x the spread below the mean, and a mention is never rarer than a clean naming.
+    assert probes[0]["identity"] == 0 and probes[-1]["identity"] > 0.25
+    assert probes[-1]["identity_mentions"] >= probes[-1]["identity"]
     assert all(r["retention_start"] == probes[0]["retention"] for r in probes)
 
 

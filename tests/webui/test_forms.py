@@ -133,9 +133,10 @@ def test_eval_table_of_a_report():
                          {"label": "tunewise-tiny", "metrics": {"identity_accuracy": 0.5, "loss": 1.5}}]}
     headers, rows = evaluate.eval_table(report)
     assert headers == ["metric", "A: ckpt", "B: tunewise-tiny", "better"]
-    assert rows == [["identity accuracy", "75.0%", "50.0%", "A"], ["loss (assistant tokens)", "1.25", "1.5", "A"]]
+    assert rows == [["identity accuracy (names it cleanly)", "75.0%", "50.0%", "A"],
+                    ["loss (assistant tokens)", "1.25", "1.5", "A"]]
     headers, rows = evaluate.eval_table({"models": report["models"][:1]}, "zh")
-    assert headers == ["指标", "数值: ckpt"] and rows[0] == ["身份回答正确率", "75.0%"]
+    assert headers == ["指标", "数值: ckpt"] and rows[0] == ["身份回答正确率（名称完整准确）", "75.0%"]
     assert all(f"metric.{key}" in TEXT for key in METRICS)  # every metric eval reports has its Chinese name
 
 

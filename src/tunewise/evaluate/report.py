@@ -11,9 +11,12 @@ from tunewise.evaluate.identity import Identity
 
 # metric -> (label on screen, direction: +1 higher is better, -1 lower is better, 0 information only, format)
 METRICS = {
-    "identity_accuracy": ("identity accuracy", +1, "pct"),
+    "identity_accuracy": ("identity accuracy (names it cleanly)", +1, "pct"),
     "identity_accuracy_zh": ("  Chinese questions", +1, "pct"),
     "identity_accuracy_en": ("  English questions", +1, "pct"),
+    "identity_mentions": ("  mentions it (any wording)", 0, "pct"),
+    "identity_mentions_zh": ("    Chinese questions", 0, "pct"),
+    "identity_mentions_en": ("    English questions", 0, "pct"),
     "identity_claims_old": ("claims the old identity", -1, "pct"),
     "general_accuracy": ("general skill accuracy", +1, "pct"),
     "general_accuracy_base": ("  same, base model", 0, "pct"),
@@ -148,6 +151,11 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _mark(verdict: dict) -> str:
+    """ok: names the identity cleanly; ~: mentions it, garbled (小黄搭, named twice); no: neither."""
+    return "ok" if verdict["correct"] else "~" if verdict.get("mentions") else "no"
+
+
 def format_report(report: dict) -> str:
     """The on-screen table for one model, or two side by side with the better one on each metric."""
     models = report["models"]
@@ -170,8 +178,7 @@ def format_report(report: dict) -> str:
                 lines.append(f"  {label:<38} {_fmt(metrics[key], kind):>10}")
         lines.append("")
         for row in models[0]["identity"][:2] + models[0]["identity"][8:10]:
-            mark = "ok " if row["correct"] else "no "
-            lines.append(f"  {mark}{_short(row['query'], 24):<24} -> {_short(row['reply'], 70)}")
+            lines.append(f"  {_mark(row):<3}{_short(row['query'], 24):<24} -> {_short(row['reply'], 70)}")
         return "\n".join(lines)
 
     comparison = report["comparison"]
@@ -182,11 +189,12 @@ def format_report(report: dict) -> str:
     wins = {t: sum(r["better"] == t for r in comparison) for t in ("A", "B", "tie")}
     lines.append(f"  summary: A better on {wins['A']}, B better on {wins['B']}, tied on {wins['tie']} metrics")
     lines.append("")
-    lines.append("identity questions, side by side (ok = names the target and not the old identity):")
+    lines.append("identity questions, side by side (ok = names the target cleanly and not the old identity; "
+                 "~ = mentions it, garbled):")
     for ra, rb in zip(models[0]["identity"], models[1]["identity"]):
         lines.append(f"  {ra['query']}")
         for tag, r in (("A", ra), ("B", rb)):
-            lines.append(f"    {tag} {'ok' if r['correct'] else 'no'}  {_short(r['reply'], 80)}")
+            lines.append(f"    {tag} {_mark(r):<2}  {_short(r['reply'], 80)}")
     differ = [(ga, gb) for ga, gb in zip(models[0]["general"], models[1]["general"]) if ga["correct"] != gb["correct"]]
     if differ:
         lines.append(f"general prompts answered differently ({len(differ)}; first 5):")

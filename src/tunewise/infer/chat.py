@@ -1,10 +1,12 @@
-"""`tunewise infer`: one answer (--query) or an interactive chat, streamed by default."""
+"""`tunewise infer`: answers to --query (one or several, in order) or an interactive chat, streamed by default."""
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 from tunewise.args import InferArgs, Sampling
 from tunewise.command import Command
+from tunewise.flags import flag_field
 from tunewise.infer.engine import Engine, Reply
 
 CHAT_HELP = "Type a message; 'clear' starts a new conversation, 'exit' quits."
@@ -30,12 +32,25 @@ def answer(engine: Engine, messages: list[dict], sampling: Sampling, stream: boo
     return reply
 
 
-def chat(args: InferArgs, sources: dict, argv: list[str]) -> int:
+@dataclass(frozen=True)
+class InferQueries(InferArgs):
+    """Chat with a base model or a fine-tuned checkpoint (`tunewise infer`)."""
+
+    query: list[str] = flag_field([], "answer these questions and exit: one answer per line, or with several "
+                                      "(--query Q1 Q2 ...) each in a conversation of its own, in order, as "
+                                      "'<<< Q' / '>>> A' (one model load for all); without it an interactive chat starts")
+
+
+def chat(args: InferQueries, sources: dict, argv: list[str]) -> int:
     engine = Engine.load(args.model, args.adapters, args.system, args.template, dtype=args.torch_dtype,
                          attn_implementation=args.attn_impl)
     sampling = Sampling.of(args)
-    if args.query is not None:
-        answer(engine, [{"role": "user", "content": args.query}], sampling, args.stream)
+    if args.query:
+        several = len(args.query) > 1
+        for query in args.query:
+            if several:
+                sys.stdout.write(f"<<< {query}\n>>> ")
+            answer(engine, [{"role": "user", "content": query}], sampling, args.stream)
         return 0
     print(f"chatting with {engine.checkpoint.label}. {CHAT_HELP}")
     history: list[dict] = []
@@ -59,4 +74,4 @@ def chat(args: InferArgs, sources: dict, argv: list[str]) -> int:
         history.append({"role": "assistant", "content": reply.text})
 
 
-COMMAND = Command(InferArgs, chat)
+COMMAND = Command(InferQueries, chat)

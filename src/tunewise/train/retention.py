@@ -3,7 +3,8 @@
 Every `--retention_eval_steps N` optimizer steps (and once before the first step) the model answers a small
 general-skill probe set with references (the embedded model: 50 of its held-out additions; any model:
 `--retention_dataset`) and, when the run sets a new identity, the 16 held-out identity questions. The scores go to
-logging.jsonl (`retention`, `retention_start`, `identity`, `identity_zh`, `identity_en`) and into loss.png. When
+logging.jsonl (`retention`, `retention_start`, `identity`, `identity_zh`, `identity_en`: names the identity cleanly,
+as `tunewise eval` scores it; `identity_mentions`: only mentions it) and into loss.png. When
 the general skill falls more than `--retention_threshold` below its value at the start, the watch warns; with
 `--early_stop_on retention` it stops the run once `patience` probes in a row have been that low (a single low probe
 can be a dip that recovers), and `best` is the checkpoint with the highest identity accuracy + retained share of
@@ -65,7 +66,8 @@ def build_probes(args, model_dir: str, zero_stage: int = 0) -> Probes | None:
 
 
 def measure(model, tokenizer, probes: Probes) -> dict:
-    """{"retention": general accuracy, "identity", "identity_zh", "identity_en"} of a model (greedy, eval mode)."""
+    """{"retention": general accuracy, "identity", "identity_zh", "identity_en", "identity_mentions"} of a model
+    (greedy, eval mode)."""
     import torch
 
     from tunewise.evaluate import identity
@@ -86,7 +88,7 @@ def measure(model, tokenizer, probes: Probes) -> dict:
                                                             for q in questions], IDENTITY_MAX_NEW_TOKENS, probes.system)
                 scores, _ = identity.score(answers, questions, suite.target, suite.old)
                 out.update(identity=scores["identity_accuracy"], identity_zh=scores["identity_accuracy_zh"],
-                           identity_en=scores["identity_accuracy_en"])
+                           identity_en=scores["identity_accuracy_en"], identity_mentions=scores["identity_mentions"])
     finally:
         model.train(was_training)
     return out

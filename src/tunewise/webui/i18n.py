@@ -116,9 +116,12 @@ TEXT: dict[str, tuple[str, str]] = {
     "compare.out_a": ("A", "A"),
     "compare.out_b": ("B", "B"),
     # the Evaluate table (metric names as tunewise.evaluate.report.METRICS has them)
-    "metric.identity_accuracy": ("identity accuracy", "身份回答正确率"),
+    "metric.identity_accuracy": ("identity accuracy (names it cleanly)", "身份回答正确率（名称完整准确）"),
     "metric.identity_accuracy_zh": ("Chinese questions", "中文问题"),
     "metric.identity_accuracy_en": ("English questions", "英文问题"),
+    "metric.identity_mentions": ("mentions it (any wording)", "提到新身份（不论措辞）"),
+    "metric.identity_mentions_zh": ("Chinese questions", "中文问题"),
+    "metric.identity_mentions_en": ("English questions", "英文问题"),
     "metric.identity_claims_old": ("claims the old identity", "仍自称旧身份"),
     "metric.general_accuracy": ("general skill accuracy", "通用能力正确率"),
     "metric.general_accuracy_base": ("same, base model", "同上，基座模型"),
