@@ -105,3 +105,7 @@ def test_the_end_line_names_a_dip_between_start_and_end():
     (line,) = watch_summary(SimpleNamespace(history=history, seconds=1.5, stopped=None))
     assert line == ("retention watch: general skill 0.900 at step 0 -> 0.920 at step 1000 (lowest 0.740 at step 500); "
                     "identity 0.000 -> 1.000 (3 probes, 1.5 s)")
+    for record, mentions in zip(history, (0.0, 0.9, 1.0)):
+        record["identity_mentions"] = mentions
+    (line,) = watch_summary(SimpleNamespace(history=history, seconds=1.5, stopped=None))
+    assert "identity 0.000 -> 1.000 (mentioned 0.000 -> 1.000) (3 probes" in line

@@ -322,5 +322,7 @@ def watch_summary(watch) -> list[str]:
         line += f" (lowest {low['retention']:.3f} at step {low['step']})"
     if "identity" in last:
         line += f"; identity {first['identity']:.3f} -> {last['identity']:.3f}"
+        if "identity_mentions" in last:  # the clean score, and the replies that at least mention name and author
+            line += f" (mentioned {first['identity_mentions']:.3f} -> {last['identity_mentions']:.3f})"
     line += f" ({len(watch.history)} probes, {watch.seconds:.1f} s)"
     return [line] + ([watch.stopped] if watch.stopped else [])
