@@ -160,3 +160,16 @@ def test_every_text_has_english_and_chinese():
     assert lang_code("中文") == "zh" and lang_code("English") == "en" and lang_code(None) == "en"
     with pytest.raises(KeyError):
         Texts().add(object(), "no.such.key")
+
+
+def test_a_long_log_keeps_its_command_on_top(tmp_path):
+    """The plan alone is over 40 lines now (its device block among them): the log box still starts with the
+    command that runs, then '...' where lines were left out, then the newest lines."""
+    job = Job(tmp_path, "train")
+    job.log_path = tmp_path / "log"
+    job.log_path.write_text("$ tunewise sft --dataset x\n" + "".join(f"line {i}\n" for i in range(100)))
+    shown = job.log_text().splitlines()
+    assert shown[0] == "$ tunewise sft --dataset x" and shown[1] == "..." and shown[-1] == "line 99"
+    assert len(shown) == 40
+    job.log_path.write_text("$ tunewise sft --dataset x\nline 0\n")
+    assert job.log_text().splitlines() == ["$ tunewise sft --dataset x", "line 0"]

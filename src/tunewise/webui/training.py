@@ -95,7 +95,10 @@ class Job:
                 kept[-1] = line  # a progress bar redraws itself: keep its latest state only
             else:
                 kept.append(line)
-        return "\n".join(kept[-lines:])
+        shown = kept[-lines:]
+        if kept and kept[0].startswith("$ ") and shown[0] is not kept[0]:  # the command stays on top of a long log
+            shown = [kept[0], "..."] + shown[2:]
+        return "\n".join(shown)
 
     def error_text(self) -> str:
         """A failed run's error as the command printed it: from its `tunewise CMD: error:` line (or traceback) on;
