@@ -189,7 +189,7 @@ def test_a_signal_inside_a_callback_that_cannot_raise_still_stops_the_sweep():
     callback; without the re-delivery the loop below runs to its end)."""
     import weakref
 
-    from tunewise.sweep.run import StopSignals, SweepInterrupted
+    from tunewise.sweep.signals import StopSignals, SweepInterrupted
 
     class Thing:
         pass
