@@ -34,19 +34,6 @@ def installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
-def liger_problems() -> list[str]:
-    """Why --use_liger_kernel cannot run here (its kernels are Triton, CUDA only), before anything is written."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return ["--use_liger_kernel true: Liger's kernels run on CUDA GPUs only and none is visible; leave it out "
-                "(--chunked_loss, the default, keeps the logits small on any device)."]
-    if not installed("liger_kernel"):
-        return ["--use_liger_kernel true: the liger-kernel package is not installed; pip install 'tunewise[gpu]' "
-                "(liger-kernel)."]
-    return []
-
-
 @dataclass(frozen=True)
 class ModelArgs:
     model: str = flag_field("tunewise-tiny", "base model: a local HF directory, a hub id, or the built-in tunewise-tiny")
@@ -207,8 +194,6 @@ class SftArgs(ModelArgs):
         if self.group_by_length and self.padding_free:
             problems.append("--group_by_length true groups rows to save padding; with --padding_free true (the "
                             "default) there is none: give --padding_free false as well.")
-        if self.use_liger_kernel:
-            problems += liger_problems()
         if self.early_stop_on == "retention" and self.retention_eval_steps <= 0:
             problems.append("--early_stop_on retention needs --retention_eval_steps N (how often to probe).")
         if self.retention_eval_steps < 0:
@@ -221,11 +206,6 @@ class SftArgs(ModelArgs):
             problems.append(f"--early_stop_patience {self.early_stop_patience}: must be at least 1.")
         if problems:
             raise UserError(" ".join(problems))
-
-    @property
-    def chunks_loss(self) -> bool:
-        """--chunked_loss as the run takes it: Liger's fused cross-entropy replaces it."""
-        return self.chunked_loss and not self.use_liger_kernel
 
     def scheduler_kwargs(self) -> dict:
         return json.loads(self.lr_scheduler_kwargs) if self.lr_scheduler_kwargs else {}

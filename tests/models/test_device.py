@@ -59,6 +59,8 @@ def test_the_gpu_paths_that_depend_on_the_run():
     (H200, {"attn_impl": "flash_attention_2", "torch_dtype": "float32"}, ("flash_attn",),
      "give --torch_dtype bfloat16"),
     (CPU, {"torch_dtype": "float16"}, (), "fp16 mixed precision (its loss scaling) needs a CUDA GPU"),
+    (CPU, {"use_liger_kernel": True}, ("liger_kernel",), "Liger's kernels run on CUDA GPUs only"),
+    (H200, {"use_liger_kernel": True}, (), "pip install 'tunewise[gpu]' (liger-kernel)"),
 ])
 def test_what_a_device_cannot_run_is_a_clean_error(device, flags, packages, message):
     with pytest.raises(UserError, match=re.escape(message)):

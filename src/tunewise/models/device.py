@@ -5,8 +5,9 @@ for padding-free (packed) batches, the loss path and its chunk size, and Liger's
 the machine; `choose(...)` is pure (a Device in, a DevicePlan out), so the GPU's choices are tested on a CPU.
 
 Measured reasons (../shared/notes/gpu-h200-2026-12-04.md, benchmarks/RESULTS.md):
-- CPU: float32. bf16 matmuls on a CPU are no faster than float32 without AMX, and bf16 rounding makes a result
-  depend on the batch's shape. The padding-free path is per-row SDPA (one call per row and layer, no T x T mask),
+- CPU: float32. bf16 rounding makes a result depend on the batch's shape, and on a CPU without oneDNN's bf16 kernels
+  (no AVX-512) a bf16 product is 3-300x slower than float32 (models/float32_matmuls.py; with the kernels, bf16 is
+  faster: measured 2.1 s against 7.9 s a step at Qwen2.5-0.5B's width). The padding-free path is per-row SDPA (one call per row and layer, no T x T mask),
   and the loss runs the output layer at the trained positions in 64 MiB chunks recomputed in the backward pass
   (the best measured on 2 cores: 4x TRL's defaults).
 - CUDA: bf16 weights on a GPU that computes bf16 (peft keeps LoRA's trainable weights in float32). A packed batch
@@ -17,21 +18,16 @@ Measured reasons (../shared/notes/gpu-h200-2026-12-04.md, benchmarks/RESULTS.md)
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass, field
 
+from tunewise.args import installed
 from tunewise.errors import UserError
 
 GiB = 1024 ** 3
 FLASH_PACKAGES = {"flash_attention_2": ("flash_attn", "pip install flash-attn --no-build-isolation"),
                   "flash_attention_3": ("flash_attn_interface", "install FlashAttention-3 (its hopper/ build)")}
 LIGER_INSTALL = "pip install 'tunewise[gpu]' (liger-kernel)"
-
-
-def installed(package: str) -> bool:
-    """`package` can be imported (found without importing it)."""
-    return importlib.util.find_spec(package) is not None
 
 
 @dataclass(frozen=True)
@@ -197,7 +193,8 @@ def choose_attention(attn_impl: str | None, device: Device, dtype: str, padding_
 
 
 def choose_loss(args, device: Device, sharded: bool, have=installed) -> tuple[str, bool, str]:
-    """(loss path, Liger on, why) for --chunked_loss / --use_liger_kernel (None: auto)."""
+    """(loss path, Liger on, why) for --chunked_loss / --use_liger_kernel (None: auto); a given
+    --use_liger_kernel true that cannot run here is a UserError (the only place that checks it)."""
     liger = args.use_liger_kernel
     if liger is None:
         liger = device.cuda and have("liger_kernel")
