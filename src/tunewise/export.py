@@ -20,7 +20,7 @@ from tunewise.train.rundir import remove_tree
 def export(args: ExportArgs) -> Path:
     from peft import PeftModel
 
-    from tunewise.checkpoint import resolve
+    from tunewise.models.checkpoint import resolve
     from tunewise.models.load import load_model
 
     if not args.merge_lora:

@@ -2,6 +2,7 @@ from types import SimpleNamespace
 
 from transformers import TrainerControl
 
+from tunewise.models.checkpoint import checkpoints
 from tunewise.train import rundir
 from tunewise.train.callbacks import BestTracker
 
@@ -33,7 +34,7 @@ def test_rotation_keeps_best_and_last(tmp_path):
         (tmp_path / f"checkpoint-{step}").mkdir()
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")  # complete
     rundir.rotate(tmp_path, 2, tmp_path / "checkpoint-10")
-    assert sorted(p.name for p in rundir.checkpoints(tmp_path)) == ["checkpoint-10", "checkpoint-40"]
+    assert sorted(p.name for p in checkpoints(tmp_path)) == ["checkpoint-10", "checkpoint-40"]
     assert (tmp_path / "best").resolve().name == "checkpoint-10"
     assert (tmp_path / "last").resolve().name == "checkpoint-40"
 

@@ -182,7 +182,7 @@ def test_a_killed_rotation_a_torn_log_line_and_a_failed_resume(small_run, tmp_pa
     # a half checkpoint under its own name (no trainer state) with the newest time is not "latest" either
     (run / "checkpoint-8").mkdir()
     (run / "checkpoint-8" / "adapter_model.safetensors").write_bytes(b"")
-    from tunewise.train.rundir import latest_checkpoint
+    from tunewise.models.checkpoint import latest_checkpoint
 
     assert latest_checkpoint(str(run)).name == "checkpoint-4"
     # a corrupt optimizer state: the resume fails with exit 2 and changes nothing

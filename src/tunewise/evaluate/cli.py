@@ -74,7 +74,7 @@ class Target:
 
 def describe(model: str | None, adapters: list[str]) -> Target:
     from tunewise.models.load import DEFAULT_MODEL, resolve_model
-    from tunewise.checkpoint import find_run_dir, read_run_args
+    from tunewise.models.checkpoint import find_run_dir, read_run_args
 
     run_args = {}
     if adapters:

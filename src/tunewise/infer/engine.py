@@ -1,4 +1,4 @@
-"""Load a base model with or without a checkpoint (tunewise.checkpoint says what to load) and generate chat
+"""Load a base model with or without a checkpoint (tunewise.models.checkpoint says what to load) and generate chat
 replies, whole or streamed piece by piece."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from tunewise.args import Sampling
-from tunewise.checkpoint import Checkpoint, resolve
+from tunewise.models.checkpoint import Checkpoint, resolve
 
 
 @dataclass

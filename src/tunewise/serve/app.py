@@ -35,7 +35,7 @@ class AdapterSpec:
 
 def parse_adapters(items: list[str]) -> list[AdapterSpec]:
     """NAME=CHECKPOINT items -> specs; each must be a LoRA checkpoint. All problems are reported at once."""
-    from tunewise.checkpoint import is_lora, lora_rank, run_args_of
+    from tunewise.models.checkpoint import is_lora, lora_rank, run_args_of
 
     specs, problems, names = [], [], set()
     for item in items:

@@ -14,6 +14,7 @@ from transformers import TrainerCallback
 
 from tunewise.errors import UserError
 from tunewise.files import read_jsonl, write_json_atomic
+from tunewise.models.checkpoint import newest_checkpoint
 from tunewise.train import rundir
 
 
@@ -242,7 +243,7 @@ class ScheduleGuard(TrainerCallback):
             message = (f"schedule guard: at step {step} the {what} learning rate is {actual:.6g} but the plan says "
                        f"{planned:.6g}. Likely causes: {self.CAUSES}.")
             if self.mode == "error":
-                kept = rundir.newest_checkpoint(self.run_dir)
+                kept = newest_checkpoint(self.run_dir)
                 where = (f" The newest checkpoint, written before the mismatch was seen, is kept: {kept} (resume "
                          "from it with --resume_from_checkpoint once the cause is fixed)." if kept
                          else " No checkpoint had been written yet.")

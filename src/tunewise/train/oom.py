@@ -147,14 +147,14 @@ def remedies(args) -> str:
 
 def out_of_memory_error(error: BaseException, step: int, run_dir: Path, run=None) -> OutOfMemory:
     """The one-paragraph error for an out-of-memory `error` raised with `step` optimizer steps done."""
-    from tunewise.train import rundir
+    from tunewise.models.checkpoint import newest_checkpoint
 
     where = phase(error)
     at = {"training": f"in training step {step + 1} ({step} steps done)",
           "evaluation": f"while evaluating at step {step}",
           "saving": f"while saving the checkpoint of step {step} (it was not published)"}[where]
     estimate = planned(run) if run is not None else "the plan's estimate is not known here"
-    kept = rundir.newest_checkpoint(run_dir)
+    kept = newest_checkpoint(run_dir)
     keep = (f"The newest complete checkpoint is kept: {kept}; continue from it with the same command plus "
             "--resume_from_checkpoint latest (a change that keeps the plan's steps, such as --gradient_checkpointing "
             "true or a batch split into more accumulation steps, can be made on the way; one that changes them "

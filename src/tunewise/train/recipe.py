@@ -21,7 +21,7 @@ from tunewise.errors import UserError
 
 if TYPE_CHECKING:
     from tunewise.args import SftArgs
-    from tunewise.checkpoint import Checkpoint
+    from tunewise.models.checkpoint import Checkpoint
     from tunewise.models.device import DevicePlan
     from tunewise.schedule.deepspeed import Reconciled
     from tunewise.schedule.fsdp import FsdpPlan

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from tunewise.errors import UserError
 from tunewise.files import check_writable, listing, read_jsonl, write_text_atomic
+from tunewise.models.checkpoint import checkpoints
 
 STAGING = ".staging"
 TRASH = ".deleting-"  # remove_tree's hidden names
 LOCK = ".tunewise.lock"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _VERSION = re.compile(r"^v(\d+)-")
 
 
@@ -140,24 +140,6 @@ def release_locks() -> None:
         _held_locks.pop().unlink(missing_ok=True)
 
 
-def checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints (a readable trainer state), oldest step first; a folder that only has the name is none."""
-    found = [(int(m.group(1)), p) for p in Path(run_dir).iterdir()
-             if (m := _CHECKPOINT.match(p.name)) and p.is_dir() and trainer_state(p) is not None]
-    return [p for _, p in sorted(found)]
-
-
-def newest_checkpoint(run_dir: Path | None) -> Path | None:
-    """The run's newest complete checkpoint, or None (no run directory yet, or no checkpoint in it)."""
-    found = checkpoints(run_dir) if run_dir is not None and Path(run_dir).is_dir() else []
-    return found[-1] if found else None
-
-
-def step_of(checkpoint: Path) -> int:
-    m = _CHECKPOINT.match(Path(checkpoint).name)
-    return int(m.group(1)) if m else -1
-
-
 def publish(staging_checkpoint: Path, run_dir: Path) -> Path:
     """Move a complete checkpoint from the staging folder into the run directory."""
     final = Path(run_dir) / Path(staging_checkpoint).name
@@ -200,29 +182,6 @@ def rotate(run_dir: Path, limit: int | None, best: Path | None) -> None:
                 remove_tree(p)
     _link(run_dir, "last", last)
     _link(run_dir, "best", best if best is not None and Path(best).exists() else last)
-
-
-def trainer_state(checkpoint: Path) -> dict | None:
-    """The checkpoint's trainer_state.json (the Trainer writes it last), or None when it is missing or unreadable:
-    then the checkpoint is not complete."""
-    try:
-        return json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def latest_checkpoint(output_dir: str) -> Path:
-    """The newest complete checkpoint under OUTPUT_DIR (searching its versioned runs), by when its trainer state
-    was written (a folder's own time changes when a sibling is deleted)."""
-    root = Path(output_dir)
-    candidates = []
-    if root.is_dir():
-        # not hidden folders: .staging holds saves that were never published, .deleting-* rotated ones
-        for run in [root] + [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]:
-            candidates += checkpoints(run)
-    if not candidates:
-        raise UserError(f"--resume_from_checkpoint latest: no complete checkpoint found under {root}.")
-    return max(candidates, key=lambda p: (p / "trainer_state.json").stat().st_mtime)
 
 
 def truncate_log(log: Path, after_step: int) -> int:

@@ -134,18 +134,18 @@ def training_arguments(run: Run, staging: Path):
 def resume_target(run: Run) -> Path | None:
     """The checkpoint --resume_from_checkpoint names (or the newest, for 'latest'), checked to be complete and to
     have steps left: transformers would take one step past a finished run's last, off the planned schedule."""
-    from tunewise.train import rundir
+    from tunewise.models.checkpoint import latest_checkpoint, trainer_state
 
     args = run.args
     if not args.resume_from_checkpoint:
         return None
     if args.resume_from_checkpoint == "latest":
-        path = rundir.latest_checkpoint(args.output_dir)
+        path = latest_checkpoint(args.output_dir)
     else:
         path = Path(args.resume_from_checkpoint)
         if not (path / "trainer_state.json").is_file():
             raise UserError(f"--resume_from_checkpoint {path}: not a checkpoint directory (no trainer_state.json).")
-    state = rundir.trainer_state(path)
+    state = trainer_state(path)
     if state is None:
         raise UserError(f"--resume_from_checkpoint {path}: its trainer_state.json cannot be read (cut short or "
                         "corrupt), so the checkpoint is not complete; resume from an earlier one.")
@@ -214,18 +214,19 @@ def open_run(run: Run) -> tuple[Path, Path | None, bool]:
 def run_callbacks(run: Run, run_dir: Path, resume: Path | None = None) -> tuple[list, object, object]:
     """(callbacks for the trainer, the MetricsLog, the BestTracker): logging.jsonl with planned_lr, the progress
     bar, best/early stop, the retention watch, atomic checkpoint publishing, the schedule guard and TensorBoard."""
-    from tunewise.train import callbacks, rundir
+    from tunewise.models.checkpoint import newest_checkpoint, step_of
+    from tunewise.train import callbacks
     from tunewise.train.stops import FiniteGuard, SignalStop
 
     args = run.args
     metrics = callbacks.MetricsLog(run_dir / "logging.jsonl", run.schedule,
-                                   resume_step=rundir.step_of(resume) if resume else None)
+                                   resume_step=step_of(resume) if resume else None)
     on_eval_loss = args.early_stop_on == "eval_loss"
     by_retention = not on_eval_loss and run.probes is not None and run.probes.has_identity
     best = callbacks.BestTracker(args.early_stop_patience if on_eval_loss else None, by_eval_loss=not by_retention)
     if resume is not None:
         best.restore(resume)  # rotation must keep the real best across the resume
-    finite = FiniteGuard(args.nan_policy, kept=lambda: rundir.newest_checkpoint(run_dir))
+    finite = FiniteGuard(args.nan_policy, kept=lambda: newest_checkpoint(run_dir))
     extra = [metrics, callbacks.ProgressBar(metrics), finite, best]
     if run.probes is not None:  # before publishing: the best it names is known when the checkpoint is rotated
         from tunewise.train.retention import RetentionWatch
@@ -258,6 +259,7 @@ def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda
 
     from transformers.trainer_callback import ProgressCallback
 
+    from tunewise.models.checkpoint import newest_checkpoint
     from tunewise.train import oom, plots, rundir
     from tunewise.train.callbacks import MetricsLog, ProgressBar
     from tunewise.train.retention import RetentionWatch
@@ -277,7 +279,7 @@ def run_training(trainer, run_dir: Path, resume: Path | None, best, lines=lambda
         if isinstance(e, OSError) and e.errno in DISK_ERRORS:
             raise UserError(f"{e.filename or run_dir}: {e.strerror}; the run stopped at step "
                             f"{trainer.state.global_step}. The newest complete checkpoint is kept: "
-                            f"{rundir.newest_checkpoint(run_dir)}; free space "
+                            f"{newest_checkpoint(run_dir)}; free space "
                             "(or fix the permission), then continue with --resume_from_checkpoint latest.") from e
         if resume is None or metrics.began:
             raise

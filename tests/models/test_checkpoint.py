@@ -1,9 +1,9 @@
-"""tunewise.checkpoint: one reading of a checkpoint for every command (base, adapter, tokenizer, system, run args)."""
+"""tunewise.models.checkpoint: one reading of a checkpoint for every command (base, adapter, tokenizer, system, run args)."""
 import json
 
 import pytest
 
-from tunewise.checkpoint import find_run_dir, lora_rank, resolve, run_args_of
+from tunewise.models.checkpoint import find_run_dir, lora_rank, resolve, run_args_of
 from tunewise.errors import UserError
 from tunewise.models.load import resolve_model
 

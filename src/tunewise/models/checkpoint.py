@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunewise.errors import UserError
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -127,3 +130,44 @@ def _resolve(model: str | None, adapters: list[str], system: str | None) -> Chec
         return Checkpoint(str(ckpt), None, system, str(ckpt), str(ckpt), run_args)
     base_name = model or run_args["model"]
     return Checkpoint(resolve_model(base_name), str(ckpt), system, str(ckpt), base_name, run_args)
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints (a readable trainer state), oldest step first; a folder that only has the name is none."""
+    found = [(int(m.group(1)), p) for p in Path(run_dir).iterdir()
+             if (m := _CHECKPOINT.match(p.name)) and p.is_dir() and trainer_state(p) is not None]
+    return [p for _, p in sorted(found)]
+
+
+def newest_checkpoint(run_dir: Path | None) -> Path | None:
+    """The run's newest complete checkpoint, or None (no run directory yet, or no checkpoint in it)."""
+    found = checkpoints(run_dir) if run_dir is not None and Path(run_dir).is_dir() else []
+    return found[-1] if found else None
+
+
+def step_of(checkpoint: Path) -> int:
+    m = _CHECKPOINT.match(Path(checkpoint).name)
+    return int(m.group(1)) if m else -1
+
+
+def trainer_state(checkpoint: Path) -> dict | None:
+    """The checkpoint's trainer_state.json (the Trainer writes it last), or None when it is missing or unreadable:
+    then the checkpoint is not complete."""
+    try:
+        return json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def latest_checkpoint(output_dir: str) -> Path:
+    """The newest complete checkpoint under OUTPUT_DIR (searching its versioned runs), by when its trainer state
+    was written (a folder's own time changes when a sibling is deleted)."""
+    root = Path(output_dir)
+    candidates = []
+    if root.is_dir():
+        # not hidden folders: .staging holds saves that were never published, .deleting-* rotated ones
+        for run in [root] + [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]:
+            candidates += checkpoints(run)
+    if not candidates:
+        raise UserError(f"--resume_from_checkpoint latest: no complete checkpoint found under {root}.")
+    return max(candidates, key=lambda p: (p / "trainer_state.json").stat().st_mtime)
