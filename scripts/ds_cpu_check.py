@@ -14,7 +14,7 @@ Findings on a 2-core CPU machine (transformers 5.23, accelerate 1.15, deepspeed 
   RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT (this script sets them when no launcher did).
 
 --mode
-  plain  built-in zeroN config through tunewise.schedule.deepspeed.reconcile; expected curve = plan.LRSchedule
+  plain  built-in zeroN config through tunewise.plan.deepspeed.reconcile; expected curve = plan.LRSchedule
   bug    zeroN + the issue's {"scheduler": WarmupLR auto} block passed to the Trainer as is (what other tools do);
          the logged LR is compared with both the flags' cosine plan and the WarmupLR curve
   flags  same JSON through reconcile(keep_scheduler=False): block removed; expected = plan.LRSchedule
@@ -82,8 +82,8 @@ def main() -> int:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
-    from tunewise.schedule.deepspeed import load_config, reconcile
-    from tunewise.schedule.plan import lr_relative_error, make_schedule, resolve_warmup
+    from tunewise.plan.deepspeed import load_config, reconcile
+    from tunewise.plan.schedule import lr_relative_error, make_schedule, resolve_warmup
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

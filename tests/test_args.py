@@ -5,7 +5,7 @@ import pytest
 
 from tunewise.args import ExportArgs, InferArgs, SftArgs
 from tunewise.flags import parse
-from tunewise.train.recipe import recommended_changes, revalidated
+from tunewise.plan.resolve import recommended_changes, revalidated
 from tunewise.errors import UserError
 
 

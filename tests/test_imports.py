@@ -68,7 +68,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_sees_lazy_imports():
     graph = import_graph()
-    assert "tunewise.train.retention" in graph["tunewise.train.recipe"]  # imported inside resolve
+    assert "tunewise.plan.probes" in graph["tunewise.plan.resolve"]  # imported inside resolve
     assert "tunewise.errors" in graph["tunewise.args"]  # at module level
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
@@ -78,7 +78,7 @@ def test_no_import_cycles():
 
 
 def package_of(module: str) -> str:
-    """tunewise.train.sft -> train; tunewise.args -> args."""
+    """tunewise.recipes.sft -> recipes; tunewise.args -> args."""
     return module.split(".")[1]
 
 
@@ -89,3 +89,12 @@ def test_packages_depend_one_way():
     edges = {(a, b) for a, b in edges if a != b}
     assert sorted((a, b) for a, b in edges if (b, a) in edges) == []
     assert ("train", "evaluate") in edges and ("evaluate", "train") not in edges
+
+
+def test_the_plan_imports_nothing_from_train():
+    """The plan (resolve, schedule, DeepSpeed/FSDP reconciliation, advice, memory, report) is decided before any
+    training machinery: `tunewise plan` and sweep use it alone."""
+    graph = import_graph()
+    planned = [m for m in graph if m.startswith("tunewise.plan.")]
+    assert planned
+    assert {(m, t) for m in planned for t in graph[m] if t.startswith("tunewise.train")} == set()

@@ -3,7 +3,7 @@ theirs beside their commands), ms-swift flag names. Each class checks its values
 problems at once as a UserError; tunewise.flags reads flags and YAML into them.
 
 The sft, dpo and infer classes are frozen: a run's values change only by building a new, re-validated object
-(dataclasses.replace), as tunewise.train.recipe does with a model's recommended values.
+(dataclasses.replace), as tunewise.plan.resolve does with a model's recommended values.
 """
 from __future__ import annotations
 

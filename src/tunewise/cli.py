@@ -6,9 +6,9 @@ import os
 import sys
 
 COMMANDS = {  # name -> (module, its Command attribute, description)
-    "sft": ("tunewise.train.commands", "SFT", "supervised fine-tuning (LoRA or full)"),
-    "dpo": ("tunewise.train.commands", "DPO", "preference alignment (DPO and TRL's other pairwise losses) with LoRA or full"),
-    "plan": ("tunewise.train.commands", "PLAN", "show the run plan (steps, warmup, LR curve) without training; --rlhf_type dpo for dpo"),
+    "sft": ("tunewise.training", "SFT", "supervised fine-tuning (LoRA or full)"),
+    "dpo": ("tunewise.training", "DPO", "preference alignment (DPO and TRL's other pairwise losses) with LoRA or full"),
+    "plan": ("tunewise.training", "PLAN", "show the run plan (steps, warmup, LR curve) without training; --rlhf_type dpo for dpo"),
     "infer": ("tunewise.infer.chat", "COMMAND", "chat with a base model or a checkpoint"),
     "export": ("tunewise.export", "COMMAND", "merge a LoRA checkpoint into a plain Hugging Face model"),
     "eval": ("tunewise.evaluate.cli", "COMMAND", "identity, general skills, repetition and loss of a model or checkpoint; --compare two"),

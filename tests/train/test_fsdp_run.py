@@ -22,9 +22,9 @@ from cli_runs import read_log, run_cli
 from tunewise.args import DpoArgs, SftArgs
 from tunewise.errors import UserError
 from tunewise.flags import parse
-from tunewise.train.dpo import DPO
-from tunewise.train.recipe import resolve
-from tunewise.train.sft import SFT
+from tunewise.recipes.dpo import RECIPE as DPO
+from tunewise.plan.resolve import resolve
+from tunewise.recipes.sft import RECIPE as SFT
 
 BASE = ["--dataset", "self_cognition#16", "--model_name", "N", "--model_author", "A"]
 FSDP = ["--fsdp", "full_shard auto_wrap", "--nproc_per_node", "2"]

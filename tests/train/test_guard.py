@@ -4,7 +4,7 @@ import sys
 
 SCRIPT = r"""
 import sys
-from tunewise.schedule.plan import LRSchedule
+from tunewise.plan.schedule import LRSchedule
 planned = LRSchedule.lr_at
 # the plan says double the rate from step 4 on; the Trainer, configured as before, keeps the real curve
 LRSchedule.lr_at = lambda self, step: planned(self, step) * (2 if step >= 4 else 1)

@@ -98,7 +98,7 @@ def test_combined_score_and_the_tracker_it_feeds():
 
 
 def test_the_end_line_names_a_dip_between_start_and_end():
-    from tunewise.train.session import watch_summary
+    from tunewise.train.fit import watch_summary
 
     history = [{"step": s, "retention": r, "identity": i} for s, r, i in [(0, 0.9, 0.0), (500, 0.74, 0.81),
                                                                            (1000, 0.92, 1.0)]]

@@ -73,14 +73,14 @@ def plan_trials(grid: Grid) -> dict[str, int]:
     """Each trial's optimizer steps from its plan; data and plan errors surface here, before any training."""
     from tunewise.args import SftArgs
     from tunewise.flags import parse
-    from tunewise.train.recipe import resolve
-    from tunewise.train.sft import SFT
+    from tunewise.plan.resolve import resolve
+    from tunewise.recipes import recipe
 
     steps, problems = {}, []
     for trial in grid.trials:
         args, sources, _ = parse(SftArgs, trial.full_argv())
         try:
-            steps[trial.name] = resolve(SFT, args, sources).step_plan.total_steps
+            steps[trial.name] = resolve(recipe("sft"), args, sources).step_plan.total_steps
         except UserError as e:
             if str(e) not in problems:
                 problems.append(str(e))

@@ -223,7 +223,7 @@ class ScheduleGuard(TrainerCallback):
               "passed to the trainer, or a resumed run whose scheduler state does not match the plan")
 
     def __init__(self, schedule, mode: str = "error", tolerance: float = 1e-6, run_dir: Path | None = None):
-        from tunewise.schedule.plan import lr_relative_error
+        from tunewise.plan.schedule import lr_relative_error
 
         self.schedule, self.mode, self.tolerance, self.run_dir = schedule, mode, tolerance, run_dir
         self._error = lr_relative_error

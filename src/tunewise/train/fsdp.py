@@ -1,4 +1,4 @@
-"""FSDP at run time (the plan side is tunewise.schedule.fsdp): accelerate's state on a machine without CUDA, and a
+"""FSDP at run time (the plan side is tunewise.plan.fsdp): accelerate's state on a machine without CUDA, and a
 check that the Trainer really runs FSDP.
 
 Why a CPU state of our own. accelerate 1.15 turns an FSDP plugin into an FSDP run only when its distributed type is

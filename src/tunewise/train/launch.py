@@ -13,26 +13,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tunewise import ranks
 from tunewise.errors import UserError
 
 RUN_DIR_ENV = "TUNEWISE_RUN_DIR"
 LAUNCH_FLAGS = ("nproc_per_node", "nnodes", "node_rank", "master_addr", "master_port")
 
 
-def under_launcher() -> bool:
-    return "LOCAL_RANK" in os.environ
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+def launched() -> str | None:
+    """The run directory a launching parent handed to this process (None: no launching parent)."""
+    return os.environ.get(RUN_DIR_ENV)
 
 
 def wants_launch(args) -> bool:
-    return not under_launcher() and (args.nproc_per_node > 1 or args.nnodes > 1)
+    return not ranks.under_launcher() and (args.nproc_per_node > 1 or args.nnodes > 1)
 
 
 def strip_launch_flags(argv: list[str]) -> list[str]:
@@ -129,14 +123,14 @@ def agree_on_run(decide) -> tuple[Path, Path | None, bool]:
     checks that it sees that folder: processes on several machines share one run directory, so --output_dir must
     be on a filesystem all nodes mount (every checkpoint holds each process's RNG state, and with DeepSpeed its
     optimizer shard)."""
-    if world_size() == 1:
+    if ranks.world_size() == 1:
         return decide()
     import torch
     import torch.distributed as dist
 
     init_process_group()
     answer: list = [None]
-    if rank() == 0:
+    if ranks.rank() == 0:
         try:
             run_dir, resume, created = decide()
             answer = [(str(run_dir), str(resume) if resume else None, None)]
@@ -145,17 +139,17 @@ def agree_on_run(decide) -> tuple[Path, Path | None, bool]:
     dist.broadcast_object_list(answer, src=0, device=torch.device("cpu"))
     run_dir, resume, error = answer[0]
     if error:
-        raise UserError(error if rank() == 0 else f"rank {rank()}: rank 0 stopped: {error}")
-    missing = torch.zeros(world_size(), dtype=torch.int32)
-    missing[rank()] = int(not Path(run_dir).is_dir() or (resume is not None and not Path(resume).is_dir()))
+        raise UserError(error if ranks.rank() == 0 else f"rank {ranks.rank()}: rank 0 stopped: {error}")
+    missing = torch.zeros(ranks.world_size(), dtype=torch.int32)
+    missing[ranks.rank()] = int(not Path(run_dir).is_dir() or (resume is not None and not Path(resume).is_dir()))
     dist.all_reduce(missing)
     if missing.any():
-        ranks = ", ".join(str(r) for r in missing.nonzero().flatten().tolist())
-        raise UserError(f"{run_dir}: the run directory made by rank 0 is not visible to rank(s) {ranks} (on "
+        blind = ", ".join(str(r) for r in missing.nonzero().flatten().tolist())
+        raise UserError(f"{run_dir}: the run directory made by rank 0 is not visible to rank(s) {blind} (on "
                         f"another machine). --output_dir must be on a filesystem every node mounts at the same "
                         "path: each checkpoint holds every process's RNG state (and with DeepSpeed its optimizer "
                         "shard), which a resume reads back.")
-    return Path(run_dir), Path(resume) if resume else None, created if rank() == 0 else False
+    return Path(run_dir), Path(resume) if resume else None, created if ranks.rank() == 0 else False
 
 
 def init_process_group() -> None:
@@ -168,10 +162,20 @@ def init_process_group() -> None:
     if dist.is_initialized():
         return
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(ranks.local_rank())
         dist.init_process_group(backend="cpu:gloo,cuda:nccl")
     else:
         dist.init_process_group(backend="gloo")
+
+
+def end_process_group() -> None:
+    """Tear the default process group down before the process exits: left to the interpreter's shutdown, gloo's
+    (and DeepSpeed's CPU shared-memory) threads can outlive their owners and abort a finished rank ("terminate
+    called without an active exception", exit 134: seen once in CI after a complete ZeRO-3 run)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def torchrun_main(argv: list[str]) -> int:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from tunewise.data.encode import IGNORE
-from tunewise.memory import LOSS_CHUNK_BYTES as CHUNK_BYTES  # 110 positions for Qwen's vocabulary
+from tunewise.plan.memory import LOSS_CHUNK_BYTES as CHUNK_BYTES  # 110 positions for Qwen's vocabulary
 
 GPU_LOSS_SHARE = 0.5  # of the GPU memory free at the first step, what one chunk of the loss may take
 BYTES_PER_LOGIT = 16  # a chunk's logits in the head's dtype, their float32 copy and log-probs, and the gradients

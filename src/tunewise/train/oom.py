@@ -29,7 +29,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from tunewise.errors import UserError, brief
-from tunewise.memory import human
+from tunewise.plan.memory import human
 
 TEST_HOOK = "TUNEWISE_TEST_OOM"
 # phrases of out-of-memory errors that are not torch.OutOfMemoryError or MemoryError: PyTorch's CPU allocator, CUDA
@@ -109,12 +109,7 @@ def container_limit() -> int | None:
 
 def planned(run) -> str:
     """The plan's estimate per device, as `tunewise plan` prints it, or why there is none."""
-    from tunewise.advise import planned_memory
-
-    try:
-        estimate = planned_memory(run, run.args.gpu_memory)
-    except (UserError, OSError, ValueError, KeyError) as e:
-        return f"the plan has no memory estimate ({brief(e)})"
+    estimate = run.memory
     if estimate is None:
         return "the plan has no memory estimate for this model (its config.json is not a decoder-only one)"
     return f"the plan estimated {human(estimate.total)} per device"

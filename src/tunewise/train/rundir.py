@@ -12,10 +12,15 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from tunewise import ranks
 from tunewise.errors import UserError
 from tunewise.files import check_writable, listing, read_jsonl, write_text_atomic
 from tunewise.models.checkpoint import checkpoints
+
+if TYPE_CHECKING:
+    from tunewise.plan.run import Run
 
 STAGING = ".staging"
 TRASH = ".deleting-"  # remove_tree's hidden names
@@ -38,6 +43,16 @@ def check_run_target(output_dir: str, add_version: bool, overwrite: bool) -> Non
                         "resume it with --resume_from_checkpoint, or pass --overwrite true to replace what is there.")
 
 
+def check_new_target(args) -> None:
+    """check_run_target, once per run: by node 0's launching parent, or by global rank 0 (a resumed run writes
+    into its own directory)."""
+    from tunewise.train import launch
+
+    made_elsewhere = launch.launched() or ranks.rank() != 0 or args.node_rank > 0
+    if not args.resume_from_checkpoint and not made_elsewhere:
+        check_run_target(args.output_dir, args.add_version, args.overwrite)
+
+
 def holds_run(folder: Path) -> bool:
     """`folder` is a training run's: it has args.json or a complete checkpoint."""
     folder = Path(folder)
@@ -54,6 +69,12 @@ def remove_tree(path: Path) -> None:
     trash = path.with_name(f"{TRASH}{path.name}-{os.getpid()}-{time.time_ns()}")
     os.rename(path, trash)
     shutil.rmtree(trash)
+
+
+def discard(run_dir: Path) -> None:
+    """A new run directory in which nothing was trained, taken away again (its lock released first)."""
+    release_locks()
+    remove_tree(run_dir)
 
 
 def clear_trash(folder: Path) -> None:
@@ -195,3 +216,80 @@ def truncate_log(log: Path, after_step: int) -> int:
     kept = [record for record in records if record.get("step", 0) <= after_step]
     write_text_atomic(log, "".join(json.dumps(record) + "\n" for record in kept))
     return len(lines) - len(records)
+
+
+def resume_target(run: Run) -> Path | None:
+    """The checkpoint --resume_from_checkpoint names (or the newest, for 'latest'), checked to be complete and to
+    have steps left: transformers would take one step past a finished run's last, off the planned schedule."""
+    from tunewise.models.checkpoint import latest_checkpoint, trainer_state
+
+    args = run.args
+    if not args.resume_from_checkpoint:
+        return None
+    if args.resume_from_checkpoint == "latest":
+        path = latest_checkpoint(args.output_dir)
+    else:
+        path = Path(args.resume_from_checkpoint)
+        if not (path / "trainer_state.json").is_file():
+            raise UserError(f"--resume_from_checkpoint {path}: not a checkpoint directory (no trainer_state.json).")
+    state = trainer_state(path)
+    if state is None:
+        raise UserError(f"--resume_from_checkpoint {path}: its trainer_state.json cannot be read (cut short or "
+                        "corrupt), so the checkpoint is not complete; resume from an earlier one.")
+    done, total = state.get("global_step", 0), run.step_plan.total_steps
+    if done >= total:
+        raise UserError(f"--resume_from_checkpoint {path}: that checkpoint is at step {done} and the plan ends at "
+                        f"step {total}, so nothing is left to train. To train further, start a new run from it "
+                        f"(--adapters {path} for LoRA, --model {path} for a full fine-tune).")
+    return path
+
+
+def create_run_dir(run: Run) -> Path:
+    """A new versioned run directory holding args.json and the plan files."""
+    from tunewise.flags import to_json
+    from tunewise.files import write_json_atomic
+    from tunewise.plan.report import write_plan_files
+
+    run_dir = new_run_dir(run.args.output_dir, run.args.add_version, run.args.overwrite)
+    record = to_json(run.args, dict(run.sources), run.recipe.command)
+    record["model_path"] = str(Path(run.model_dir).resolve()) if Path(run.model_dir).exists() else run.model_dir
+    write_json_atomic(run_dir / "args.json", record)
+    write_plan_files(run_dir, run.step_plan, run.schedule, run.plan_record())
+    return run_dir
+
+
+def launch_run_dir(run: Run) -> Path:
+    """The run directory a launching parent hands to its ranks: the resumed run's (locked here, for the whole
+    launch) or a new one."""
+    resume = resume_target(run)
+    if resume is None:
+        return create_run_dir(run)
+    acquire_lock(resume.parent)
+    return resume.parent
+
+
+def open_run(run: Run) -> tuple[Path, Path | None, bool]:
+    """(run directory, checkpoint to resume from or None, made here): either reuses (and locks) the resumed run's
+    directory or makes a new one; with several processes global rank 0 decides and the others follow
+    (launch.agree_on_run). A resumed run's log is cut back to its
+    checkpoint only once the Trainer has loaded it (MetricsLog), so a failed resume changes nothing."""
+    from tunewise.train import launch
+
+    launched = launch.launched()
+
+    def decide() -> tuple[Path, Path | None, bool]:
+        resume = resume_target(run)
+        if resume is not None:
+            if not launched:  # a launching parent holds the lock
+                acquire_lock(resume.parent)
+            return resume.parent, resume, False
+        return (Path(launched), None, False) if launched else (create_run_dir(run), None, True)
+
+    run_dir, resume, created = launch.agree_on_run(decide)
+    if ranks.is_main_process():
+        if resume is None:  # a resumed run cleans up once its checkpoint has loaded (MetricsLog.on_train_begin)
+            clear_staging(run_dir)
+        print(f"run directory: {run_dir}", flush=True)
+    return run_dir, resume, created
+
+

@@ -1,8 +1,7 @@
-"""`tunewise dpo`: direct preference optimisation with LoRA or all parameters, read top to bottom.
+"""`tunewise dpo`: direct preference optimisation with LoRA or all parameters, on TRL's DPOTrainer.
 
-flags -> Run (tunewise.train.recipe: preference pairs, plan) -> run dir -> policy (+ reference) -> trl.DPOTrainer
-+ callbacks (tunewise.train.session).
-The run directory, plan, schedule guard, checkpoints and plots are those of `tunewise sft`; `tunewise infer` and
+What dpo declares: preference pairs, a policy that may start from an sft adapter, its reference, and DPOConfig's own
+fields. The run directory, plan, schedule guard, checkpoints and plots are those of `tunewise sft`; `tunewise infer` and
 `tunewise export` read the checkpoints back the same way.
 
 Where the policy starts and what it is compared with (the reference):
@@ -14,14 +13,11 @@ Where the policy starts and what it is compared with (the reference):
 """
 from __future__ import annotations
 
-from dataclasses import fields
-from pathlib import Path
-
 from tunewise.args import DpoArgs
 from tunewise.data.preference import encode_pairs, load_preferences
 from tunewise.models.lora import lora_config
-from tunewise.train.recipe import Recipe, Run
-from tunewise.train.session import training_arguments
+from tunewise.plan.run import Run
+from tunewise.recipes import Recipe, rows_as_table
 
 
 def start_from_adapters(args: DpoArgs, sources: dict):
@@ -39,8 +35,14 @@ def start_from_adapters(args: DpoArgs, sources: dict):
     return checkpoint, changes
 
 
+def models(run: Run) -> dict:
+    """The policy, its reference (None: DPOTrainer's own) and a new adapter's peft_config (None: the policy
+    has its adapter, or is trained whole), as DPOTrainer takes them; see the module docstring."""
+    policy, ref, peft_config = build_models(run)
+    return {"model": policy, "ref_model": ref, "peft_config": peft_config}
+
+
 def build_models(run: Run):
-    """(policy, reference or None, peft_config or None) as DPOTrainer takes them; see the module docstring."""
     from transformers import set_seed
 
     from tunewise.models.load import load_model, resolve_model
@@ -72,48 +74,13 @@ def build_models(run: Run):
     return policy, ref, None
 
 
-def dpo_config(run: Run, staging: Path):
-    """DPOConfig = the sft TrainingArguments (one source for the shared settings) + the DPO fields."""
-    from transformers import TrainingArguments
-    from trl import DPOConfig
-
-    args = run.args
-    shared = training_arguments(run, staging)
-    kwargs = {f.name: getattr(shared, f.name) for f in fields(TrainingArguments) if f.init}
+def config_fields(args: DpoArgs) -> dict:
+    """DPOConfig's own fields; the shared ones come from the run (tunewise.train.build)."""
     loss_type, loss_weights = args.losses()
-    kwargs.update(
-        remove_unused_columns=True,  # DPOTrainer keeps the token columns it needs
-        beta=args.beta, loss_type=loss_type, loss_weights=loss_weights, label_smoothing=args.label_smoothing,
-        max_length=args.max_length, truncation_mode="keep_start", precompute_ref_log_probs=False,
-        disable_dropout=True,
-    )
-    if run.fsdp is not None:  # the copied AcceleratorConfig lost use_configured_state (transformers pops it when
-        from tunewise.train.fsdp import cpu_state  # it sets up devices): without it the CPU FSDP state is reset
-
-        kwargs["accelerator_config"] = cpu_state(run) or kwargs["accelerator_config"]
-    return DPOConfig(**kwargs)
-
-
-def build_trainer(run: Run, staging: Path, callbacks: list):
-    """DPOTrainer with the shared callbacks, saving into `staging`."""
-    from datasets import Dataset
-    from trl import DPOTrainer
-
-    from tunewise.train.fsdp import check_active
-
-    policy, ref, peft_config = build_models(run)
-    trainer = DPOTrainer(
-        model=policy,
-        ref_model=ref,
-        args=dpo_config(run, staging),
-        train_dataset=Dataset.from_list(run.train_rows),
-        eval_dataset=Dataset.from_list(run.val_rows) if run.val_rows else None,
-        processing_class=run.tokenizer,
-        callbacks=callbacks,
-        peft_config=peft_config,
-    )
-    check_active(trainer, run)
-    return trainer
+    return dict(remove_unused_columns=True,  # DPOTrainer keeps the token columns it needs
+                beta=args.beta, loss_type=loss_type, loss_weights=loss_weights, label_smoothing=args.label_smoothing,
+                max_length=args.max_length, truncation_mode="keep_start", precompute_ref_log_probs=False,
+                disable_dropout=True)
 
 
 def rewards(metrics) -> list[str]:
@@ -124,7 +91,7 @@ def rewards(metrics) -> list[str]:
             f"rewards/margins {last['rewards/margins']:.3f}"]
 
 
-DPO = Recipe(
+RECIPE = Recipe(
     command="dpo",
     args_class=DpoArgs,
     dataset_hint="--dataset is required: a .jsonl/.json/.csv/.parquet file of preference pairs, a dataset folder, a "
@@ -132,7 +99,11 @@ DPO = Recipe(
     load=load_preferences,
     encode=encode_pairs,
     start=start_from_adapters,
-    build_trainer=build_trainer,
+    models=models,
+    trainer="trl.DPOTrainer",
+    config="trl.DPOConfig",
+    config_fields=config_fields,
+    dataset=rows_as_table,
     summary=rewards,
     pairs=True,
     dropout=False,  # dpo_config: disable_dropout=True

@@ -1,111 +1,34 @@
-"""One run, resolved once, for `tunewise sft`, `dpo` and `plan`; nothing here writes to disk.
+"""One run, resolved once, for `tunewise sft`, `dpo` and `plan`; nothing here writes to disk or imports train/.
 
     parsed flags (cli.py) -> where the policy starts (dpo --adapters: that run's base model and system prompt)
     -> the model's recommended values and the default warm-up -> one new, re-validated args object (every problem
-    at once) -> FSDP reconciliation -> tokenizer and encoded rows -> step plan, warm-up, LR schedule, DeepSpeed
-    reconciliation and retention probes -> a frozen Run
+    at once) -> FSDP reconciliation -> the device's choices -> tokenizer and encoded rows -> step plan, warm-up, LR
+    schedule, DeepSpeed reconciliation and retention probes -> a frozen Run (tunewise.plan.run), with gradient
+    checkpointing turned on where the memory estimate needs it
 
-A Recipe (tunewise.train.sft.SFT, tunewise.train.dpo.DPO) says only what differs between commands: how its rows
-are read and encoded, where its policy starts, and which trainer runs it. tunewise.train.session turns a Run into
-a run directory and a finished training.
+The recipe (tunewise.recipes) says how its rows are read and encoded and where its policy starts.
 """
 from __future__ import annotations
 
 import dataclasses
 import random
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Mapping
 
+from tunewise import ranks
 from tunewise.errors import UserError
+from tunewise.plan.footprint import planned_memory
+from tunewise.plan.memory import human
+from tunewise.plan.run import Run, mixed_precision, zero_stage
 
 if TYPE_CHECKING:
-    from tunewise.args import SftArgs
     from tunewise.models.checkpoint import Checkpoint
-    from tunewise.models.device import DevicePlan
-    from tunewise.schedule.deepspeed import Reconciled
-    from tunewise.schedule.fsdp import FsdpPlan
-    from tunewise.schedule.plan import LRSchedule, StepPlan
-    from tunewise.train.retention import Probes
+    from tunewise.plan.fsdp import FsdpPlan
 
 DEFAULT_WARMUP_RATIO = 0.05
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """What a training command adds to the shared machinery."""
-
-    command: str  # "sft" | "dpo": args.json's command, torchrun's sub-command
-    args_class: type
-    dataset_hint: str  # the error when --dataset is missing
-    load: Callable  # (specs, names, authors, seed) -> items (conversations, or preference pairs)
-    encode: Callable  # (tokenizer, items, system, max_length, truncation) -> (rows, EncodeStats)
-    start: Callable  # (args, sources) -> (Checkpoint, {flag: (value, source)}): the policy's start, flags it sets
-    build_trainer: Callable  # (run, staging folder, callbacks) -> a transformers/TRL trainer
-    summary: Callable = lambda metrics: []  # (MetricsLog) -> the command's own end-of-run lines
-    pairs: bool = False  # rows are preference pairs (a chosen and a rejected sequence each)
-    dropout: bool = True  # the trainer keeps the model's dropout active (DPOConfig(disable_dropout=True) does not)
-
-    @property
-    def unit(self) -> str:
-        return "pairs" if self.pairs else "rows"
-
-
-@dataclass(frozen=True)
-class Run:
-    """Everything decided before a model is loaded."""
-
-    recipe: Recipe
-    args: SftArgs  # final and validated (an SftArgs or DpoArgs; frozen)
-    sources: Mapping[str, str]  # flag -> default | yaml | flag | model | adapters (| deepspeed ...), "warmup"
-    start: Checkpoint  # the base model, and the adapter dpo starts from
-    tokenizer: Any
-    train_rows: list
-    val_rows: list
-    step_plan: StepPlan
-    schedule: LRSchedule
-    deepspeed: Reconciled | None  # with --deepspeed: the reconciled config
-    fsdp: FsdpPlan | None  # with --fsdp: the reconciled fsdp_config
-    probes: Probes | None  # with --retention_eval_steps
-    identity_rows: int  # training rows of identity data (the advice's epoch rule reads it)
-    notes: tuple[str, ...]  # printed before the plan and written to plan.json
-    device: DevicePlan  # dtype, attention path and loss path on this machine's device
-
-    @property
-    def model_dir(self) -> str:
-        return self.start.base
-
-    @property
-    def zero_stage(self) -> int:
-        """DeepSpeed's ZeRO stage (0 without DeepSpeed)."""
-        return zero_stage(self.deepspeed)
-
-    @property
-    def rows(self) -> int:
-        """Training rows (conversations or pairs); with --packing, train_rows holds packs of them."""
-        return sum(len(r.get("lengths") or [r]) for r in self.train_rows)
-
-    def plan_record(self) -> dict:
-        """What plan.json keeps beside the schedule: the notes, the engine, the device's choices and the memory
-        estimate (None where the model's config does not tell its shape)."""
-        from tunewise.advise import planned_memory
-
-        memory = planned_memory(self)
-        return {"notes": list(self.notes), "engine": self.engine, "device": self.device.as_dict(),
-                "memory": memory.as_dict() if memory else None}
-
-    @property
-    def engine(self) -> str:
-        """What runs the training processes, as the plan shows it."""
-        nodes = f" on {self.args.nnodes} nodes" if self.args.nnodes > 1 else ""
-        if self.deepspeed is not None:
-            return f"DeepSpeed ZeRO-{self.zero_stage}{nodes}"
-        if self.fsdp is not None:
-            return self.fsdp.describe() + nodes
-        return f"DDP (torchrun){nodes}" if self.step_plan.world_size > 1 else "one process"
-
-
-def resolve(recipe: Recipe, args, sources: Mapping[str, str]) -> Run:
+def resolve(recipe, args, sources: Mapping[str, str]) -> Run:
     """The Run of parsed flags; a UserError (exit 2) for anything it cannot honour."""
     from tunewise.models.load import builtin_meta, check_model_dir
     from tunewise.models.lora import check_target_modules
@@ -136,23 +59,24 @@ def resolve(recipe: Recipe, args, sources: Mapping[str, str]) -> Run:
     tokenizer = start.load_tokenizer()
     train_rows, val_rows, stats = load_and_encode(recipe, args, tokenizer, notes)
     step_plan, schedule, deepspeed, sources = plan_schedule(args, sources, len(train_rows), notes)
-    from tunewise.train.retention import build_probes
+    from tunewise.plan.probes import build_probes
 
     probes = build_probes(args, start.base, zero_stage(deepspeed))
     run = Run(recipe, args, MappingProxyType(sources), start, tokenizer, train_rows, val_rows, step_plan, schedule,
               deepspeed, fsdp, probes, stats.identity_rows, tuple(notes), device)
-    return checkpointing_to_fit(run)
+    run = checkpointing_to_fit(run)
+    return dataclasses.replace(run, memory=planned_memory(run))
 
 
 def plan_device(args, sources: dict, start: Checkpoint, fsdp: FsdpPlan | None):
     """(args, sources, DevicePlan): --torch_dtype auto and --use_liger_kernel (unset) resolved for this machine's
     device (source "device"), the attention and loss paths chosen, before any data is read."""
-    from tunewise.memory import ModelShape
+    from tunewise.plan.memory import ModelShape
     from tunewise.models.device import Device, choose
 
     sharded = fsdp is not None
     if args.deepspeed:
-        from tunewise.schedule.deepspeed import load_config
+        from tunewise.plan.deepspeed import load_config
 
         sharded = sharded or int(load_config(args.deepspeed)[0].get("zero_optimization", {}).get("stage", 0)) == 3
     try:
@@ -174,9 +98,6 @@ def plan_device(args, sources: dict, start: Checkpoint, fsdp: FsdpPlan | None):
 def checkpointing_to_fit(run: Run) -> Run:
     """`run`, with gradient checkpointing turned on (source "memory", and said) when the plan's memory estimate does
     not fit the GPU (or --gpu_memory) without it and --gradient_checkpointing was not given."""
-    from tunewise.advise import planned_memory
-    from tunewise.memory import human
-
     capacity = run.args.gpu_memory or run.device.device.memory
     if not capacity or run.args.gradient_checkpointing or run.sources.get("gradient_checkpointing") != "default":
         return run
@@ -191,10 +112,6 @@ def checkpointing_to_fit(run: Run) -> Run:
             f"fit {human(with_it.capacity)}; with it {human(with_it.total)}"
             + ("" if with_it.fits else ", which still does not fit (see the memory estimate)") + ".")
     return dataclasses.replace(run, notes=run.notes + (note,))
-
-
-def zero_stage(deepspeed: Reconciled | None) -> int:
-    return int(deepspeed.config.get("zero_optimization", {}).get("stage", 0)) if deepspeed else 0
 
 
 def value_of(args, changes: dict, name: str):
@@ -221,12 +138,10 @@ def revalidated(args, changes: dict):
 
 def planned_world_size(args) -> int:
     """The world size the run will have: torchrun's when running under it, else the one asked for."""
-    from tunewise.train import launch
-
-    return launch.world_size() if launch.under_launcher() else args.nproc_per_node * args.nnodes
+    return ranks.world_size() if ranks.under_launcher() else args.nproc_per_node * args.nnodes
 
 
-def plan_fsdp(recipe: Recipe, args, sources: dict, start: Checkpoint, notes: list):
+def plan_fsdp(recipe, args, sources: dict, start: Checkpoint, notes: list):
     """(args, sources, FsdpPlan or None): --fsdp reconciled with the flags and the model's layers, before any data is
     read; a config that turns activation checkpointing on sets --gradient_checkpointing (source fsdp_config)."""
     if not args.fsdp:
@@ -237,7 +152,7 @@ def plan_fsdp(recipe: Recipe, args, sources: dict, start: Checkpoint, notes: lis
     import torch
 
     from tunewise.models.load import module_layout
-    from tunewise.schedule.fsdp import ModelLayout, reconcile
+    from tunewise.plan.fsdp import ModelLayout, reconcile
 
     architecture, no_split, classes, dropouts = module_layout(start.base)
     if not recipe.dropout:
@@ -259,14 +174,6 @@ def plan_fsdp(recipe: Recipe, args, sources: dict, start: Checkpoint, notes: lis
     return args, {**sources, **fsdp.sources}, fsdp
 
 
-def mixed_precision(dtype: str) -> tuple[bool, bool]:
-    """(bf16, fp16) for TrainingArguments (and the DeepSpeed JSON): only on CUDA."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    return dtype == "bfloat16" and cuda, dtype == "float16" and cuda
-
-
 def split_validation(items: list, ratio: float, seed: int) -> tuple[list, list]:
     """(validation, training): a seeded random `ratio` share held out for evaluation."""
     shuffled = items[:]
@@ -277,7 +184,7 @@ def split_validation(items: list, ratio: float, seed: int) -> tuple[list, list]:
     return shuffled[:n_val], shuffled[n_val:]
 
 
-def load_and_encode(recipe: Recipe, args, tokenizer, notes: list) -> tuple[list, list, object]:
+def load_and_encode(recipe, args, tokenizer, notes: list) -> tuple[list, list, object]:
     """(training rows, validation rows, the training rows' EncodeStats): --dataset, and --val_dataset or a
     --split_dataset_ratio share of it, read and encoded the recipe's way."""
     items = recipe.load(args.dataset, args.model_name, args.model_author, args.seed)
@@ -301,7 +208,7 @@ def load_and_encode(recipe: Recipe, args, tokenizer, notes: list) -> tuple[list,
 
 def plan_schedule(args, sources: dict, n_rows: int, notes: list):
     """(step plan, LR schedule, reconciled DeepSpeed config or None, sources with "warmup" and DeepSpeed's)."""
-    from tunewise.schedule.plan import make_schedule, plan_steps, resolve_warmup
+    from tunewise.plan.schedule import make_schedule, plan_steps, resolve_warmup
 
     step_plan = plan_steps(n_rows, args.per_device_train_batch_size, args.gradient_accumulation_steps,
                            planned_world_size(args), args.num_train_epochs, args.max_steps)
@@ -323,7 +230,7 @@ def plan_schedule(args, sources: dict, n_rows: int, notes: list):
         return step_plan, schedule, None, sources
     import importlib.util
 
-    from tunewise.schedule.deepspeed import reconcile
+    from tunewise.plan.deepspeed import reconcile
 
     if importlib.util.find_spec("deepspeed") is None:
         raise UserError(f"--deepspeed {args.deepspeed}: DeepSpeed is not installed; install the optional extra "

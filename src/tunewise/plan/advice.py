@@ -6,14 +6,14 @@ for Qwen2.5-7B LoRA on identity data (< 100 samples: lr 1e-4, 8-12 epochs; 100-5
 > 500: 2-3 epochs with early stopping; full fine-tuning of large sets lr 1e-5-2e-5; warm-up 0.05-0.1); a built-in
 model's own recommended values (tunewise.json) take precedence for that model. Identity rows ({{NAME}}/{{AUTHOR}})
 follow the identity rule by their own count, whatever general data is mixed in. The memory estimate is
-tunewise.memory's.
+tunewise.plan.memory's.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from tunewise.errors import UserError
-from tunewise.memory import DTYPE_BYTES, MemoryEstimate, ModelShape, estimate_memory, format_memory
+from tunewise.plan.memory import MemoryEstimate, format_memory
 
 IDENTITY_FEW_ROWS = 200  # identity data up to this many rows follows the 8-12 epoch rule (the guide says ~100)
 
@@ -152,28 +152,8 @@ def format_advice(advice: Advice, chosen: dict | None = None, memory: MemoryEsti
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-def _deepspeed_settings(run) -> dict:
-    """The sharding the memory estimate assumes: DeepSpeed's ZeRO stage and offload, or FSDP's equivalent (full shard:
-    weights, gradients and optimizer state sharded, as ZeRO-3; shard_grad_op: as ZeRO-2; offload: all three on CPU;
-    under mixed precision FSDP upcasts the trainable weights to float32)."""
-    if run.fsdp is not None:
-        import torch
-
-        offload = run.fsdp.config["cpu_offload"]
-        mixed = torch.cuda.is_available() and run.args.torch_dtype in ("bfloat16", "float16")  # recipe.mixed_precision
-        return {"zero_stage": 3 if run.fsdp.config["reshard_after_forward"] else 2, "offload_optimizer": offload,
-                "offload_params": offload, "master_weights": mixed}
-    if run.deepspeed is None:
-        return {}
-    zero = run.deepspeed.config.get("zero_optimization", {}) if isinstance(run.deepspeed.config, dict) else {}
-    off = lambda key: str(zero.get(key, {}).get("device", "none")) in ("cpu", "nvme")
-    return {"zero_stage": int(zero.get("stage", 0)), "offload_optimizer": off("offload_optimizer"),
-            "offload_params": off("offload_param"), "master_weights": True}
-
-
-def plan_advice(run, gpu_memory: str | None = None) -> str:
-    """The advice and memory estimate for a resolved `tunewise sft`/`dpo`/`plan` run (tunewise.train.recipe.Run)."""
+def plan_advice(run) -> str:
+    """The advice and the memory estimate for a resolved `tunewise sft`/`dpo`/`plan` run (tunewise.plan.run.Run)."""
     from tunewise.models.load import builtin_meta
 
     args = run.args
@@ -184,58 +164,10 @@ def plan_advice(run, gpu_memory: str | None = None) -> str:
     meta = builtin_meta(run.model_dir)
     recommended = meta.get("recommended", {}).get(args.recipe())
     identity_recipe = meta.get("identity", {}).get(args.train_type)
-    shape = None
-    try:
-        shape = ModelShape.from_config(run.model_dir)
-    except UserError:
-        pass
-    pairs = run.recipe.pairs  # dpo: rows are preference pairs, each a chosen and a rejected sequence
-    advice = advise(run.rows, args.train_type, shape.parameters() if shape else None, recommended, chosen,
-                    run.identity_rows, identity_recipe)
-    if pairs:  # the epoch/lr rules come from identity SFT studies; for DPO only the warmup and LoRA shape carry over
+    parameters = run.memory.parameters if run.memory else None
+    advice = advise(run.rows, args.train_type, parameters, recommended, chosen, run.identity_rows, identity_recipe)
+    if run.recipe.pairs:  # the epoch/lr rules come from identity SFT studies; for DPO only the warmup and LoRA shape carry over
         advice = Advice({k: v for k, v in advice.recommendations.items()
                          if k not in ("num_train_epochs", "learning_rate")},
                         [w for w in advice.warnings if "num_train_epochs" not in w and "learning_rate" not in w])
-    return format_advice(advice, chosen, planned_memory(run, gpu_memory, shape))
-
-
-def trained_share(rows: list, sample: int = 1000) -> float:
-    """The share of tokens whose next token is trained, over the first `sample` rows (1.0 for preference pairs)."""
-    rows = rows[:sample]
-    if not rows or "labels" not in rows[0]:
-        return 1.0
-    total = sum(len(r["labels"]) for r in rows)
-    return sum(1 for r in rows for label in r["labels"] if label != -100) / max(total, 1)
-
-
-def planned_memory(run, gpu_memory=None, shape: ModelShape | None = None) -> MemoryEstimate | None:
-    """The memory estimate of a resolved run on its device (a GPU's own memory as capacity unless --gpu_memory
-    names one), or None when the model's config cannot tell its shape."""
-    args = run.args
-    if shape is None:
-        try:
-            shape = ModelShape.from_config(run.model_dir)
-        except UserError:
-            return None
-    gpu_memory = gpu_memory or args.gpu_memory or run.device.device.memory
-    dtype = args.torch_dtype if args.torch_dtype in DTYPE_BYTES else shape.dtype  # resolved for the device
-    dtype = dtype if dtype in DTYPE_BYTES else "float32"
-    pairs = run.recipe.pairs  # dpo: rows are preference pairs, each a chosen and a rejected sequence
-    # dpo: TRL pads pairs to --max_length at most and runs chosen and rejected as one batch of two per pair
-    batch = args.per_device_train_batch_size
-    if pairs:
-        seq = args.max_length
-    elif args.padding_free:  # the largest batch holds the longest rows, without padding
-        lengths = sorted(len(r["input_ids"]) for r in run.train_rows)
-        seq = -(-sum(lengths[-batch:]) // min(batch, len(lengths)))
-    else:  # padded: every row of a batch as long as the longest
-        seq = max(len(r["input_ids"]) for r in run.train_rows)
-    device = "cuda" if run.device.device.cuda or gpu_memory is not None else "cpu"
-    return estimate_memory(
-        shape, args.train_type, weight_dtype=dtype, batch_size=batch * (2 if pairs else 1), seq_len=seq,
-        lora_rank=args.lora_rank, lora_targets=args.target_modules, lora_dropout=args.lora_dropout,
-        gradient_checkpointing=args.gradient_checkpointing, world_size=run.step_plan.world_size,
-        capacity=gpu_memory, device=device, padding_free=not pairs and args.padding_free,
-        loss="model" if pairs else run.device.loss, trained_share=trained_share(run.train_rows),
-        **_deepspeed_settings(run))
-
+    return format_advice(advice, chosen, run.memory)

@@ -1,4 +1,4 @@
-"""tunewise.schedule.fsdp: --fsdp/--fsdp_config reconciled with the flags before launch (no training here). The
+"""tunewise.plan.fsdp: --fsdp/--fsdp_config reconciled with the flags before launch (no training here). The
 config it makes is the one transformers 5.23 turns into accelerate's FSDP plugin; every contradiction, unknown key
 and value tunewise cannot honour is a UserError naming the file and the key."""
 import dataclasses
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tunewise.errors import UserError
-from tunewise.schedule.fsdp import ModelLayout, reconcile
+from tunewise.plan.fsdp import ModelLayout, reconcile
 
 QWEN2 = ModelLayout("Qwen2ForCausalLM", ("Qwen2DecoderLayer",),
                     frozenset({"Qwen2DecoderLayer", "Qwen2Attention", "Qwen2MLP", "Qwen2RMSNorm"}))

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tunewise.memory import ModelShape, estimate_memory, format_memory, lora_parameters, parse_size
+from tunewise.plan.memory import ModelShape, estimate_memory, format_memory, lora_parameters, parse_size
 
 QWEN25_7B = {"model_type": "qwen2", "hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28,
              "num_key_value_heads": 4, "intermediate_size": 18944, "vocab_size": 152064,
@@ -56,7 +56,7 @@ def test_sizes():
 MEASURE = r"""
 import gc, json, os, resource, sys
 from tunewise.cli import main
-from tunewise.train import sft
+from tunewise.recipes import sft
 
 def status(key):  # VmRSS / VmHWM (the peak) in bytes
     with open("/proc/self/status") as f:

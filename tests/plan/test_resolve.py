@@ -1,4 +1,4 @@
-"""tunewise.train.recipe: parsed flags -> one frozen, validated Run, with nothing written to disk."""
+"""tunewise.plan.resolve: parsed flags -> one frozen, validated Run, with nothing written to disk."""
 import dataclasses
 import json
 
@@ -8,9 +8,9 @@ from tunewise.args import DpoArgs, SftArgs
 from tunewise.errors import UserError
 from tunewise.flags import parse
 from tunewise.models.load import builtin_meta, resolve_model
-from tunewise.train.dpo import DPO
-from tunewise.train.recipe import resolve
-from tunewise.train.sft import SFT
+from tunewise.recipes.dpo import RECIPE as DPO
+from tunewise.plan.resolve import resolve
+from tunewise.recipes.sft import RECIPE as SFT
 
 
 def test_a_run_is_resolved_once_frozen_and_writes_nothing(tmp_path):

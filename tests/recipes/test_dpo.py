@@ -113,15 +113,16 @@ def test_lora_dpo_keeps_one_copy_of_the_base_weights(tmp_path):
     from tunewise.args import DpoArgs
     from tunewise.flags import parse
     from tunewise.models.load import load_model, resolve_model
-    from tunewise.train.dpo import DPO, build_trainer
-    from tunewise.train.recipe import resolve
+    from tunewise.recipes.dpo import RECIPE as DPO
+    from tunewise.train.build import build_trainer
+    from tunewise.plan.resolve import resolve
 
     base_numel = sum(p.numel() for p in load_model(resolve_model("tunewise-tiny")).parameters())
 
     def trainer_for(*flags):
         args, sources, _ = parse(DpoArgs, ["--dataset", "concise#4", "--max_steps", "4", "--report_to", "none",
                                            "--output_dir", str(tmp_path), *flags])
-        return build_trainer(resolve(DPO, args, sources), tmp_path, [])
+        return build_trainer(resolve(DPO, args, sources), tmp_path, callbacks=[])
 
     trainer = trainer_for()
     assert trainer.ref_model is None

@@ -1,6 +1,6 @@
 """Hyper-parameter advice: by data size, method, the model's own values and identity rows; the advice a planned run
 prints."""
-from tunewise.advise import advise, format_advice
+from tunewise.plan.advice import advise, format_advice
 
 def test_advice_by_data_size_and_warnings():
     small = advise(80, "lora")
@@ -24,15 +24,15 @@ def test_advice_by_data_size_and_warnings():
 
 
 def test_plan_advice_for_a_prepared_run(tmp_path):
-    from tunewise.advise import plan_advice
+    from tunewise.plan.advice import plan_advice
     from tunewise.args import SftArgs
     from tunewise.flags import parse
-    from tunewise.train.recipe import resolve
-    from tunewise.train.sft import SFT
+    from tunewise.plan.resolve import resolve
+    from tunewise.recipes.sft import RECIPE as SFT
 
     args, sources, _ = parse(SftArgs, ["--dataset", "self_cognition#80", "--model_name", "N", "--model_author", "A",
-                                       "--num_train_epochs", "30", "--output_dir", str(tmp_path)])
-    text = plan_advice(resolve(SFT, args, sources), gpu_memory="24GiB")
+                                       "--num_train_epochs", "30", "--gpu_memory", "24GiB", "--output_dir", str(tmp_path)])
+    text = plan_advice(resolve(SFT, args, sources))
     assert "learning_rate" in text and "the model's own recommended value" in text  # the built-in model's values
     assert "likely to parrot training answers" in text  # 30 epochs on 80 samples
     assert "memory estimate:" in text and "fits in 24.00 GiB" in text
@@ -56,11 +56,11 @@ def test_identity_data_gets_the_identity_epoch_rule_whatever_is_mixed_in():
 
 
 def test_the_demo_recipe_gets_advice_that_agrees_with_it(tmp_path):
-    from tunewise.advise import plan_advice
+    from tunewise.plan.advice import plan_advice
     from tunewise.args import SftArgs
     from tunewise.flags import parse
-    from tunewise.train.recipe import resolve
-    from tunewise.train.sft import SFT
+    from tunewise.plan.resolve import resolve
+    from tunewise.recipes.sft import RECIPE as SFT
 
     args, sources, _ = parse(SftArgs, ["--dataset", "self_cognition#200", "tiny_skills#400", "--model_name", "N",
                                        "--model_author", "A", "--num_train_epochs", "5", "--output_dir", str(tmp_path)])

@@ -1,4 +1,4 @@
-"""Tests for tunewise.schedule.deepspeed: "auto" filling identical to transformers' HfTrainerDeepSpeedConfig,
+"""Tests for tunewise.plan.deepspeed: "auto" filling identical to transformers' HfTrainerDeepSpeedConfig,
 the scheduler/optimizer policy and its warnings, contradictions as UserError, and DeepSpeedSchedule bit-exact against
 deepspeed's own scheduler classes.
 
@@ -14,8 +14,9 @@ from types import SimpleNamespace
 import pytest
 
 from tunewise.errors import UserError
-from tunewise.schedule.deepspeed import BUILTIN_CONFIGS, DeepSpeedSchedule, load_config, reconcile
-from tunewise.schedule.plan import format_plan, make_schedule, plan_steps, write_plan_files
+from tunewise.plan.deepspeed import BUILTIN_CONFIGS, DeepSpeedSchedule, load_config, reconcile
+from tunewise.plan.report import format_plan, write_plan_files
+from tunewise.plan.schedule import make_schedule, plan_steps
 
 LR, T, W = 1e-4, 40, 4
 FLAGS = {"learning_rate": LR, "weight_decay": 0.1, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 16,

@@ -1,4 +1,4 @@
-"""Tests for tunewise.schedule.plan: hand-worked LR values, bit-exact agreement with transformers' schedulers and
+"""Tests for tunewise.plan.schedule: hand-worked LR values, bit-exact agreement with transformers' schedulers and
 Trainer, step arithmetic, warmup resolution, plan files.
 
 Step/LR mapping under test: ``lr_at(N)`` is the ``learning_rate`` the Trainer logs at ``global_step == N``, i.e. the
@@ -13,15 +13,14 @@ import math
 import pytest
 
 from tunewise.errors import UserError
-from tunewise.schedule.plan import (
+from tunewise.plan.report import format_plan, write_plan_files
+from tunewise.plan.schedule import (
     SCHEDULERS,
     LRSchedule,
-    format_plan,
     lr_relative_error,
     make_schedule,
     plan_steps,
     resolve_warmup,
-    write_plan_files,
 )
 
 LR = 1e-3

@@ -1,17 +1,17 @@
-"""`tunewise sft`: supervised fine-tuning with LoRA or all parameters: the SFT recipe, read top to bottom.
+"""`tunewise sft`: supervised fine-tuning with LoRA or all parameters, on transformers' Trainer.
 
-flags -> Run (tunewise.train.recipe: data, plan) -> run dir -> model -> transformers.Trainer + callbacks
-(tunewise.train.session) -> checkpoints, plots. `tunewise plan` resolves the same Run and stops there.
+What sft declares: conversations encoded with the chat template (only the assistant's tokens trained), the base
+model (with a new LoRA adapter, or whole), and its batches: padding-free where the model keeps the rows of a packed
+batch apart, with the loss computed at the trained positions only (the device plan's loss path).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
+from tunewise import ranks
 from tunewise.args import SftArgs
 from tunewise.data.encode import encode_dataset
 from tunewise.data.formats import load_conversations
-from tunewise.train.recipe import Recipe, Run
-from tunewise.train.session import training_arguments
+from tunewise.plan.run import Run
+from tunewise.recipes import Recipe
 
 
 def start_from_base(args: SftArgs, sources: dict):
@@ -19,6 +19,10 @@ def start_from_base(args: SftArgs, sources: dict):
     from tunewise.models.checkpoint import resolve
 
     return resolve(args.model, [], template=args.template), {}
+
+
+def models(run: Run) -> dict:
+    return {"model": build_model(run)}
 
 
 def build_model(run: Run):
@@ -39,11 +43,9 @@ def build_model(run: Run):
 
 def training_device():
     """Where this process trains: its GPU (LOCAL_RANK) when CUDA is visible, else the CPU (None: leave it)."""
-    import os
-
     import torch
 
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else None
+    return torch.device("cuda", ranks.local_rank()) if torch.cuda.is_available() else None
 
 
 def batching(run: Run, model) -> tuple[bool, str]:
@@ -55,7 +57,6 @@ def batching(run: Run, model) -> tuple[bool, str]:
 
     from tunewise.errors import UserError
     from tunewise.train.batches import keeps_rows_apart, probe_rows, torch_varlen_kernel, use_packed_attention
-    from tunewise.train.session import is_main_process
 
     args, notes = run.args, []
     padding_free = args.padding_free
@@ -79,40 +80,26 @@ def batching(run: Run, model) -> tuple[bool, str]:
             raise UserError(f"--chunked_loss true: {why}; give --chunked_loss false.")
         notes.append(f"note: the model's own loss is used: {why}.")
         loss = "model"
-    if is_main_process():
+    if ranks.is_main_process():
         for note in notes:
             print(note, flush=True)
     return padding_free, loss
 
 
-def build_trainer(run: Run, staging: Path, callbacks: list):
-    from transformers import Trainer
-
+def batches(run: Run, model) -> dict:
+    """The collator and the loss: padding-free where the model allows it (`batching`), logits only where trained."""
     from tunewise.train.batches import SftBatches
-    from tunewise.train.fsdp import check_active
     from tunewise.train.loss import loss_function
 
-    model = build_model(run)
     padding_free, loss = batching(run, model)
     # the engines that shard the output layer hold it whole only inside the model's forward (tunewise.train.loss)
     logits = {"chunks": "none", "trained": "none", "inside": "trained"}.get(loss, "all")
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(run, staging),
-        train_dataset=run.train_rows,
-        eval_dataset=run.val_rows or None,
-        data_collator=SftBatches(run.tokenizer, padding_free, logits=logits,
-                                 tokens=run.args.per_device_train_batch_size * run.args.max_length
-                                 if run.args.packing else None),
-        compute_loss_func=loss_function(model, loss),
-        processing_class=run.tokenizer,
-        callbacks=callbacks,
-    )
-    check_active(trainer, run)
-    return trainer
+    tokens = run.args.per_device_train_batch_size * run.args.max_length if run.args.packing else None
+    return {"data_collator": SftBatches(run.tokenizer, padding_free, logits=logits, tokens=tokens),
+            "compute_loss_func": loss_function(model, loss)}
 
 
-SFT = Recipe(
+RECIPE = Recipe(
     command="sft",
     args_class=SftArgs,
     dataset_hint="--dataset is required: a .jsonl/.json/.csv/.parquet file, a dataset folder, a Hub id (owner/name), "
@@ -120,5 +107,6 @@ SFT = Recipe(
     load=load_conversations,
     encode=encode_dataset,
     start=start_from_base,
-    build_trainer=build_trainer,
+    models=models,
+    batches=batches,
 )

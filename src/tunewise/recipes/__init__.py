@@ -1,0 +1,71 @@
+"""The training recipes: what each training command declares that differs from the others. A recipe names its
+arguments, how its rows are read and encoded, where its policy starts (read by tunewise.plan.resolve), and the
+trainer that runs it: the trainer and config classes, the config's own fields, the models, the batches and the
+loss (read by tunewise.train.build, which makes the trainer's config and the trainer in one place for all).
+
+Adding a recipe is one module here plus a line in RECIPES.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+RECIPES = {  # command -> the module whose RECIPE it is
+    "sft": "tunewise.recipes.sft",
+    "dpo": "tunewise.recipes.dpo",
+}
+
+
+def recipe(command: str) -> Recipe:
+    return importlib.import_module(RECIPES[command]).RECIPE
+
+
+def no_fields(args) -> dict:
+    return {}
+
+
+def no_batches(run, model) -> dict:
+    return {}
+
+
+def no_summary(metrics) -> list[str]:
+    return []
+
+
+def rows_as_list(rows: list):
+    return rows
+
+
+def rows_as_table(rows: list):
+    """A datasets.Dataset of the rows, as TRL's trainers take them."""
+    from datasets import Dataset
+
+    return Dataset.from_list(rows)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a training command adds to the shared machinery."""
+
+    command: str  # "sft" | "dpo": args.json's command, torchrun's sub-command
+    args_class: type
+    dataset_hint: str  # the error when --dataset is missing
+    # the plan (tunewise.plan.resolve)
+    load: Callable  # (specs, names, authors, seed) -> items (conversations, or preference pairs)
+    encode: Callable  # (tokenizer, items, system, max_length, truncation) -> (rows, EncodeStats)
+    start: Callable  # (args, sources) -> (Checkpoint, {flag: (value, source)}): the policy's start, flags it sets
+    # the trainer (tunewise.train.build)
+    models: Callable  # (run) -> the trainer's model arguments: {"model": ...} (+ "ref_model", "peft_config")
+    trainer: str = "transformers.Trainer"  # module.Class, imported when a run builds it
+    config: str = "transformers.TrainingArguments"  # its config class (TrainingArguments or a subclass)
+    config_fields: Callable = no_fields  # (args) -> the config class's own fields, beside the shared ones
+    batches: Callable = no_batches  # (run, model) -> data_collator / compute_loss_func for the trainer
+    dataset: Callable = rows_as_list  # (rows) -> the dataset the trainer takes
+    summary: Callable = no_summary  # (MetricsLog) -> the command's own end-of-run lines
+    pairs: bool = False  # rows are preference pairs (a chosen and a rejected sequence each)
+    dropout: bool = True  # the trainer keeps the model's dropout active (DPOConfig(disable_dropout=True) does not)
+
+    @property
+    def unit(self) -> str:
+        return "pairs" if self.pairs else "rows"
