@@ -16,7 +16,7 @@ class Digits:
 
 
 def test_the_finish_reason_and_the_token_counts():
-    assert reply_of(Digits, 5, [7, 8, 2], {2}) == Reply("7 8", "stop", 5, 3)  # the end-of-turn token: counted, not shown
+    assert reply_of(Digits, 5, [7, 8, 2], {2}) == Reply("7 8", "stop", 5, 3)  # end-of-turn: counted, not shown
     assert reply_of(Digits, 5, [7, 2, 0, 0], {2, 3}) == Reply("7", "stop", 5, 2)  # a batch's padding after it: no part
     assert reply_of(Digits, 5, [7, 8, 9], {2}) == Reply("7 8 9", "length", 5, 3)  # max_new_tokens reached
     assert reply_of(Digits, 5, [], {2}) == Reply("", "length", 5, 0)
