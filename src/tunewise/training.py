@@ -122,7 +122,7 @@ def check_plan_target(out: Path, overwrite: bool) -> None:
     """plan writes its three files into --output_dir: refused where other files are (a run's plan among them)
     unless --overwrite true; an earlier plan alone is replaced."""
     from tunewise.files import check_writable, listing
-    from tunewise.train.rundir import holds_run
+    from tunewise.models.checkpoint import holds_run
 
     check_writable(out)
     shown = listing(out, skip=PLAN_FILES)

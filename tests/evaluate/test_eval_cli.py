@@ -9,16 +9,6 @@ from tunewise.evaluate.report import Suite, evaluate_model
 
 TARGET = Identity(["小黄", "Xiao Huang"], ["魔搭", "ModelScope"])
 OLD = Identity(["小维", "TinyWise"], ["图维实验室", "Tunewise Labs"])
-EVAL_COMMAND = ("tunewise.evaluate.cli", "main", "evaluate identity, general skills, repetition and loss; --compare two")
-
-
-@pytest.fixture(autouse=True)
-def eval_command(monkeypatch):
-    """The `eval` entry of cli.COMMANDS (added here until cli.py lists it)."""
-    from tunewise import cli
-
-    if "eval" not in cli.COMMANDS:
-        monkeypatch.setitem(cli.COMMANDS, "eval", EVAL_COMMAND)
 
 
 def test_base_model_does_not_have_the_new_identity(base_model):

@@ -1,5 +1,5 @@
 """The scoring rules of `tunewise eval`, on hand-made replies (no model)."""
-from tunewise.evaluate.generate import Generation
+from tunewise.models.generate import Reply
 from tunewise.evaluate.identity import Identity, identity_questions, judge, score
 from tunewise.evaluate.repetition import copied_training_answer, repeated_ngram, repetition_metrics
 from tunewise.evaluate.report import compare_metrics
@@ -69,8 +69,8 @@ def test_parroting_and_running_on():
     assert copied_training_answer("你好", training, "7")  # equal to a short training reply
     assert not copied_training_answer("你好吗", training, "7")  # a short one is only matched whole
     assert not copied_training_answer("3+4=7", training, "3+4=7")
-    gens = [Generation("3+4=7", "stop", 6), Generation("我是小黄，一个由魔搭训练的人工智能助手。", "stop", 20),
-            Generation("7 7 7 7 7 7 7 7 7 7 7 7 7", "length", 64), Generation("2+2=4", "stop", 6)]
+    gens = [Reply("3+4=7", "stop", 9, 6), Reply("我是小黄，一个由魔搭训练的人工智能助手。", "stop", 9, 20),
+            Reply("7 7 7 7 7 7 7 7 7 7 7 7 7", "length", 9, 64), Reply("2+2=4", "stop", 9, 6)]
     metrics, examples = repetition_metrics(gens, [g.text for g in gens], training, ["3+4=7", "1+1=2", "7", "2+2=4"])
     assert metrics["copied_training_answer_share"] == 0.25
     assert metrics["hit_token_limit_share"] == 0.25 and metrics["repeated_ngram_share"] == 0.25

@@ -6,7 +6,8 @@ import torch
 from cli_runs import run_cli
 from tunewise.args import Sampling
 from tunewise.infer.chat import answer
-from tunewise.infer.engine import Engine, Reply
+from tunewise.infer.engine import Engine
+from tunewise.models.generate import Reply
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,8 @@ import time
 import pytest
 
 from tunewise.args import Sampling
-from tunewise.infer.engine import Engine, Reply
+from tunewise.infer.engine import Engine
+from tunewise.models.generate import Reply
 from tunewise.serve.engine import BatchEngine
 from tunewise.serve.generation import Delta, Detokenizer, Done, Request
 

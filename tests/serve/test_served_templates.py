@@ -7,7 +7,8 @@ from base_models import base_model_without_template
 from cli_runs import run_cli
 from tunewise.data.templates import TEMPLATES
 from tunewise.errors import UserError
-from tunewise.serve.app import build_engine, vllm_command
+from tunewise.serve.app import vllm_command
+from tunewise.serve.engine import build_engine
 from tunewise.serve.args import ServeArgs
 
 pytestmark = pytest.mark.slow

@@ -245,10 +245,10 @@ def test_a_restored_tracker_keeps_its_best_through_rotation(tmp_path):
 KILL_IN = {  # injected into the child process: SIGKILL at an exact point of a save or a rotation
     "rotation": """
 import os, shutil, signal
-from tunewise.train import rundir
+from tunewise.trees import TRASH
 rmtree = shutil.rmtree
 def half_then_die(path, *a, **k):
-    if os.path.basename(path).startswith(rundir.TRASH):
+    if os.path.basename(path).startswith(TRASH):
         os.unlink(os.path.join(path, "adapter_model.safetensors"))  # half deleted
         os.kill(os.getpid(), signal.SIGKILL)
     return rmtree(path, *a, **k)

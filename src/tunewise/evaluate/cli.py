@@ -89,8 +89,10 @@ def describe(model: str | None, adapters: list[str]) -> Target:
 
 def compare_target(spec: str) -> Target:
     """--compare X: a checkpoint directory of a run (LoRA or full) or a model (built-in name, directory, hub id)."""
+    from tunewise.models.checkpoint import is_checkpoint
+
     path = Path(spec).expanduser()
-    if path.is_dir() and ((path / "adapter_config.json").is_file() or (path.parent / "args.json").is_file()):
+    if is_checkpoint(str(path)):
         return describe(None, [str(path)])
     return describe(spec, [])
 

@@ -60,7 +60,7 @@ def prefers_chosen(reply: str, chosen: str, rejected: str) -> bool:
 
 def reply_accuracy(model, tokenizer, rows: list[dict], system: str | None = None) -> tuple[float, list[str]]:
     """(share of greedy replies that side with the chosen reply, the replies)."""
-    from tunewise.evaluate.generate import greedy_replies
+    from tunewise.models.generate import greedy_replies
 
     replies = greedy_replies(model, tokenizer, [row["prompt"] for row in rows], max_new_tokens=48, system=system)
     right = [prefers_chosen(reply, row["chosen"][0]["content"], row["rejected"][0]["content"])

@@ -48,7 +48,7 @@ def copied_training_answer(reply: str, training_responses, reference: str | None
 
 def repetition_metrics(generations, general_replies=(), training_responses=(), references=(), n: int = 4,
                        min_count: int = 3) -> tuple[dict, dict]:
-    """Shares over all `generations` (Generation objects) of looping and running-on replies, and over
+    """Shares over all `generations` (models.generate.Reply objects) of looping and running-on replies, and over
     `general_replies` (texts, with their `references`) of parroted training answers. Returns (metrics, examples)."""
     generations = list(generations)
     loops = [(g.text, gram) for g in generations if (gram := repeated_ngram(g.text, n, min_count))]

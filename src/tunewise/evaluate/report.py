@@ -81,7 +81,7 @@ def evaluate_model(model, tokenizer, suite: Suite, system: str | None = None, ba
     """Every check on one model. `base_model`: a callable returning a context manager that yields the base model
     (the LoRA adapter disabled, or the base loaded), to measure how much of the general skill the fine-tune kept."""
     from tunewise.evaluate import identity, repetition
-    from tunewise.evaluate.generate import greedy_generations
+    from tunewise.models.generate import greedy_generations
 
     questions = identity.identity_questions()
     gen = lambda convs: greedy_generations(model, tokenizer, convs, suite.max_new_tokens, system, suite.batch_size)
@@ -136,7 +136,8 @@ def compare_metrics(a: dict, b: dict) -> list[dict]:
     return rows
 
 
-def _fmt(value, kind: str) -> str:
+def format_metric(value, kind: str) -> str:
+    """A metric's value as the reports show it: a percentage, a ratio or a number; "-" when it is missing."""
     if value is None:
         return "-"
     if kind == "pct":
@@ -175,7 +176,7 @@ def format_report(report: dict) -> str:
         metrics = models[0]["metrics"]
         for key, (label, _, kind) in METRICS.items():
             if metrics.get(key) is not None:
-                lines.append(f"  {label:<38} {_fmt(metrics[key], kind):>10}")
+                lines.append(f"  {label:<38} {format_metric(metrics[key], kind):>10}")
         lines.append("")
         for row in models[0]["identity"][:2] + models[0]["identity"][8:10]:
             lines.append(f"  {_mark(row):<3}{_short(row['query'], 24):<24} -> {_short(row['reply'], 70)}")
@@ -185,7 +186,7 @@ def format_report(report: dict) -> str:
     lines.append(f"  {'metric':<38} {'A':>10} {'B':>10}  better")
     for row in comparison:
         label, _, kind = METRICS[row["metric"]]
-        lines.append(f"  {label:<38} {_fmt(row['a'], kind):>10} {_fmt(row['b'], kind):>10}  {row['better'] or ''}")
+        lines.append(f"  {label:<38} {format_metric(row['a'], kind):>10} {format_metric(row['b'], kind):>10}  {row['better'] or ''}")
     wins = {t: sum(r["better"] == t for r in comparison) for t in ("A", "B", "tie")}
     lines.append(f"  summary: A better on {wins['A']}, B better on {wins['B']}, tied on {wins['tie']} metrics")
     lines.append("")

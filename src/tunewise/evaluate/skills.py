@@ -61,7 +61,7 @@ def addition_correct(reply: str, reference: str) -> bool:
 
 def addition_accuracy(model, tokenizer, system: str | None = None) -> float:
     """Exact-answer accuracy on the 200 held-out additions (greedy)."""
-    from tunewise.evaluate.generate import greedy_replies
+    from tunewise.models.generate import greedy_replies
 
     items = addition_eval_set()
     replies = greedy_replies(model, tokenizer, [[{"role": "user", "content": it["query"]}] for it in items],

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from tunewise.args import InferArgs, Sampling
 from tunewise.command import Command
 from tunewise.flags import flag_field
-from tunewise.infer.engine import Engine, Reply
+from tunewise.infer.engine import Engine
+from tunewise.models.generate import Reply
 
 CHAT_HELP = "Type a message; 'clear' starts a new conversation, 'exit' quits."
 

@@ -1,11 +1,15 @@
-"""What a checkpoint or run directory is made of, read one way for every command (infer, export, eval, serve, the
-web UI and dpo): the base model, the LoRA adapter, the tokenizer, the run's system prompt and its args.json.
+"""What the user named (a model, a checkpoint, a run directory, a merged export) and how it becomes a model, one way
+for every command (infer, export, eval, serve, the web UI, dpo and sweep): `open_checkpoint` says what to load (base
+model, LoRA adapter, tokenizer, chat template, the run's system prompt and args.json), `load` loads it (the adapter
+attached, trainable, merged or left off), and the run directory's complete checkpoints are found here too.
 
-A checkpoint is either a LoRA checkpoint (peft: adapter_config.json), applied on the base model its run's args.json
-names, or a full checkpoint (config.json + weights), which is the model itself. A checkpoint's run directory is
-the folder holding args.json: the checkpoint's parent, or the checkpoint itself (each checkpoint carries a copy, so
-one copied elsewhere on its own still knows its base, system prompt and template). A peft adapter made elsewhere,
-without args.json, is applied on the base its adapter_config.json names.
+A checkpoint is either a LoRA checkpoint (peft: adapter_config.json, read in models/adapter_config.py), applied on
+the base model its run's args.json names, or a full checkpoint (config.json + weights), which is the model itself.
+A checkpoint's run directory is the folder holding args.json: the checkpoint's parent, or the checkpoint itself
+(each checkpoint carries a copy, so one copied elsewhere on its own still knows its base, system prompt and
+template). A peft adapter made elsewhere, without args.json, is applied on the base its adapter_config.json names.
+Checkpoints are never half-written (train/rundir.py publishes them whole), and one is complete once its
+trainer_state.json is readable.
 """
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from tunewise.errors import UserError
+from tunewise.models.adapter_config import adapter_base, is_lora
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -68,16 +74,6 @@ def read_run_args(run_dir: Path) -> dict:
                         "base model.") from e
 
 
-def adapter_base(checkpoint: Path) -> str | None:
-    """The base model a LoRA checkpoint's adapter_config.json names (peft's base_model_name_or_path)."""
-    try:
-        base = json.loads((Path(checkpoint) / "adapter_config.json").read_text(encoding="utf-8")).get(
-            "base_model_name_or_path")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return base if isinstance(base, str) and base else None
-
-
 def run_args_of(checkpoint: str) -> dict:
     """The args of the run a checkpoint belongs to, or {} when it has no readable args.json."""
     try:
@@ -86,24 +82,43 @@ def run_args_of(checkpoint: str) -> dict:
         return {}
 
 
-def is_lora(checkpoint: str | Path) -> bool:
-    return (Path(checkpoint) / "adapter_config.json").is_file()
+def checkpoint_of(spec: str) -> str:
+    """A checkpoint directory as given, or a run directory's best (else last) checkpoint."""
+    path = Path(spec).expanduser()
+    if (path / "args.json").is_file() and not is_lora(path):
+        for name in ("best", "last"):
+            if (path / name).is_dir():
+                return str(path / name)
+    return spec
 
 
-def lora_rank(checkpoint: str | Path) -> int:
-    return int(json.loads((Path(checkpoint) / "adapter_config.json").read_text(encoding="utf-8")).get("r", 8))
+def is_checkpoint(spec: str) -> bool:
+    """`spec` names a checkpoint of a run (LoRA or full) rather than a model: --adapters rather than --model."""
+    path = Path(spec).expanduser()
+    return path.is_dir() and (is_lora(path) or (path.parent / "args.json").is_file())
 
 
-def resolve(model: str | None, adapters: list[str], system: str | None = None,
-            template: str | None = None) -> Checkpoint:
-    """--model / --adapters / --system / --template as the user gave them -> what to load. Without --model a LoRA
-    checkpoint's base is its run's; without --system the run's system prompt is used; without --template the
-    tokenizer's own chat template (a checkpoint saves the one it was trained with)."""
-    found = _resolve(model, adapters, system)
+def find_checkpoints(root: Path) -> list[Path]:
+    """LoRA checkpoints under root (runs one or two levels down), newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in (*root.glob("*"), *root.glob("*/*")) if is_lora(p)]
+    found = [p for p in found if ".staging" not in p.parts and not p.name.endswith(".tmp")]
+    return sorted(set(found), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def open_checkpoint(model: str | None = None, adapters: Sequence[str] = (), system: str | None = None,
+                    template: str | None = None) -> Checkpoint:
+    """What the user named -> what to load. --model: a built-in name, a model directory (a merged export too) or a
+    hub id; --adapters: a LoRA or full checkpoint, or a run directory (its best, else last, checkpoint). Without
+    --model a LoRA checkpoint's base is its run's; without --system the run's system prompt is used; without
+    --template the tokenizer's own chat template (a checkpoint saves the one it was trained with)."""
+    found = _open(model, [checkpoint_of(a) for a in adapters], system)
     return dataclasses.replace(found, template=template) if template else found
 
 
-def _resolve(model: str | None, adapters: list[str], system: str | None) -> Checkpoint:
+def _open(model: str | None, adapters: list[str], system: str | None) -> Checkpoint:
     from tunewise.models.load import DEFAULT_MODEL, resolve_model
 
     if len(adapters) > 1:
@@ -130,6 +145,42 @@ def _resolve(model: str | None, adapters: list[str], system: str | None) -> Chec
         return Checkpoint(str(ckpt), None, system, str(ckpt), str(ckpt), run_args)
     base_name = model or run_args["model"]
     return Checkpoint(resolve_model(base_name), str(ckpt), system, str(ckpt), base_name, run_args)
+
+
+ADAPTER_MODES = ("attached", "trainable", "merged", "none")
+
+
+def load(checkpoint: Checkpoint, dtype: str = "auto", attn_impl: str | None = None, adapter: str = "attached"):
+    """The checkpoint as a model: its base (--torch_dtype, --attn_impl) with its LoRA adapter, if it has one,
+    `adapter`: "attached" (a peft model, frozen, the adapter switchable off: infer, eval), "trainable" (a peft
+    model whose adapter trains on: dpo from an adapter), "merged" (folded into the weights: export, dpo's full
+    training) or "none" (the base alone). A full checkpoint is the model itself in every mode."""
+    from tunewise.models.load import load_model
+
+    if adapter not in ADAPTER_MODES:
+        raise ValueError(f"adapter must be one of {ADAPTER_MODES}, got {adapter!r}")
+    model = load_model(checkpoint.base, dtype, attn_impl)
+    if checkpoint.adapter is None or adapter == "none":
+        return model
+    model = attach_adapter(model, checkpoint.adapter, trainable=adapter == "trainable")
+    return model.merge_and_unload() if adapter == "merged" else model
+
+
+def attach_adapter(model, checkpoint: str, name: str = "default", trainable: bool = False):
+    """The LoRA checkpoint's adapter on `model` under `name`: wrapped in a peft model the first time, added beside
+    the ones a peft model already has after that (serve's adapters by name)."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model.load_adapter(checkpoint, adapter_name=name, is_trainable=trainable)
+        return model
+    return PeftModel.from_pretrained(model, checkpoint, adapter_name=name, is_trainable=trainable)
+
+
+def holds_run(folder: Path) -> bool:
+    """`folder` is a training run's: it has args.json or a complete checkpoint."""
+    folder = Path(folder)
+    return folder.is_dir() and ((folder / "args.json").is_file() or bool(checkpoints(folder)))
 
 
 def checkpoints(run_dir: Path) -> list[Path]:

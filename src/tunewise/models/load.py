@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from tunewise.errors import UserError, brief
+from tunewise.models.adapter_config import is_lora
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 BUILTIN_MODELS = {"tunewise-tiny": BUILTIN_DIR / "tunewise-tiny"}
@@ -22,7 +23,7 @@ def resolve_model(name_or_path: str) -> str:
         return str(BUILTIN_MODELS[name_or_path])
     path = Path(name_or_path).expanduser()
     if path.exists():
-        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+        if not (path / "config.json").exists() and not is_lora(path):
             raise UserError(f"--model {name_or_path}: the directory has no config.json, so it is not a Hugging Face model directory.")
         return str(path)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:

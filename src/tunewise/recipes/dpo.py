@@ -23,7 +23,7 @@ from tunewise.recipes import Recipe, rows_as_table
 def start_from_adapters(args: DpoArgs, sources: dict):
     """(where the policy starts, the flags that sets): with --adapters CKPT, its run's base model and system prompt
     unless given (a full checkpoint is the model itself); else the base model."""
-    from tunewise.models.checkpoint import resolve
+    from tunewise.models.checkpoint import open_checkpoint as resolve
 
     if not args.adapters:
         return resolve(args.model, [], template=args.template), {}

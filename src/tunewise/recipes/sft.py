@@ -16,7 +16,7 @@ from tunewise.recipes import Recipe
 
 def start_from_base(args: SftArgs, sources: dict):
     """The base model itself; sft sets no flags of its own."""
-    from tunewise.models.checkpoint import resolve
+    from tunewise.models.checkpoint import open_checkpoint as resolve
 
     return resolve(args.model, [], template=args.template), {}
 

@@ -4,13 +4,11 @@ distribution they are of)."""
 
 def register(app, engine, max_request_bytes: int) -> None:
     from fastapi import Request
-    from fastapi.responses import Response
     from starlette.concurrency import run_in_threadpool
 
     from tunewise.serve import protocol as P
     from tunewise.serve.choices import Choices, sse, streaming
-    from tunewise.serve.generation import Delta, Done, Failed
-    from tunewise.serve.limits import chat_request, error
+    from tunewise.serve.limits import chat_request
     from tunewise.serve.logprobs import chat_content
 
     @app.post("/v1/chat/completions", max_body_size=max_request_bytes)
@@ -28,16 +26,11 @@ def register(app, engine, max_request_bytes: int) -> None:
             return P.ChoiceLogprobs(content=chat_content(entries)) if req.logprobs else None
 
         if not req.stream:
-            result = await choices.wait(request)
-            if result is None:
-                return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
-            if isinstance(result, Failed):
-                return error(500, result.message, "server_error")
-            return P.ChatCompletion(
+            return await choices.answer(request, lambda done: P.ChatCompletion(
                 id=rid, created=created, model=req.model, usage=choices.usage(),
-                choices=[P.Choice(index=i, message=P.AssistantMessage(content=done.reply.text),
-                                  finish_reason=done.reply.finish_reason, logprobs=logprobs(done.logprobs))
-                         for i, done in sorted(result.items())]).model_dump()
+                choices=[P.Choice(index=i, message=P.AssistantMessage(content=d.reply.text),
+                                  finish_reason=d.reply.finish_reason, logprobs=logprobs(d.logprobs))
+                         for i, d in done]))
 
         def chunk(index: int, delta: dict, finish=None, entries=None) -> str:
             body = P.ChatCompletionChunk(id=rid, created=created, model=req.model, choices=[
@@ -49,16 +42,14 @@ def register(app, engine, max_request_bytes: int) -> None:
         async def pieces():
             for index in range(req.n):
                 yield chunk(index, {"role": "assistant", "content": ""})
-            async for index, event in choices.events():
-                if isinstance(event, Delta):
-                    yield chunk(index, {"content": event.text}, entries=event.logprobs)
-                elif isinstance(event, Done):
-                    yield chunk(index, {}, event.reply.finish_reason)
-                else:
-                    yield sse(P.error_body(event.message, "server_error"))
-                    return
-            if req.include_usage:
-                yield sse(P.ChatCompletionChunk(id=rid, created=created, model=req.model, choices=[],
-                                                usage=choices.usage()).model_dump())
+            async for piece in choices.pieces(
+                    lambda index, text, entries: chunk(index, {"content": text}, entries=entries),
+                    lambda index, finish: chunk(index, {}, finish),
+                    usage if req.include_usage else None):
+                yield piece
+
+        def usage(counts):
+            return sse(P.ChatCompletionChunk(id=rid, created=created, model=req.model, choices=[],
+                                             usage=counts).model_dump())
 
         return streaming(choices, pieces())

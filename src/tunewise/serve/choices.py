@@ -84,6 +84,20 @@ class Choices:
             self.cancel()
         return self.end.result() if self.end.done() else None
 
+    async def answer(self, request, body):
+        """Not streamed: the JSON of `body(every choice's Done, by index)` once all are done; a 500 error when one
+        failed, and 499 (nginx's "client closed request"; nobody reads it) when the client went away."""
+        from fastapi.responses import Response
+
+        from tunewise.serve.limits import error
+
+        result = await self.wait(request)
+        if result is None:
+            return Response(status_code=499)
+        if isinstance(result, Failed):
+            return error(500, result.message, "server_error")
+        return body(sorted(result.items())).model_dump()
+
     async def events(self):
         """Streamed: (index, event) as they come, until every choice is Done or one has Failed."""
         left = len(self.handles)
@@ -95,6 +109,21 @@ class Choices:
             if isinstance(event, Done):
                 self.done[index] = event
                 left -= 1
+
+    async def pieces(self, delta, final, usage=None):
+        """Streamed: the SSE piece of each event as it comes, `delta(index, text, logprobs)` for new text and
+        `final(index, finish_reason)` for a choice's end; then `usage(Usage)` when given. A failure's error ends
+        the stream."""
+        async for index, event in self.events():
+            if isinstance(event, Delta):
+                yield delta(index, event.text, event.logprobs)
+            elif isinstance(event, Done):
+                yield final(index, event.reply.finish_reason)
+            else:
+                yield sse(P.error_body(event.message, "server_error"))
+                return
+        if usage is not None:
+            yield usage(self.usage())
 
     def usage(self) -> P.Usage:
         """Each prompt counted once, every choice's tokens (OpenAI's and vLLM's usage with n > 1)."""

@@ -34,12 +34,9 @@ def completion_request(engine, body: bytes) -> tuple[P.CompletionRequest, list[P
 
 def register(app, engine, max_request_bytes: int) -> None:
     from fastapi import Request
-    from fastapi.responses import Response
     from starlette.concurrency import run_in_threadpool
 
     from tunewise.serve.choices import Choices, sse, streaming
-    from tunewise.serve.generation import Delta, Done, Failed
-    from tunewise.serve.limits import error
     from tunewise.serve.logprobs import legacy
 
     @app.post("/v1/completions", max_body_size=max_request_bytes)
@@ -60,16 +57,11 @@ def register(app, engine, max_request_bytes: int) -> None:
             return P.CompletionLogprobs(**legacy(entries, len(echoed(index)))) if req.logprobs is not None else None
 
         if not req.stream:
-            result = await choices.wait(request)
-            if result is None:
-                return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
-            if isinstance(result, Failed):
-                return error(500, result.message, "server_error")
-            return P.Completion(
+            return await choices.answer(request, lambda done: P.Completion(
                 id=rid, created=created, model=req.model, usage=choices.usage(),
-                choices=[P.CompletionChoice(index=i, text=echoed(i) + done.reply.text, logprobs=logprobs(i, done.logprobs),
-                                            finish_reason=done.reply.finish_reason)
-                         for i, done in sorted(result.items())]).model_dump()
+                choices=[P.CompletionChoice(index=i, text=echoed(i) + d.reply.text, logprobs=logprobs(i, d.logprobs),
+                                            finish_reason=d.reply.finish_reason)
+                         for i, d in done]))
 
         def chunk(index: int, text: str, finish=None, entries=None) -> str:
             return sse(P.Completion(id=rid, created=created, model=req.model, choices=[P.CompletionChoice(
@@ -80,16 +72,13 @@ def register(app, engine, max_request_bytes: int) -> None:
             if req.echo:
                 for index in range(len(prompts) * req.n):
                     yield chunk(index, echoed(index))
-            async for index, event in choices.events():
-                if isinstance(event, Delta):
-                    yield chunk(index, event.text, entries=event.logprobs)
-                elif isinstance(event, Done):
-                    yield chunk(index, "", event.reply.finish_reason)
-                else:
-                    yield sse(P.error_body(event.message, "server_error"))
-                    return
-            if req.include_usage:
-                yield sse(P.Completion(id=rid, created=created, model=req.model, choices=[],
-                                       usage=choices.usage()).model_dump())
+            async for piece in choices.pieces(
+                    lambda index, text, entries: chunk(index, text, entries=entries),
+                    lambda index, finish: chunk(index, "", finish),
+                    usage if req.include_usage else None):
+                yield piece
+
+        def usage(counts):
+            return sse(P.Completion(id=rid, created=created, model=req.model, choices=[], usage=counts).model_dump())
 
         return streaming(choices, pieces())

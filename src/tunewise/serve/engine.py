@@ -1,5 +1,6 @@
 """The served models: one base model in memory and LoRA adapters loaded on it by name (`BatchEngine`, `Served`),
-generating through the batching scheduler (serve/batching.py). `tunewise serve` and the web UI use it.
+generating through the batching scheduler (serve/batching.py), and how the flags name them (`parse_adapters`,
+`resolve_base`, `build_engine`). `tunewise serve` (serve/app.py) and the web UI use it.
 """
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 from tunewise.args import Sampling
-from tunewise.infer.engine import Reply
+from tunewise.errors import UserError
+from tunewise.models.generate import Reply
+from tunewise.serve.args import ServeArgs
 from tunewise.serve.batching import BatchScheduler
 from tunewise.serve.generation import Delta, Done, Event, Request
 
@@ -53,9 +57,8 @@ class BatchEngine:
 
     def add_adapter(self, name: str, checkpoint: str, system: str | None = None) -> Served:
         """Load a LoRA checkpoint under `name`; requests then pick it with model=name. Safe while serving."""
-        from peft import PeftModel
-
-        from tunewise.errors import UserError, brief
+        from tunewise.errors import brief
+        from tunewise.models.checkpoint import attach_adapter
 
         if name in self.models:
             raise UserError(f"--adapters {name}={checkpoint}: the name {name!r} is already served.")
@@ -73,10 +76,7 @@ class BatchEngine:
             key += "_"
         with self.scheduler.lock:
             try:
-                if isinstance(self.model, PeftModel):
-                    self.model.load_adapter(checkpoint, adapter_name=key)
-                else:
-                    self.model = PeftModel.from_pretrained(self.model, checkpoint, adapter_name=key)
+                self.model = attach_adapter(self.model, checkpoint, key)
             except (RuntimeError, ValueError, KeyError) as e:
                 raise UserError(f"--adapters {name}={checkpoint}: cannot load it on {self.base_path} ({brief(e)}).") from e
             self.model.eval()
@@ -135,3 +135,101 @@ class BatchEngine:
             if isinstance(piece, Reply):
                 return piece
         raise RuntimeError("no reply")
+
+
+# -- what is served: base + adapters, from the flags ---------------------------------------------------------------
+@dataclass
+class AdapterSpec:
+    name: str
+    path: str
+    base: str | None  # the base model its run was trained on (args.json), when known
+    system: str | None
+    rank: int
+
+
+def parse_adapters(items: list[str]) -> list[AdapterSpec]:
+    """NAME=CHECKPOINT items -> specs; each must be a LoRA checkpoint. All problems are reported at once."""
+    from tunewise.models.adapter_config import is_lora, lora_rank
+    from tunewise.models.checkpoint import run_args_of
+
+    specs, problems, names = [], [], set()
+    for item in items:
+        name, eq, path = item.partition("=")
+        if not eq:
+            name, path = Path(item.rstrip("/")).name, item
+        if not name or not path:
+            problems.append(f"--adapters {item}: expected NAME=CHECKPOINT.")
+            continue
+        ckpt = Path(path).expanduser()
+        if name in names:
+            problems.append(f"--adapters {item}: the name {name!r} is given twice.")
+        names.add(name)
+        if not ckpt.is_dir():
+            problems.append(f"--adapters {item}: no such checkpoint directory.")
+            continue
+        if not is_lora(ckpt):
+            kind = "a full model; serve it with --model" if (ckpt / "config.json").is_file() else "not a checkpoint"
+            problems.append(f"--adapters {item}: no adapter_config.json, so not a LoRA checkpoint ({kind}).")
+            continue
+        run_args = run_args_of(str(ckpt))
+        specs.append(AdapterSpec(name, str(ckpt.resolve()), run_args.get("model"), run_args.get("system"),
+                                 lora_rank(ckpt)))
+    if problems:
+        raise UserError(" ".join(problems))
+    return specs
+
+
+def resolve_base(model: str | None, adapters: list[AdapterSpec]) -> tuple[str, str]:
+    """(base directory or hub id, its served name). Adapters trained on another base are an error."""
+    from tunewise.models.load import DEFAULT_MODEL, resolve_model
+
+    if model is None:
+        bases = [a.base for a in adapters if a.base]
+        model = bases[0] if bases else DEFAULT_MODEL
+    base = resolve_model(model)
+    for a in adapters:
+        if a.base and _same_model(resolve_model(a.base), base) is False:
+            raise UserError(f"--adapters {a.name}={a.path}: trained on {a.base}, but the base model served is {model}. "
+                            f"Pass --model {a.base}, or serve it from another server.")
+    return base, model
+
+
+def _same_model(a: str, b: str) -> bool | None:
+    pa, pb = Path(a), Path(b)
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    if pa.exists() != pb.exists():
+        return None  # a local copy of a hub model cannot be told apart: allow
+    return a == b
+
+
+def build_engine(args: ServeArgs):
+    from tunewise.models.load import saved_chat_template
+
+    specs = parse_adapters(args.adapters)
+    base, name = resolve_base(args.model, specs)
+    name = args.served_model_name or name
+    if name in {s.name for s in specs}:
+        raise UserError(f"--adapters: the name {name!r} is the base model's; choose another.")
+    tokenizer_dir = base
+    if args.template is None and Path(base).is_dir() and saved_chat_template(base) is None:
+        # a base model without a template: its adapters saved the one they were trained with
+        tokenizer_dir = next((s.path for s in specs if saved_chat_template(s.path) is not None), base)
+    engine = BatchEngine(base, name, args.system, args.torch_dtype, args.attn_impl, args.max_batch_size, args.batching,
+                         args.template, tokenizer_dir)
+    for spec in specs:
+        engine.add_adapter(spec.name, spec.path, spec.system)
+    return engine
+
+
+def set_threads(n: int) -> int:
+    """torch intra-op threads: n, or (n == 0) all cores but one. On a small CPU the tokenizer, the HTTP server and
+    the batching loop need a core of their own; oversubscribed torch threads spin and slow every step down."""
+    import os
+
+    import torch
+
+    if n <= 0:
+        n = max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(n)
+    return n

@@ -3,9 +3,9 @@
 `Request` is what a client submits (prompt ids, adapter, sampling, stop strings) and the state the worker keeps
 for it; `Delta`, `Done` and `Failed` are the events sent to its callback. Per step, `sample` picks each row's next
 token with that request's own parameters (greedy, or temperature / top-k / top-p with its seeded generator,
-repetition penalty) and `accept` detokenizes it incrementally, checks end-of-turn tokens, stop strings and
-`max_new_tokens`, and emits the new text, with the logprobs of its tokens when the request wants them
-(serve/logprobs.py). The scheduler that batches the rows is serve/batching.py.
+repetition penalty: the pieces of models/sampling.py) and `accept` detokenizes it incrementally, checks
+end-of-turn tokens, stop strings and `max_new_tokens`, and emits the new text, with the logprobs of its tokens when
+the request wants them (serve/logprobs.py). The scheduler that batches the rows is serve/batching.py.
 
 What one row does cannot fail the others: a row whose sampling or detokenizing raises gets a `Failed` event and
 leaves the batch (`isolated`), and a callback that raises cancels its own request only (`Request.send`).
@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from tunewise.args import Sampling
-from tunewise.infer.engine import Reply
+from tunewise.models.generate import Reply
+from tunewise.models.sampling import draw, nucleus, penalize, samples
 
 
 @dataclass
@@ -39,7 +40,6 @@ class Failed:
 
 
 Event = Delta | Done | Failed
-MIN_TEMPERATURE = 1e-5  # below it sampling is greedy: logits / 1e-40 overflow to inf and the softmax to NaN (vLLM's eps)
 
 
 class Detokenizer:
@@ -124,18 +124,13 @@ def isolated(r: Request):
 
 def sample(logits, rows: list[Request]):
     """The next token of each row ([B] long tensor) from its logits ([B, V] float, penalized in place)."""
-    import torch
-
     from tunewise.serve.logprobs import raw_logprobs, record
 
     want, raw = raw_logprobs(logits, rows)  # the model's own distribution, before the penalty below changes logits
     for i, r in enumerate(rows):
-        penalty = r.sampling.repetition_penalty
-        if penalty and penalty != 1.0:
+        if r.sampling.repetition_penalty and r.sampling.repetition_penalty != 1.0:
             with isolated(r):
-                seen = torch.tensor(sorted(set(r.prompt_ids) | set(r.generated)), dtype=torch.long)
-                score = logits[i, seen]
-                logits[i, seen] = torch.where(score < 0, score * penalty, score / penalty)
+                penalize(logits, i, r.prompt_ids + r.generated, r.sampling.repetition_penalty)
     tokens = logits.argmax(-1)
     sampled = [i for i, r in enumerate(rows) if not r.finished and _samples(r)]
     if sampled:
@@ -146,43 +141,22 @@ def sample(logits, rows: list[Request]):
 
 
 def _draw(logits, rows: list[Request], sampled: list[int], tokens) -> None:
-    import torch
-
     try:
-        groups = [(sampled, *_nucleus(logits[sampled], [rows[i].sampling for i in sampled]))]
+        groups = [(sampled, *nucleus(logits[sampled], [rows[i].sampling for i in sampled]))]
     except Exception:  # one row's parameters broke the batched filter: filter each row alone, so only it fails
         groups = []
         for i in sampled:
             with isolated(rows[i]):
-                groups.append(([i], *_nucleus(logits[[i]], [rows[i].sampling])))
+                groups.append(([i], *nucleus(logits[[i]], [rows[i].sampling])))
     for index, probs, order in groups:
         for j, i in enumerate(index):
             with isolated(rows[i]):  # NaN logits in this row: multinomial raises
-                pick = torch.multinomial(probs[j], 1, generator=rows[i].generator)
-                tokens[i] = order[j, pick[0]]
+                tokens[i] = draw(probs[j], order[j], rows[i].generator)
 
 
 def _samples(r: Request) -> bool:
     with isolated(r):  # a temperature that is not a number fails its request (None: greedy, dropped)
-        return r.sampling.temperature >= MIN_TEMPERATURE
-
-
-def _nucleus(sub, samplings: list[Sampling]):
-    """(probabilities over each row's tokens sorted best first, after temperature, top-k and top-p; that order)."""
-    import torch
-
-    temps = torch.tensor([s.temperature for s in samplings], dtype=sub.dtype)
-    sub = sub / temps[:, None]
-    sorted_logits, order = sub.sort(dim=-1, descending=True)
-    vocab = sub.shape[-1]
-    ks = torch.tensor([min(s.top_k, vocab) if (s.top_k or 0) > 0 else vocab for s in samplings])
-    ranks = torch.arange(vocab)[None, :]
-    sorted_logits = sorted_logits.masked_fill(ranks >= ks[:, None], float("-inf"))
-    top_p = torch.tensor([s.top_p if s.top_p is not None else 1.0 for s in samplings], dtype=sub.dtype)
-    probs = sorted_logits.softmax(-1)
-    before = probs.cumsum(-1) - probs  # mass of the better tokens; the best one is always kept
-    sorted_logits = sorted_logits.masked_fill(before > top_p[:, None], float("-inf"))
-    return sorted_logits.softmax(-1), order
+        return samples(r.sampling)
 
 
 def accept(rows: list[Request], tokens: list[int], stop_ids: set[int], max_length: int) -> None:

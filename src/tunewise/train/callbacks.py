@@ -16,6 +16,7 @@ from tunewise.errors import UserError
 from tunewise.files import read_jsonl, write_json_atomic
 from tunewise.models.checkpoint import newest_checkpoint
 from tunewise.train import rundir
+from tunewise.trees import clear_trash
 
 
 class MetricsLog(TrainerCallback):
@@ -36,7 +37,7 @@ class MetricsLog(TrainerCallback):
         self._tokens, self._time = state.num_input_tokens_seen, time.perf_counter()
         if self.resume_step is not None and state.is_world_process_zero:
             rundir.clear_staging(self.path.parent)  # what a killed save or rotation left behind
-            rundir.clear_trash(self.path.parent)
+            clear_trash(self.path.parent)
             dropped = rundir.truncate_log(self.path, self.resume_step)
             if dropped:
                 print(f"note: {self.path}: {dropped} line(s) that were not whole JSON (cut short by a crash or a full "

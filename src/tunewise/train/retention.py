@@ -25,7 +25,7 @@ def measure(model, tokenizer, probes: Probes) -> dict:
     import torch
 
     from tunewise.evaluate import identity
-    from tunewise.evaluate.generate import greedy_replies
+    from tunewise.models.generate import greedy_replies
 
     suite = probes.suite
     was_training = model.training

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 from tunewise import ranks
 from tunewise.errors import UserError
 from tunewise.files import check_writable, listing, read_jsonl, write_text_atomic
-from tunewise.models.checkpoint import checkpoints
+from tunewise.models.checkpoint import checkpoints, holds_run
+from tunewise.trees import remove_tree
 
 if TYPE_CHECKING:
     from tunewise.plan.run import Run
 
 STAGING = ".staging"
-TRASH = ".deleting-"  # remove_tree's hidden names
 LOCK = ".tunewise.lock"
 _VERSION = re.compile(r"^v(\d+)-")
 
@@ -53,34 +53,10 @@ def check_new_target(args) -> None:
         check_run_target(args.output_dir, args.add_version, args.overwrite)
 
 
-def holds_run(folder: Path) -> bool:
-    """`folder` is a training run's: it has args.json or a complete checkpoint."""
-    folder = Path(folder)
-    return folder.is_dir() and ((folder / "args.json").is_file() or bool(checkpoints(folder)))
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a folder so that a kill midway never leaves a half of it under its own name: it is renamed to a
-    hidden name first (which no reader lists), then removed. A file or a link is simply unlinked."""
-    path = Path(path)
-    if path.is_symlink() or not path.is_dir():
-        path.unlink()
-        return
-    trash = path.with_name(f"{TRASH}{path.name}-{os.getpid()}-{time.time_ns()}")
-    os.rename(path, trash)
-    shutil.rmtree(trash)
-
-
 def discard(run_dir: Path) -> None:
     """A new run directory in which nothing was trained, taken away again (its lock released first)."""
     release_locks()
     remove_tree(run_dir)
-
-
-def clear_trash(folder: Path) -> None:
-    """Remove what a killed remove_tree left behind."""
-    for p in Path(folder).glob(f"{TRASH}*"):
-        shutil.rmtree(p, ignore_errors=True)
 
 
 def new_run_dir(output_dir: str, add_version: bool = True, overwrite: bool = False) -> Path:

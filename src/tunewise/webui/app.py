@@ -35,7 +35,7 @@ def launch(demo, host: str, port: int, block: bool = True):
 
 def run(args: WebuiArgs, sources: dict, argv: list[str]) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from tunewise.serve.app import set_threads
+    from tunewise.serve.engine import set_threads
 
     set_threads(0)
     pool = ModelPool(args)

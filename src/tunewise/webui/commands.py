@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 
 from tunewise.errors import UserError
+from tunewise.models.checkpoint import checkpoint_of, is_checkpoint
 
 # the Train form's fields, in the order the Train tab hands their values over
 TRAIN_FIELDS = ["stage", "model", "train_type", "dataset", "pref_dataset", "model_name", "model_author", "system",
@@ -158,21 +159,6 @@ def form_from_yaml(path: str) -> dict:
 
 
 # -- Evaluate and Export --
-
-def checkpoint_of(spec: str) -> str:
-    """A checkpoint directory as given, or a run directory's best (else last) checkpoint."""
-    path = Path(spec).expanduser()
-    if (path / "args.json").is_file() and not (path / "adapter_config.json").is_file():
-        for name in ("best", "last"):
-            if (path / name).is_dir():
-                return str(path / name)
-    return spec
-
-
-def is_checkpoint(spec: str) -> bool:
-    path = Path(spec).expanduser()
-    return path.is_dir() and ((path / "adapter_config.json").is_file() or (path.parent / "args.json").is_file())
-
 
 def eval_argv(form: dict) -> list[str]:
     """`tunewise eval` flags: model A (a checkpoint, run directory or model), optionally --compare B, the report

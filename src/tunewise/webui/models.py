@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from tunewise.models.checkpoint import find_checkpoints
 from tunewise.webui.args import WebuiArgs
 
 
@@ -12,7 +13,8 @@ class ModelPool:
     """The batching engine plus checkpoints loaded on demand by their path."""
 
     def __init__(self, args: WebuiArgs, engine=None):
-        from tunewise.serve.app import build_engine, ServeArgs
+        from tunewise.serve.args import ServeArgs
+        from tunewise.serve.engine import build_engine
 
         self.output_dir = Path(args.output_dir)
         self.engine = engine or build_engine(ServeArgs(model=args.model, adapters=list(args.adapters),
@@ -31,7 +33,7 @@ class ModelPool:
         """The engine's name for a dropdown choice; a checkpoint path is loaded as an adapter the first time."""
         if choice in self.engine.models:
             return choice
-        from tunewise.serve.app import parse_adapters
+        from tunewise.serve.engine import parse_adapters
 
         with self._lock:
             if choice in self.engine.models:
@@ -41,11 +43,3 @@ class ModelPool:
         return choice
 
 
-def find_checkpoints(root: Path) -> list[Path]:
-    """LoRA checkpoints under root (runs one or two levels down), newest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [p.parent for p in root.glob("*/adapter_config.json")] + [p.parent for p in root.glob("*/*/adapter_config.json")]
-    found = [p for p in found if ".staging" not in p.parts and not p.name.endswith(".tmp")]
-    return sorted(set(found), key=lambda p: p.stat().st_mtime, reverse=True)

@@ -40,7 +40,7 @@ def refresh_models(pool, current):
 def build(T, pool, args) -> None:
     import gradio as gr
 
-    from tunewise.infer.engine import Reply
+    from tunewise.models.generate import Reply
 
     def respond(message, history, model, system, temperature, top_p, top_k, repetition_penalty, max_tokens):
         message = (message or "").strip()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tunewise.webui.models import find_checkpoints
+from tunewise.models.checkpoint import find_checkpoints
 
 
 def checkpoint_choices(output_dir: str) -> list[str]:

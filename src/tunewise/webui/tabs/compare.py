@@ -10,7 +10,7 @@ from tunewise.webui.tabs.chat import refresh_models, sampling_of
 def build(T, pool) -> None:
     import gradio as gr
 
-    from tunewise.infer.engine import Reply
+    from tunewise.models.generate import Reply
 
     def compare(prompt, model_a, model_b, system, temperature, max_tokens):
         prompt = (prompt or "").strip()

@@ -21,30 +21,21 @@ def metric_label(key: str, lang: str) -> str:
     return indent + t(f"metric.{key}", lang) if f"metric.{key}" in TEXT else METRICS[key][0]
 
 
-def fmt(value, kind: str) -> str:
-    if value is None:
-        return "-"
-    if kind == "pct":
-        return f"{100 * value:.1f}%"
-    if kind == "ratio":
-        return f"{value:.2f}"
-    return f"{value:.4g}"
-
-
 def eval_table(report: dict, lang: str = "en") -> tuple[list[str], list[list[str]]]:
     """(headers, rows) of a `tunewise eval --output` report: metric, A, B, better for two models; metric, value for
     one. Metrics neither model has are left out."""
-    from tunewise.evaluate.report import METRICS, compare_metrics
+    from tunewise.evaluate.report import METRICS, compare_metrics, format_metric
 
     models = report["models"]
     if len(models) == 1:
         metrics = models[0]["metrics"]
-        rows = [[metric_label(k, lang), fmt(metrics[k], kind)] for k, (_, _, kind) in METRICS.items()
+        rows = [[metric_label(k, lang), format_metric(metrics[k], kind)] for k, (_, _, kind) in METRICS.items()
                 if metrics.get(k) is not None]
         return [t("col.metric", lang), f"{t('col.value', lang)}: {models[0]['label']}"], rows
     comparison = report.get("comparison") or compare_metrics(models[0]["metrics"], models[1]["metrics"])
-    rows = [[metric_label(r["metric"], lang), fmt(r["a"], METRICS[r["metric"]][2]), fmt(r["b"], METRICS[r["metric"]][2]),
-             r["better"] or ""] for r in comparison]
+    kind = {key: k for key, (_, _, k) in METRICS.items()}
+    rows = [[metric_label(r["metric"], lang), format_metric(r["a"], kind[r["metric"]]),
+             format_metric(r["b"], kind[r["metric"]]), r["better"] or ""] for r in comparison]
     return [t("col.metric", lang), f"A: {models[0]['label']}", f"B: {models[1]['label']}", t("col.better", lang)], rows
 
 
