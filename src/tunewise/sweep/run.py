@@ -20,7 +20,6 @@ command: finished trials are skipped, the stopped one starts again from scratch)
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -31,7 +30,8 @@ import time
 from pathlib import Path
 
 from tunewise.command import Command
-from tunewise.errors import Stopped, UserError
+from tunewise.errors import Stopped, UserError, raise_problems
+from tunewise.files import read_json
 from tunewise.sweep.grid import Grid, SweepArgs, Trial, parse_grid
 from tunewise.sweep.signals import StopSignals, SweepInterrupted
 
@@ -58,13 +58,6 @@ def _write_json(path: Path, data) -> None:
     write_json_atomic(path, data)
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def eval_settings(options: SweepArgs) -> dict:
     return {"general_limit": options.eval_general_limit, "max_new_tokens": options.eval_max_new_tokens}
 
@@ -84,8 +77,7 @@ def plan_trials(grid: Grid) -> dict[str, int]:
         except UserError as e:
             if str(e) not in problems:
                 problems.append(str(e))
-    if problems:
-        raise UserError(" ".join(problems))
+    raise_problems(problems)
     return steps
 
 
@@ -104,7 +96,7 @@ def _resolved(argv: list[str]) -> dict | None:
 
 def finished(trial: Trial, settings: dict) -> dict | None:
     """The trial's record when it finished with the same flags and evaluation; raises when its flags differ."""
-    rec = _read_json(trial.dir / TRIAL_RECORD)
+    rec = read_json(trial.dir / TRIAL_RECORD)
     if not rec or rec.get("status") != "ok":
         return None
     if _resolved(rec.get("argv") or []) != _resolved(trial.argv) or rec.get("eval") != settings:
@@ -158,7 +150,7 @@ def _suite(options: SweepArgs, target):
 
 
 def _baselines(path: Path) -> list[dict]:
-    known = _read_json(path)
+    known = read_json(path)
     return [b for b in known if isinstance(b, dict)] if isinstance(known, list) else []
 
 
