@@ -48,7 +48,7 @@ def test_the_tolerant_json_reader_gives_the_default_for_a_missing_corrupt_or_und
     assert read_json(path, []) == []
     assert read_json(tmp_path, 0) == 0  # a folder
     path.write_text(json.dumps({"step": 3, "name": "小黄"}, ensure_ascii=False), encoding="utf-8")
-    assert read_json(path) == {"step": 3, "name": "小黄"} and read_json(str(path), {}) == {"step": 3, "name": "小黄"}
+    assert read_json(path) == read_json(str(path), {}) == {"step": 3, "name": "小黄"}
     path.write_text("[1, 2]")
     assert read_json(path, {}) == [1, 2]  # any JSON value: the caller checks its shape
 
@@ -60,7 +60,8 @@ def test_the_strict_json_reader_names_the_file_line_and_column(tmp_path):
     path.write_text('{\n "zero_optimization": {\n  "stage": 3,\n }\n}')
     with pytest.raises(UserError) as e:
         read_json_object(path)
-    assert str(e.value) == f"{path}: invalid JSON at line 4, column 2: Expecting property name enclosed in double quotes."
+    assert str(e.value) == (f"{path}: invalid JSON at line 4, column 2: "
+                            "Expecting property name enclosed in double quotes.")
     path.write_text("[1]")
     with pytest.raises(UserError, match=r"ds\.json: expected a JSON object, got list\.$"):
         read_json_object(path)
