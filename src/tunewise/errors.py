@@ -1,10 +1,21 @@
 """The exceptions the CLI turns into one paragraph and an exit code, without a traceback."""
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class UserError(Exception):
     """Input the user can fix (a flag, a file, a data row). The message names the file, line and field."""
 
     exit_code = 2
+
+
+def raise_problems(problems: Iterable[str], intro: str = "", sep: str = " ", end: str = "") -> None:
+    """Every problem found at once, as one UserError: `intro`, the problems joined by `sep`, then `end`. Nothing
+    happens when there are none. Each check collects its sentences in a list and ends with this one call."""
+    problems = list(problems)
+    if problems:
+        raise UserError(intro + sep.join(problems) + end)
 
 
 def brief(error: BaseException, limit: int = 300) -> str:

@@ -73,3 +73,37 @@ def listing(folder, skip=(), most: int = 5) -> str:
     folder = Path(folder)
     names = sorted(p.name for p in folder.iterdir() if p.name not in skip) if folder.is_dir() else []
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def read_json(path, default=None):
+    """The JSON value in `path`, or `default` when the file is missing, unreadable, not UTF-8 or not valid JSON (a
+    record cut short by a crash, or one another process is writing): for files whose absence only means "not yet"."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return default
+
+
+def json_object(text: str, label: str) -> dict:
+    """The JSON object `text` holds; a UserError that starts with `label` (what the text is: a flag, a file) and
+    names the line and column of invalid JSON, or the type of a value that is not an object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{label}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}.") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{label}: expected a JSON object, got {type(value).__name__}.")
+    return value
+
+
+def read_json_object(path, label: str | None = None) -> dict:
+    """The JSON object in the file `path`, strictly: a file the user gave that cannot be read, is not UTF-8, is not
+    valid JSON or holds no object is a UserError starting with `label` (default: the path)."""
+    label = label or str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{label}: not UTF-8 text ({e.reason} at byte {e.start}).") from None
+    except OSError as e:
+        raise UserError(f"{label}: cannot read it ({e.strerror or e}).") from None
+    return json_object(text, label)

@@ -13,7 +13,7 @@ import typing
 from dataclasses import field
 from pathlib import Path
 
-from tunewise.errors import UserError
+from tunewise.errors import raise_problems
 
 
 def not_one_of(args, choices: dict[str, tuple]) -> list[str]:
@@ -193,8 +193,7 @@ def parse(cls, argv: list[str], extra_flags: dict | None = None):
         except ValueError as e:
             where = "--" + f.name if source == "flag" else f"{given['config'][0]}: {f.name}"
             problems.append(f"{where}: {e}.")
-    if problems:
-        raise UserError(" ".join(problems))
+    raise_problems(problems)
     args = cls(**values)
     for f in dataclasses.fields(cls):
         sources.setdefault(f.name, "default")

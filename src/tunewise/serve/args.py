@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from tunewise.errors import UserError
+from tunewise.errors import raise_problems
 from tunewise.flags import below_minimum, flag_field
 
 ENGINES = ("hf", "vllm")
@@ -56,8 +56,7 @@ class ServeArgs:
             problems.append(f"--host {self.host} without --api-key: the models would be open to anyone who can reach "
                             "the port. Pass --api-key KEY (clients send 'Authorization: Bearer KEY'), or "
                             "--allow_no_api_key to serve them openly anyway.")
-        if problems:
-            raise UserError(" ".join(problems))
+        raise_problems(problems)
 
     def open_warning(self) -> str | None:
         """What to print when the server is reachable from the network without a key (--allow_no_api_key)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tunewise.args import SftArgs
 from tunewise.flags import below_minimum, convert_value, field_kind, flag_field, flag_groups, flag_table, parse
-from tunewise.errors import UserError
+from tunewise.errors import UserError, raise_problems
 
 DEFAULT_SWEEP_DIR = "output/sweep"
 NEVER_AXES = ("system", "lr_scheduler_kwargs")  # free text: a comma is part of the value
@@ -42,9 +42,7 @@ class SweepArgs:
     eval_max_new_tokens: int = flag_field(128, "longest reply in the evaluation (a reply reaching it counts as running on)")
 
     def __post_init__(self):
-        problems = below_minimum(self, ("eval_general_limit",), 0) + below_minimum(self, ("eval_max_new_tokens",))
-        if problems:
-            raise UserError(" ".join(problems))
+        raise_problems(below_minimum(self, ("eval_general_limit",), 0) + below_minimum(self, ("eval_max_new_tokens",)))
 
 
 @dataclass
@@ -114,7 +112,7 @@ def _check(hints: dict, axes: list[Axis], trials: list[Trial], fixed: list) -> s
             parse(SftArgs, _assemble(fixed, {a.flag: good.get(a.flag, a.values[0]) for a in axes}))
         except UserError as e:
             problems.insert(0, str(e))
-        raise UserError(" ".join(problems))
+        raise_problems(problems)
     system, messages = None, {}
     for trial in trials:
         try:
@@ -161,8 +159,7 @@ def parse_grid(argv: list[str]) -> Grid:
         else:
             fixed.append((name, values))
     problems += list(dict.fromkeys(f"--{a.flag} is given twice." for a in axes if seen.count(a.name) > 1))
-    if problems:
-        raise UserError(" ".join(problems))
+    raise_problems(problems)
     options, _, _ = parse(SweepArgs, sweep_argv)
     root = Path(sweep_dir)
 

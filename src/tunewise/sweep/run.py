@@ -20,7 +20,6 @@ command: finished trials are skipped, the stopped one starts again from scratch)
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -31,7 +30,9 @@ import time
 from pathlib import Path
 
 from tunewise.command import Command
-from tunewise.errors import Stopped, UserError
+from tunewise.errors import Stopped, UserError, raise_problems
+from tunewise.files import read_json
+from tunewise.sweep.evaluation import baselines, eval_settings, evaluate_trial
 from tunewise.sweep.grid import Grid, SweepArgs, Trial, parse_grid
 from tunewise.sweep.signals import StopSignals, SweepInterrupted
 
@@ -58,17 +59,6 @@ def _write_json(path: Path, data) -> None:
     write_json_atomic(path, data)
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def eval_settings(options: SweepArgs) -> dict:
-    return {"general_limit": options.eval_general_limit, "max_new_tokens": options.eval_max_new_tokens}
-
-
 def plan_trials(grid: Grid) -> dict[str, int]:
     """Each trial's optimizer steps from its plan; data and plan errors surface here, before any training."""
     from tunewise.args import SftArgs
@@ -84,8 +74,7 @@ def plan_trials(grid: Grid) -> dict[str, int]:
         except UserError as e:
             if str(e) not in problems:
                 problems.append(str(e))
-    if problems:
-        raise UserError(" ".join(problems))
+    raise_problems(problems)
     return steps
 
 
@@ -104,7 +93,7 @@ def _resolved(argv: list[str]) -> dict | None:
 
 def finished(trial: Trial, settings: dict) -> dict | None:
     """The trial's record when it finished with the same flags and evaluation; raises when its flags differ."""
-    rec = _read_json(trial.dir / TRIAL_RECORD)
+    rec = read_json(trial.dir / TRIAL_RECORD)
     if not rec or rec.get("status") != "ok":
         return None
     if _resolved(rec.get("argv") or []) != _resolved(trial.argv) or rec.get("eval") != settings:
@@ -140,66 +129,6 @@ def train_trial(trial: Trial, signals: StopSignals) -> tuple[int, float]:
         raise Stopped(f"trial {trial.name} was stopped by a signal (exit {rc}); the sweep stops too. Finished trials "
                       "are kept: run the same command again to continue (that trial starts again).", rc)
     return rc, time.perf_counter() - start
-
-
-def _eval_args(options: SweepArgs, system: str | None = None):
-    from tunewise.evaluate.cli import EvalArgs
-
-    return EvalArgs(max_new_tokens=options.eval_max_new_tokens, retention_baseline=False, system=system)
-
-
-def _suite(options: SweepArgs, target):
-    from tunewise.evaluate.cli import build_suite
-
-    suite = build_suite(_eval_args(options), [target])
-    if options.eval_general_limit:
-        suite.general = suite.general[:options.eval_general_limit]
-    return suite
-
-
-def _baselines(path: Path) -> list[dict]:
-    known = _read_json(path)
-    return [b for b in known if isinstance(b, dict)] if isinstance(known, list) else []
-
-
-def base_evaluation(grid: Grid, target, suite) -> dict:
-    """The base model's scores on the sweep's prompts, computed once and kept in base_eval.json."""
-    from tunewise.evaluate.cli import describe, run_one
-
-    model = target.run_args.get("model")
-    key = {"model": model, "system": grid.system, "target": suite.target.as_dict(), **eval_settings(grid.options)}
-    path = grid.sweep_dir / "base_eval.json"
-    known = _baselines(path)
-    for cached in known:
-        if cached.get("key") == key:
-            return cached
-    print(f"evaluating the base model {model} once (the retention baseline) ...", flush=True)
-    result = run_one(_eval_args(grid.options, grid.system), describe(model, []), suite)
-    m = result["metrics"]
-    base = {"key": key, "model": model, "identity_accuracy": m["identity_accuracy"],
-            "identity_claims_old": m["identity_claims_old"], "general_accuracy": m["general_accuracy"],
-            "general_count": len(suite.general)}
-    _write_json(path, [*known, base])
-    return base
-
-
-def evaluate_trial(grid: Grid, trial: Trial) -> tuple[dict, dict]:
-    """(metrics, base) of the trial's last checkpoint; the full report goes to TRIAL/eval.json."""
-    from tunewise.evaluate.cli import describe, run_one
-
-    ckpt = trial.dir / "last"
-    if not ckpt.exists():
-        raise RuntimeError("no checkpoint was written")
-    target = describe(None, [str(ckpt.resolve())])
-    suite = _suite(grid.options, target)
-    base = base_evaluation(grid, target, suite)
-    result = run_one(_eval_args(grid.options), target, suite)
-    m = result["metrics"]
-    m["general_accuracy_base"] = base["general_accuracy"]
-    m["general_retention"] = (m["general_accuracy"] / base["general_accuracy"]
-                              if m["general_accuracy"] is not None and base["general_accuracy"] else None)
-    _write_json(trial.dir / "eval.json", result)
-    return m, base
 
 
 def train_losses(run_dir: Path) -> list[dict]:
@@ -326,7 +255,7 @@ def run_grid(grid: Grid, command: str, signals: StopSignals, records: list[dict]
     print(f"sweep: {total} trial{'s' * (total > 1)} ({axes}) in {grid.sweep_dir}; "
           f"{sum(r is not None for r in previous.values())} finished earlier, {clock.steps_left} optimizer steps to run",
           flush=True)
-    base = ([None] + _baselines(grid.sweep_dir / "base_eval.json"))[-1]
+    base = ([None] + baselines(grid.sweep_dir / "base_eval.json"))[-1]
     for k, trial in enumerate(grid.trials, 1):
         head = f"[{k}/{total}] {trial.name} ({', '.join(filter(None, [trial.flags_text(), f'{steps[trial.name]} steps']))})"
         rec = previous[trial.name]

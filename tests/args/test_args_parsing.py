@@ -1,11 +1,9 @@
-import dataclasses
-import json
-
+"""Reading flags and YAML into the command classes: sources, multi-value flags and aliases, booleans, unknown flags
+and keys, values of the wrong type."""
 import pytest
 
 from tunewise.args import ExportArgs, InferArgs, SftArgs
 from tunewise.flags import parse
-from tunewise.plan.resolve import recommended_changes, revalidated
 from tunewise.errors import UserError
 
 
@@ -62,31 +60,3 @@ def test_yaml_errors_name_file_and_line(tmp_path):
     cfg.write_text("lerning_rate: 1e-4\n")
     with pytest.raises(UserError, match="unknown key 'lerning_rate'.*learning_rate"):
         parse(SftArgs, ["--config", str(cfg)])
-
-
-def test_recommended_values_only_replace_defaults():
-    args, sources, _ = parse(SftArgs, ["--learning_rate", "5e-5"])
-    changed = recommended_changes(sources, {"learning_rate": 1e-3, "gradient_accumulation_steps": 1})
-    assert changed == {"gradient_accumulation_steps": 1}
-    resolved = revalidated(args, {name: (value, "model") for name, value in changed.items()})
-    assert resolved.learning_rate == 5e-5 and resolved.gradient_accumulation_steps == 1
-    assert args.gradient_accumulation_steps == 16  # parsed args are frozen: resolving builds a new object
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        args.learning_rate = 1.0
-    json.dumps(sources)
-
-
-def test_a_recommended_value_is_validated_like_a_flag_and_named_as_the_models():
-    args, sources, _ = parse(SftArgs, [])
-    with pytest.raises(UserError) as err:
-        revalidated(args, {"lora_rank": (0, "model")})
-    assert "--lora_rank 0: must be at least 1." in str(err.value)
-    assert "lora_rank=0 (recommended by tunewise-tiny)" in str(err.value)
-
-
-def test_full_fine_tuning_defaults_to_a_tenth_of_the_lora_rate():
-    lora, sources, _ = parse(SftArgs, ["--dataset", "d.jsonl"])
-    full, _, _ = parse(SftArgs, ["--dataset", "d.jsonl", "--train_type", "full"])
-    assert lora.learning_rate == 1e-4 and full.learning_rate == 1e-5 and sources["learning_rate"] == "default"
-    given, sources, _ = parse(SftArgs, ["--train_type", "full", "--learning_rate", "3e-5"])
-    assert given.learning_rate == 3e-5 and sources["learning_rate"] == "flag"

@@ -1,0 +1,110 @@
+"""Command-line arguments: one dataclass per command (sft, dpo, infer, export; eval, serve, webui and sweep keep
+theirs beside their commands), ms-swift flag names, composed from groups of flags that each carry their help and
+their own checks: model, LoRA, data, optimisation, speed, distributed, evaluation, run directory (sft); those plus
+preference (dpo); model and sampling (infer). Each command's class checks its values in __post_init__ (every group's
+problems, then those that involve flags of two groups) and reports all problems at once as a UserError;
+tunewise.flags reads flags and YAML into them.
+
+The sft, dpo and infer classes are frozen: a run's values change only by building a new, re-validated object
+(dataclasses.replace), as tunewise.plan.resolve does with a model's recommended values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tunewise.args.data import TRUNCATION, DataArgs
+from tunewise.args.distributed import DS_SCHEDULER_MODES, DistributedArgs
+from tunewise.args.evaluation import EARLY_STOP_ON, EvaluationArgs
+from tunewise.args.lora import TRAIN_TYPES, LoraArgs
+from tunewise.args.model import ATTN_IMPLS, TEMPLATE_NAMES, TORCH_DTYPES, ModelArgs
+from tunewise.args.optimisation import DEFAULT_LEARNING_RATE, GUARD_MODES, NAN_POLICIES, OptimisationArgs
+from tunewise.args.preference import LOSS_TYPES, PreferenceArgs
+from tunewise.args.run_dir import REPORT_TO, RunDirArgs, installed
+from tunewise.args.sampling import Sampling
+from tunewise.args.speed import SpeedArgs
+from tunewise.errors import raise_problems
+from tunewise.flags import flag_field, not_one_of
+
+__all__ = ["SftArgs", "DpoArgs", "InferArgs", "ExportArgs", "Sampling", "ModelArgs", "DataArgs", "LoraArgs",
+           "OptimisationArgs", "SpeedArgs", "DistributedArgs", "EvaluationArgs", "RunDirArgs", "PreferenceArgs",
+           "installed", "TORCH_DTYPES", "ATTN_IMPLS", "TEMPLATE_NAMES", "TRAIN_TYPES", "TRUNCATION", "GUARD_MODES",
+           "NAN_POLICIES", "DEFAULT_LEARNING_RATE", "DS_SCHEDULER_MODES", "EARLY_STOP_ON", "REPORT_TO", "LOSS_TYPES"]
+
+
+# A dataclass lists its bases' fields from the last base to the first: the groups are written in reverse so that
+# the flags (and --help) read model, LoRA, data, optimisation, speed, distributed, evaluation, run directory.
+@dataclass(frozen=True)
+class SftArgs(RunDirArgs, EvaluationArgs, DistributedArgs, SpeedArgs, OptimisationArgs, DataArgs, LoraArgs,
+              ModelArgs):
+    """Supervised fine-tuning (`tunewise sft`); `tunewise plan` takes the same flags."""
+
+    def __post_init__(self):
+        if self.learning_rate is None:
+            object.__setattr__(self, "learning_rate",
+                               DEFAULT_LEARNING_RATE.get(self.train_type, DEFAULT_LEARNING_RATE["lora"]))
+        raise_problems(self.problems())
+
+    def problems(self) -> list[str]:
+        """Each group's problems, then those of flags of two groups together."""
+        problems = (self.model_problems() + self.lora_problems() + self.data_problems() + self.optimisation_problems()
+                    + self.speed_problems() + self.distributed_problems() + self.evaluation_problems()
+                    + self.run_dir_problems())
+        if self.packing and not self.padding_free:
+            problems.append("--packing true keeps each packed row apart through padding-free batches; it cannot be "
+                            "used with --padding_free false.")
+        if self.group_by_length and self.padding_free:
+            problems.append("--group_by_length true groups rows to save padding; with --padding_free true (the "
+                            "default) there is none: give --padding_free false as well.")
+        return problems
+
+    def recipe(self) -> str:
+        """The key of a built-in model's recommended values for this kind of run (tunewise.json "recommended")."""
+        return self.train_type
+
+
+@dataclass(frozen=True)
+class DpoArgs(PreferenceArgs, SftArgs):
+    """Direct preference optimisation (`tunewise dpo`): the sft flags plus the DPO ones."""
+
+    # TRL's DPOTrainer pads its chosen/rejected pairs and computes their log-probabilities itself
+    padding_free: bool = flag_field(False, "sft only: dpo pads its pairs (TRL computes their log-probabilities)")
+    chunked_loss: bool = flag_field(False, "sft only: TRL computes the DPO loss (--use_liger_kernel fuses it on CUDA)")
+    packing: bool = flag_field(False, "sft only: dpo trains on preference pairs, not packed rows")
+    use_liger_kernel: bool | None = flag_field(False, "Liger's fused DPO loss (CUDA; pip install 'tunewise[gpu]')")
+
+    def problems(self) -> list[str]:
+        return ([f"--{flag} true: an sft option; dpo pads its preference pairs and TRL computes their "
+                 "log-probabilities over every position." for flag in ("padding_free", "chunked_loss", "packing")
+                 if getattr(self, flag)]
+                + super().problems() + self.preference_problems())
+
+    def recipe(self) -> str:
+        return f"dpo_{self.train_type}"  # DPO wants far smaller steps than SFT on the same model
+
+
+@dataclass(frozen=True)
+class InferArgs(ModelArgs, Sampling):
+    """Chat with a base model or a fine-tuned checkpoint (`tunewise infer`)."""
+
+    model: str | None = flag_field(None, "base model; read from the run's args.json when --adapters is given")
+    adapters: list[str] = flag_field([], "a LoRA checkpoint (peft) or a full checkpoint directory")
+    query: str | None = flag_field(None, "answer this one question and exit; without it an interactive chat starts")
+    stream: bool = flag_field(True, "print tokens as they are generated")
+
+    def __post_init__(self):
+        raise_problems(self.model_problems() + self.sampling_problems())
+
+
+@dataclass
+class ExportArgs:
+    """Write a checkpoint as a plain Hugging Face model directory (`tunewise export`)."""
+
+    adapters: list[str] = flag_field([], "the LoRA checkpoint to export")
+    model: str | None = flag_field(None, "base model; read from the run's args.json when omitted")
+    merge_lora: bool = flag_field(True, "merge the LoRA weights into the base model")
+    output_dir: str | None = flag_field(None, "default: CHECKPOINT-merged next to the checkpoint")
+    torch_dtype: str = flag_field("auto", "dtype of the written weights")
+    overwrite: bool = flag_field(False, "replace an existing --output_dir (never the checkpoint or run being exported)")
+
+    def __post_init__(self):
+        raise_problems(not_one_of(self, {"torch_dtype": TORCH_DTYPES}))

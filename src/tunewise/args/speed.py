@@ -1,0 +1,27 @@
+"""The speed flags: what each step computes (padding-free batches, the chunked or fused loss, recomputation,
+compilation) and how fast batches are fed. The values are chosen per device in the plan (tunewise.models.device);
+these flags only say what was asked."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tunewise.flags import flag_field
+
+
+@dataclass(frozen=True)
+class SpeedArgs:
+    gradient_checkpointing: bool = flag_field(False, "recompute activations in the backward pass to save memory")
+    padding_free: bool = flag_field(True, "concatenate a batch's rows into one sequence whose position_ids restart per "
+                                          "row (attention stays inside each row; checked on the model before training) "
+                                          "instead of padding them: the same loss, no compute spent on padding")
+    chunked_loss: bool = flag_field(True, "the output layer and cross-entropy only at the trained positions, a chunk "
+                                          "at a time, so the whole batch's vocabulary-wide logits never exist; false: "
+                                          "the model's own loss over every position")
+    use_liger_kernel: bool | None = flag_field(None, "Liger's fused Triton kernels, fused linear cross-entropy included "
+                                                      "(CUDA; pip install 'tunewise[gpu]'); replaces --chunked_loss "
+                                                      "(default: on for a CUDA run when liger-kernel is installed)")
+    torch_compile: bool = flag_field(False, "compile the model with torch.compile (slow first steps)")
+    dataloader_num_workers: int = flag_field(0, "data loader worker processes")
+
+    def speed_problems(self) -> list[str]:
+        return []  # every value is a choice; what a device cannot do is the plan's to say (tunewise.models.device)
