@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunewise.errors import UserError
+from tunewise.plan.schedule import PlannedCurve
 
 _DIR = Path(__file__).with_name("ds_configs")
 BUILTIN_CONFIGS = {name: _DIR / f"{name}.json" for name in ("zero2", "zero3", "zero3_offload")}
@@ -67,17 +68,11 @@ def load_config(spec: str) -> tuple[dict, str]:
 
 
 @dataclass(frozen=True)
-class DeepSpeedSchedule:
+class DeepSpeedSchedule(PlannedCurve):
     """A DeepSpeed scheduler kept from the JSON, evaluated in pure Python with deepspeed's float operations.
     Same interface as ``plan.LRSchedule``. ``warmup_steps`` is the JSON's ``warmup_num_steps`` after "auto" filling;
     deepspeed itself warms up over ``max(2, warmup_steps)`` (``effective_warmup``). ``learning_rate`` is the peak
     (``warmup_max_lr``, or the optimizer's lr for WarmupCosineLR); ``kwargs`` the other params."""
-
-    scheduler: str
-    learning_rate: float
-    warmup_steps: int
-    total_steps: int
-    kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.scheduler not in DS_SCHEDULERS:
@@ -118,11 +113,6 @@ class DeepSpeedSchedule:
             gamma = 1.0
         return lo + ((self.learning_rate - lo) * gamma)
 
-    def _check(self, step) -> int:
-        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= self.total_steps:
-            raise ValueError(f"step must be an int in [0, {self.total_steps}], got {step!r}")
-        return step
-
     def lr_at(self, step: int) -> float:
         """The ``learning_rate`` the Trainer logs at ``global_step == step`` (the engine has stepped ``step`` times)."""
         return self.lr_after(self._check(step) - 1)
@@ -135,14 +125,8 @@ class DeepSpeedSchedule:
         """The LR optimizer update ``step`` (1-based) actually ran with: one scheduler step behind the log."""
         return self.lr_after(max(self._check(step) - 2, -1))
 
-    def curve(self) -> list[tuple[int, float]]:
-        return [(step, self.lr_at(step)) for step in range(self.total_steps + 1)]
-
     def key_points(self) -> dict[str, tuple[int, float]]:
-        w, t = self.effective_warmup, self.total_steps
-        steps = {"start": 1, "mid_warmup": w // 2 + 1, "end_warmup": w + 1, "midpoint": w + (t - w) // 2 + 1,
-                 "last": t}
-        return {name: (min(s, t), self.lr_at(min(s, t))) for name, s in steps.items()}
+        return self.points(self.effective_warmup)
 
     def trainer_kwargs(self) -> dict:
         # The HF scheduler is never built (the engine builds the JSON's); warmup_steps must still be the JSON's

@@ -123,15 +123,40 @@ def resolve_warmup(total_steps, warmup_ratio=None, warmup_steps=None) -> int:
 
 
 @dataclass(frozen=True)
-class LRSchedule:
-    """A transformers LR scheduler, evaluated in pure Python. ``kwargs`` is ``TrainingArguments.lr_scheduler_kwargs``.
-    See the module docstring for what ``lr_at`` and ``optimizer_lr_at`` mean in Trainer terms."""
+class PlannedCurve:
+    """What every planned learning-rate schedule has (transformers' here, a kept DeepSpeed one in plan/deepspeed.py):
+    the scheduler's name, its peak, warm-up and length, its options, and the curve its ``lr_at`` draws."""
 
     scheduler: str
     learning_rate: float
     warmup_steps: int
     total_steps: int
     kwargs: dict = field(default_factory=dict)
+
+    def lr_at(self, step: int) -> float:
+        raise NotImplementedError
+
+    def _check(self, step) -> int:
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= self.total_steps:
+            raise ValueError(f"step must be an int in [0, {self.total_steps}], got {step!r}")
+        return step
+
+    def curve(self) -> list[tuple[int, float]]:
+        return [(step, self.lr_at(step)) for step in range(self.total_steps + 1)]
+
+    def points(self, warmup: int, **more: int) -> dict[str, tuple[int, float]]:
+        """Update numbers (1-based, as logged) and their LR: first update, halfway through the warm-up, first update
+        at the peak, halfway through what follows, last update (and `more`)."""
+        w, t = warmup, self.total_steps
+        steps = {"start": 1, "mid_warmup": w // 2 + 1, "end_warmup": w + 1, "midpoint": w + (t - w) // 2 + 1,
+                 "last": t, **more}
+        return {name: (min(s, t), self.lr_at(min(s, t))) for name, s in steps.items()}
+
+
+@dataclass(frozen=True)
+class LRSchedule(PlannedCurve):
+    """A transformers LR scheduler, evaluated in pure Python. ``kwargs`` is ``TrainingArguments.lr_scheduler_kwargs``.
+    See the module docstring for what ``lr_at`` and ``optimizer_lr_at`` mean in Trainer terms."""
 
     def __post_init__(self):
         s, kw = self.scheduler, dict(self.kwargs)
@@ -222,11 +247,6 @@ class LRSchedule:
             return max(0.0, value * (1.0 - m) + m)
         return m
 
-    def _check(self, step) -> int:
-        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= self.total_steps:
-            raise ValueError(f"step must be an int in [0, {self.total_steps}], got {step!r}")
-        return step
-
     def lr_at(self, step: int) -> float:
         """LR used by optimizer update ``step`` = the ``learning_rate`` the Trainer logs at ``global_step == step``."""
         return self.learning_rate * self.factor(max(self._check(step) - 1, 0))
@@ -235,18 +255,12 @@ class LRSchedule:
         """``optimizer.param_groups[0]["lr"]`` in ``on_step_end``/``on_log`` when ``global_step == step``."""
         return self.learning_rate * self.factor(self._check(step))
 
-    def curve(self) -> list[tuple[int, float]]:
-        return [(step, self.lr_at(step)) for step in range(self.total_steps + 1)]
-
     def key_points(self) -> dict[str, tuple[int, float]]:
-        """Update numbers (1-based, as logged): first update, halfway through warmup, first update at peak,
-        halfway through the post-warmup phase, last update (plus the first decay update for WSD)."""
-        w, t = self.warmup_steps, self.total_steps
-        steps = {"start": 1, "mid_warmup": w // 2 + 1, "end_warmup": w + 1,
-                 "midpoint": w + (t - w) // 2 + 1, "last": t}
+        """`points` (plus the first decay update for WSD)."""
+        w = self.warmup_steps
         if self.scheduler == "warmup_stable_decay":
-            steps["decay_start"] = w + self._wsd_phases()[0] + 1
-        return {name: (min(s, t), self.lr_at(min(s, t))) for name, s in steps.items()}
+            return self.points(w, decay_start=w + self._wsd_phases()[0] + 1)
+        return self.points(w)
 
     def trainer_kwargs(self) -> dict:
         return {"lr_scheduler_type": self.scheduler, "warmup_steps": int(self.warmup_steps),
