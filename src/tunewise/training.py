@@ -22,11 +22,12 @@ from tunewise.recipes import Recipe, recipe
 from tunewise.train import launch, rundir
 
 
-def train(recipe: Recipe, args, sources: dict, argv: list[str]) -> int:
-    """One sft or dpo run; a UserError (exit 2) for anything it cannot honour, before anything is written."""
+def train(recipe: Recipe, args, sources: dict, argv: list[str], command: str) -> int:
+    """One training run; a UserError (exit 2) for anything it cannot honour, before anything is written. `command`
+    is the one typed (torchrun's processes run it again)."""
     run = resolve(recipe, args, sources)
     rundir.check_new_target(run.args)
-    return launch_ranks(run, argv) if launch.wants_launch(run.args) else drive(run)
+    return launch_ranks(run, argv, command) if launch.wants_launch(run.args) else drive(run)
 
 
 def drive(run) -> int:
@@ -60,7 +61,7 @@ def end_run(run) -> None:
     launch.end_process_group()
 
 
-def launch_ranks(run, argv: list[str]) -> int:
+def launch_ranks(run, argv: list[str], command: str) -> int:
     """The launching parent: node 0's prints the plan, makes (or locks) the run directory and runs torchrun's
     processes on it; another node's writes nothing (its ranks get node 0's run directory over the process group).
     A launch that trained nothing takes its new run directory away again, as one process would."""
@@ -68,11 +69,11 @@ def launch_ranks(run, argv: list[str]) -> int:
     if args.node_rank > 0:
         print(f"--node_rank {args.node_rank} of --nnodes {args.nnodes}: joining node 0 at {args.master_addr}:"
               f"{args.master_port}, which prints the plan and writes the run directory.", flush=True)
-        return launch.launch(args, argv, run.recipe.command, None)
+        return launch.launch(args, argv, command, None)
     print_plan(run)
     run_dir = rundir.launch_run_dir(run)
     try:
-        return launch.launch(args, argv, run.recipe.command, run_dir)
+        return launch.launch(args, argv, command, run_dir)
     except UserError:
         if not args.resume_from_checkpoint and not (run_dir / "logging.jsonl").exists():
             rundir.discard(run_dir)
@@ -83,23 +84,38 @@ def launch_ranks(run, argv: list[str]) -> int:
 
 def training(name: str) -> Command:
     chosen = recipe(name)
-    return Command(chosen.args_class, lambda args, sources, argv: train(chosen, args, sources, argv))
+    return Command(chosen.args_class, lambda args, sources, argv: train(chosen, args, sources, argv, name))
 
 
 SFT = training("sft")
 DPO = training("dpo")
+RLHF_TYPES = ("dpo", "grpo")  # ms-swift's --rlhf_type values that tunewise trains (each a recipe)
 
 
-def plan_recipe(argv: list[str]) -> Recipe:
-    """The recipe `tunewise plan` plans: sft, or dpo with --rlhf_type dpo."""
+def rlhf_recipe(argv: list[str], required: bool = True) -> Recipe | None:
+    """The recipe --rlhf_type names (None without the flag, where it is not required)."""
     from tunewise.flags import flag_groups
 
     kinds = [values for name, values in flag_groups(argv) if name == "rlhf_type"]
     if not kinds:
-        return recipe("sft")
-    if kinds[-1] != ["dpo"]:
-        raise UserError(f"--rlhf_type {' '.join(kinds[-1])}: tunewise plans 'dpo' runs (or sft runs without the flag).")
-    return recipe("dpo")
+        if required:
+            raise UserError(f"--rlhf_type is required: one of {', '.join(RLHF_TYPES)}.")
+        return None
+    kind = " ".join(kinds[-1])
+    if kind not in RLHF_TYPES:
+        raise UserError(f"--rlhf_type {kind}: tunewise trains {', '.join(RLHF_TYPES)} (kto, orpo, simpo and cpo are "
+                        "not built yet).")
+    return recipe(kind)
+
+
+RLHF = Command(lambda argv: rlhf_recipe(argv).args_class,
+               lambda args, sources, argv: train(rlhf_recipe(argv), args, sources, argv, "rlhf"),
+               extra_flags={"rlhf_type": None})
+
+
+def plan_recipe(argv: list[str]) -> Recipe:
+    """The recipe `tunewise plan` plans: sft, or the one --rlhf_type names."""
+    return rlhf_recipe(argv, required=False) or recipe("sft")
 
 
 def plan(args, sources: dict, argv: list[str]) -> int:

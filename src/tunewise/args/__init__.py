@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from tunewise.args.data import TRUNCATION, DataArgs
 from tunewise.args.distributed import DS_SCHEDULER_MODES, DistributedArgs
 from tunewise.args.evaluation import EARLY_STOP_ON, EvaluationArgs
+from tunewise.args.grpo import GrpoFlags
 from tunewise.args.lora import TRAIN_TYPES, LoraArgs
 from tunewise.args.model import ATTN_IMPLS, TEMPLATE_NAMES, TORCH_DTYPES, ModelArgs
 from tunewise.args.optimisation import DEFAULT_LEARNING_RATE, GUARD_MODES, NAN_POLICIES, OptimisationArgs
@@ -25,7 +26,7 @@ from tunewise.args.speed import SpeedArgs
 from tunewise.errors import raise_problems
 from tunewise.flags import flag_field, not_one_of
 
-__all__ = ["SftArgs", "DpoArgs", "InferArgs", "ExportArgs", "Sampling", "ModelArgs", "DataArgs", "LoraArgs",
+__all__ = ["SftArgs", "DpoArgs", "GrpoArgs", "GrpoFlags", "InferArgs", "ExportArgs", "Sampling", "ModelArgs", "DataArgs", "LoraArgs",
            "OptimisationArgs", "SpeedArgs", "DistributedArgs", "EvaluationArgs", "RunDirArgs", "PreferenceArgs",
            "installed", "TORCH_DTYPES", "ATTN_IMPLS", "TEMPLATE_NAMES", "TRAIN_TYPES", "TRUNCATION", "GUARD_MODES",
            "NAN_POLICIES", "DEFAULT_LEARNING_RATE", "DS_SCHEDULER_MODES", "EARLY_STOP_ON", "REPORT_TO", "LOSS_TYPES"]
@@ -80,6 +81,25 @@ class DpoArgs(PreferenceArgs, SftArgs):
 
     def recipe(self) -> str:
         return f"dpo_{self.train_type}"  # DPO wants far smaller steps than SFT on the same model
+
+
+@dataclass(frozen=True)
+class GrpoArgs(GrpoFlags, SftArgs):
+    """GRPO with verifiable rewards (`tunewise rlhf --rlhf_type grpo`): the sft flags plus the GRPO ones."""
+
+    # TRL's GRPOTrainer pads the prompts and completions it generates and computes their log-probabilities itself
+    padding_free: bool = flag_field(False, "sft only: GRPO pads the completions it generates")
+    chunked_loss: bool = flag_field(False, "sft only: TRL computes the GRPO loss")
+    packing: bool = flag_field(False, "sft only: GRPO trains on prompts it completes, not packed rows")
+    use_liger_kernel: bool | None = flag_field(False, "Liger's fused GRPO loss (CUDA; pip install 'tunewise[gpu]')")
+
+    def problems(self) -> list[str]:
+        return ([f"--{flag} true: an sft option; GRPO pads the completions it generates and TRL computes their "
+                 "log-probabilities." for flag in ("padding_free", "chunked_loss", "packing") if getattr(self, flag)]
+                + super().problems() + self.grpo_problems())
+
+    def recipe(self) -> str:
+        return f"grpo_{self.train_type}"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from tunewise import ranks
 from tunewise.args import installed
 from tunewise.errors import UserError
 
@@ -44,7 +45,7 @@ class Device:
         import torch
 
         if torch.cuda.is_available():
-            index = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
+            index = ranks.local_rank() % torch.cuda.device_count()
             props = torch.cuda.get_device_properties(index)
             return cls("cuda", props.name, torch.cuda.is_bf16_supported(including_emulation=False),
                        props.total_memory)

@@ -166,7 +166,8 @@ def plan_advice(run) -> str:
     identity_recipe = meta.get("identity", {}).get(args.train_type)
     parameters = run.memory.parameters if run.memory else None
     advice = advise(run.rows, args.train_type, parameters, recommended, chosen, run.identity_rows, identity_recipe)
-    if run.recipe.pairs:  # the epoch/lr rules come from identity SFT studies; for DPO only the warmup and LoRA shape carry over
+    if not run.recipe.sft_rules:  # the epoch/lr rules come from identity SFT studies; for DPO and GRPO only the
+        # warm-up and the LoRA shape carry over
         advice = Advice({k: v for k, v in advice.recommendations.items()
                          if k not in ("num_train_epochs", "learning_rate")},
                         [w for w in advice.warnings if "num_train_epochs" not in w and "learning_rate" not in w])

@@ -49,7 +49,7 @@ def planned_memory(run, gpu_memory=None, shape: ModelShape | None = None) -> Mem
     pairs = run.recipe.pairs  # dpo: rows are preference pairs, each a chosen and a rejected sequence
     # dpo: TRL pads pairs to --max_length at most and runs chosen and rejected as one batch of two per pair
     batch = args.per_device_train_batch_size
-    if pairs:
+    if pairs or "input_ids" not in run.train_rows[0]:  # GRPO's prompts: TRL tokenizes and completes them itself
         seq = args.max_length
     elif args.padding_free:  # the largest batch holds the longest rows, without padding
         lengths = sorted(len(r["input_ids"]) for r in run.train_rows)

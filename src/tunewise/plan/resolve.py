@@ -58,7 +58,9 @@ def resolve(recipe, args, sources: Mapping[str, str]) -> Run:
                         else " (merged, then trained in full)"))
     tokenizer = start.load_tokenizer()
     train_rows, val_rows, stats = load_and_encode(recipe, args, tokenizer, notes)
-    step_plan, schedule, deepspeed, sources = plan_schedule(args, sources, len(train_rows), notes)
+    notes += recipe.check(args, train_rows, tokenizer)
+    samples = recipe.samples(args, train_rows, planned_world_size(args))
+    step_plan, schedule, deepspeed, sources = plan_schedule(args, sources, samples, notes)
     from tunewise.plan.probes import build_probes
 
     probes = build_probes(args, start.base, zero_stage(deepspeed))

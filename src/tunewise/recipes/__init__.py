@@ -14,6 +14,7 @@ from typing import Callable
 RECIPES = {  # command -> the module whose RECIPE it is
     "sft": "tunewise.recipes.sft",
     "dpo": "tunewise.recipes.dpo",
+    "grpo": "tunewise.recipes.grpo",
 }
 
 
@@ -33,6 +34,14 @@ def no_summary(metrics) -> list[str]:
     return []
 
 
+def rows_counted(args, rows: list, world_size: int) -> int:
+    return len(rows)
+
+
+def no_check(args, rows: list, tokenizer) -> list[str]:
+    return []
+
+
 def rows_as_list(rows: list):
     return rows
 
@@ -48,22 +57,27 @@ def rows_as_table(rows: list):
 class Recipe:
     """What a training command adds to the shared machinery."""
 
-    command: str  # "sft" | "dpo": args.json's command, torchrun's sub-command
+    command: str  # "sft" | "dpo" | "rlhf": args.json's command, torchrun's sub-command
     args_class: type
     dataset_hint: str  # the error when --dataset is missing
     # the plan (tunewise.plan.resolve)
-    load: Callable  # (specs, names, authors, seed) -> items (conversations, or preference pairs)
-    encode: Callable  # (tokenizer, items, system, max_length, truncation) -> (rows, EncodeStats)
+    load: Callable  # (specs, names, authors, seed) -> items (conversations, preference pairs, prompts)
+    encode: Callable  # (tokenizer, items, system, max_length, truncation) -> (rows, stats with summary())
     start: Callable  # (args, sources) -> (Checkpoint, {flag: (value, source)}): the policy's start, flags it sets
     # the trainer (tunewise.train.build)
-    models: Callable  # (run) -> the trainer's model arguments: {"model": ...} (+ "ref_model", "peft_config")
+    models: Callable  # (run) -> the trainer's model arguments: {"model": ...} (+ "ref_model", "peft_config", or
+    #                   GRPO's "reward_funcs")
     trainer: str = "transformers.Trainer"  # module.Class, imported when a run builds it
     config: str = "transformers.TrainingArguments"  # its config class (TrainingArguments or a subclass)
     config_fields: Callable = no_fields  # (args) -> the config class's own fields, beside the shared ones
     batches: Callable = no_batches  # (run, model) -> data_collator / compute_loss_func for the trainer
     dataset: Callable = rows_as_list  # (rows) -> the dataset the trainer takes
     summary: Callable = no_summary  # (MetricsLog) -> the command's own end-of-run lines
+    # the plan, where a recipe's rows are not its samples
+    samples: Callable = rows_counted  # (args, rows, world size) -> the samples an epoch trains (the plan's steps)
+    check: Callable = no_check  # (args, rows, tokenizer) -> the plan's notes; a UserError for rows it cannot train
     pairs: bool = False  # rows are preference pairs (a chosen and a rejected sequence each)
+    sft_rules: bool = True  # the advice's epoch and learning-rate rules (measured on identity SFT) apply
     dropout: bool = True  # the trainer keeps the model's dropout active (DPOConfig(disable_dropout=True) does not)
 
     @property

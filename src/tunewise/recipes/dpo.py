@@ -106,5 +106,6 @@ RECIPE = Recipe(
     dataset=rows_as_table,
     summary=rewards,
     pairs=True,
+    sft_rules=False,
     dropout=False,  # dpo_config: disable_dropout=True
 )

@@ -56,7 +56,7 @@ class MetricsLog(TrainerCallback):
             record["planned_lr"] = self.schedule.lr_at(state.global_step)
         if "loss" in logs:
             now, tokens = time.perf_counter(), state.num_input_tokens_seen
-            if self._time is not None and now > self._time:
+            if self._time is not None and now > self._time and tokens > self._tokens:  # GRPO counts none
                 record["tokens_per_s"] = round((tokens - self._tokens) / (now - self._time), 1)
             self._tokens, self._time = tokens, now
             self.latest = record

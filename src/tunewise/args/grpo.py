@@ -1,0 +1,60 @@
+"""The GRPO flags of `tunewise rlhf --rlhf_type grpo`, under ms-swift's names and with its defaults: the rewards
+(built-in names, weights, plugin files), the generations per prompt and their sampling, and the clipped policy loss
+(TRL's GRPOTrainer runs it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tunewise.flags import flag_field, not_one_of
+
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+IMPORTANCE_LEVELS = ("token", "sequence")  # sequence: GSPO
+SCALE_REWARDS = ("group", "batch", "none")
+
+
+@dataclass(frozen=True)
+class GrpoFlags:
+    reward_funcs: list[str] = flag_field([], "rewards by name: accuracy (the row's solution) | format | repetition | "
+                                             "soft_overlong | cosine | a name an --external_plugins file registers",
+                                         split_commas=True)
+    reward_weights: list[float] = flag_field([], "one weight per --reward_funcs (default 1 each)", split_commas=True)
+    external_plugins: list[str] = flag_field([], "Python files that register reward functions (ms-swift's orms['name'] "
+                                                 "or tunewise.rewards.register)")
+    num_generations: int = flag_field(8, "completions sampled per prompt (the group its rewards are compared in)")
+    max_completion_length: int = flag_field(512, "tokens a completion may have")
+    temperature: float = flag_field(0.9, "sampling temperature of the generations")
+    beta: float = flag_field(0.04, "KL penalty against the reference (0: no reference model is kept)")
+    epsilon: float = flag_field(0.2, "clipping range of the policy ratio")
+    epsilon_high: float | None = flag_field(None, "upper clipping range (DAPO's clip-higher); default: --epsilon")
+    loss_type: str = flag_field("grpo", "grpo | bnpo | dr_grpo | dapo: how token losses are averaged")
+    importance_sampling_level: str = flag_field("token", "token | sequence (GSPO)")
+    scale_rewards: str = flag_field("group", "group | batch | none: divide advantages by the rewards' std")
+    steps_per_generation: int | None = flag_field(None, "optimizer micro-steps each generation round feeds "
+                                                        "(default: --gradient_accumulation_steps)")
+    num_iterations: int = flag_field(1, "optimisation passes over each generation round (mu)")
+    log_completions: bool = flag_field(False, "write sampled completions and their rewards to completions.jsonl")
+
+    def grpo_problems(self) -> list[str]:
+        problems = not_one_of(self, {"loss_type": GRPO_LOSS_TYPES,
+                                     "importance_sampling_level": IMPORTANCE_LEVELS, "scale_rewards": SCALE_REWARDS})
+        if not self.reward_funcs:
+            problems.append("--reward_funcs: name at least one reward (accuracy, format, repetition, soft_overlong, "
+                            "cosine, or one from --external_plugins).")
+        if self.reward_weights and len(self.reward_weights) != len(self.reward_funcs):
+            problems.append(f"--reward_weights has {len(self.reward_weights)} values for {len(self.reward_funcs)} "
+                            "--reward_funcs.")
+        if self.num_generations < 2:
+            problems.append(f"--num_generations {self.num_generations}: GRPO compares a prompt's completions with "
+                            "each other; give at least 2.")
+        for name in ("max_completion_length", "num_iterations"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name} {getattr(self, name)}: must be at least 1.")
+        if self.temperature <= 0:
+            problems.append(f"--temperature {self.temperature}: GRPO samples; give a positive temperature.")
+        if self.beta < 0 or self.epsilon <= 0 or (self.epsilon_high is not None and self.epsilon_high < self.epsilon):
+            problems.append("--beta must be >= 0, --epsilon > 0 and --epsilon_high (when given) >= --epsilon.")
+        return problems
+
+    def generation_batch(self) -> int:
+        """Completions per generation round on one process (TRL's per-device generation batch)."""
+        return self.per_device_train_batch_size * (self.steps_per_generation or self.gradient_accumulation_steps)

@@ -1,0 +1,109 @@
+"""`tunewise rlhf --rlhf_type grpo`: GRPO with verifiable rewards, on TRL's GRPOTrainer.
+
+What grpo declares: prompt rows (tunewise.data.prompts) whose other fields (the `solution` above all) reach the
+reward functions; the rewards (tunewise.rewards: built-ins, weights, plugin files), checked on the rows and called
+once on their own solutions before anything is written; how many completions an epoch trains (the plan counts
+them); the policy as sft builds it (with LoRA, the reference is the policy with its adapter disabled); and
+GRPOConfig's own fields.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tunewise.args import GrpoArgs
+from tunewise.data.prompts import load_prompts, trl_rows
+from tunewise.errors import UserError
+from tunewise.plan.run import Run
+from tunewise.recipes import Recipe, rows_as_table
+from tunewise.recipes.sft import build_model, start_from_base
+
+
+@dataclass
+class PromptStats:
+    """What the plan says of GRPO's rows: prompts, each completed --num_generations times."""
+    rows: int
+    identity_rows: int = 0
+
+    def summary(self) -> str:
+        return f"{self.rows} prompts"
+
+
+def encode(tokenizer, convs, system: str | None, max_length: int, truncation: str):
+    """TRL's conversational prompt rows (TRL renders and tokenizes them itself while it generates)."""
+    return trl_rows(convs, system), PromptStats(len(convs))
+
+
+def rewards(args: GrpoArgs, rows: list[dict] | None = None, tokenizer=None):
+    """(reward callables, weights) for GRPOTrainer; with `rows`, their columns are checked and every reward is
+    called once on the first rows' own solutions, so that a bad name, column or plugin stops the run here."""
+    from tunewise.rewards.builtin import RewardArgs
+    from tunewise.rewards.registry import reward_functions, try_rewards
+
+    funcs, weights = reward_functions(args.reward_funcs, args.reward_weights, args.external_plugins, rows,
+                                      "--dataset " + " ".join(args.dataset),
+                                      RewardArgs(max_completion_length=args.max_completion_length))
+    if rows is not None:
+        try_rewards(funcs, rows, tokenizer)
+    return funcs, weights
+
+
+def completions(args: GrpoArgs, rows: list[dict], world_size: int) -> int:
+    """Completions one epoch trains, as TRL's RepeatSampler deals them: whole generation rounds of
+    per_device_train_batch_size x steps_per_generation x processes completions, --num_generations per prompt (the
+    prompts of an unfinished round are left out), each round used --num_iterations times. Checked: a round must hold
+    whole groups."""
+    round_size = args.generation_batch() * world_size
+    if round_size % args.num_generations:
+        raise UserError(f"--num_generations {args.num_generations} does not divide the {round_size} completions of a "
+                        f"generation round (--per_device_train_batch_size {args.per_device_train_batch_size} x "
+                        f"steps per generation {args.generation_batch() // args.per_device_train_batch_size} x "
+                        f"{world_size} process(es)); change one of them.")
+    prompts_per_round = round_size // args.num_generations
+    rounds = len(rows) // prompts_per_round
+    if rounds == 0:
+        raise UserError(f"--dataset: {len(rows)} prompts do not fill one generation round of {prompts_per_round} "
+                        "prompts; give more prompts or a smaller --per_device_train_batch_size.")
+    return rounds * round_size * args.num_iterations
+
+
+def check(run_args: GrpoArgs, rows: list[dict], tokenizer) -> list[str]:
+    """The plan's notes on GRPO's rows, after the rewards are checked on them."""
+    rewards(run_args, rows, tokenizer)
+    return [f"grpo: {len(rows)} prompts x {run_args.num_generations} completions of up to "
+            f"{run_args.max_completion_length} tokens; rewards {', '.join(run_args.reward_funcs)}"]
+
+
+def parts(run: Run) -> dict:
+    funcs, _ = rewards(run.args)
+    return {"model": build_model(run), "reward_funcs": funcs}
+
+
+def config_fields(args: GrpoArgs) -> dict:
+    """GRPOConfig's own fields; the shared ones come from the run (tunewise.train.build)."""
+    _, weights = rewards(args)
+    return dict(remove_unused_columns=False,  # the rewards read the rows' other columns
+                include_num_input_tokens_seen="no",  # GRPO's inputs are prompts: TRL logs num_tokens itself
+                num_generations=args.num_generations, max_completion_length=args.max_completion_length,
+                temperature=args.temperature, beta=args.beta, epsilon=args.epsilon, epsilon_high=args.epsilon_high,
+                loss_type=args.loss_type, importance_sampling_level=args.importance_sampling_level,
+                scale_rewards=args.scale_rewards, steps_per_generation=args.steps_per_generation,
+                num_iterations=args.num_iterations, reward_weights=weights, log_completions=args.log_completions)
+
+
+RECIPE = Recipe(
+    command="rlhf",
+    args_class=GrpoArgs,
+    dataset_hint="--dataset is required: prompts with a solution ({\"messages\": [...], \"solution\": ...} or "
+                 "{\"query\", \"response\"} rows), a dataset folder, a Hub id, SPEC#N, or the built-in set additions.",
+    load=load_prompts,
+    encode=encode,
+    start=start_from_base,
+    samples=completions,
+    check=check,
+    models=parts,
+    trainer="trl.GRPOTrainer",
+    config="trl.GRPOConfig",
+    config_fields=config_fields,
+    dataset=rows_as_table,
+    sft_rules=False,
+)
