@@ -148,11 +148,9 @@ def plan_fsdp(recipe, args, sources: dict, start: Checkpoint, notes: list):
     read; a config that turns activation checkpointing on sets --gradient_checkpointing (source fsdp_config)."""
     if not args.fsdp:
         return args, sources, None
-    import json
-    from pathlib import Path
-
     import torch
 
+    from tunewise.models.adapter_config import lora_dropout as adapter_dropout
     from tunewise.models.load import module_layout
     from tunewise.plan.fsdp import ModelLayout, reconcile
 
@@ -160,8 +158,7 @@ def plan_fsdp(recipe, args, sources: dict, start: Checkpoint, notes: list):
     if not recipe.dropout:
         dropouts = {}
     elif args.train_type == "lora":  # an adapter that keeps training keeps its own dropout
-        lora_dropout = (json.loads((Path(start.adapter) / "adapter_config.json").read_text(encoding="utf-8"))
-                        .get("lora_dropout", 0.0) if start.adapter else args.lora_dropout)
+        lora_dropout = adapter_dropout(start.adapter) if start.adapter else args.lora_dropout
         dropouts = {**dropouts, **({"lora_dropout": lora_dropout} if lora_dropout else {})}
     fsdp = reconcile(args.fsdp, args.fsdp_config, world_size=planned_world_size(args),
                      layout=ModelLayout(architecture, no_split, classes, tuple(dropouts.items())),

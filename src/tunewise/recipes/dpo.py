@@ -45,19 +45,14 @@ def models(run: Run) -> dict:
 def build_models(run: Run):
     from transformers import set_seed
 
+    from tunewise.models.checkpoint import load
     from tunewise.models.load import load_model, resolve_model
 
     args, start = run.args, run.start
     set_seed(args.seed)  # LoRA's A matrices are drawn before DPOTrainer seeds (see sft.build_model)
 
     def starting_model(trainable_adapter: bool):
-        model = load_model(start.base, args.torch_dtype, args.attn_impl)
-        if start.adapter is None:
-            return model
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, start.adapter, is_trainable=trainable_adapter)
-        return model if trainable_adapter else model.merge_and_unload()
+        return load(start, args.torch_dtype, args.attn_impl, adapter="trainable" if trainable_adapter else "merged")
 
     ref = None
     if args.ref_model:

@@ -14,6 +14,7 @@ from transformers import TrainerCallback
 
 from tunewise.errors import UserError
 from tunewise.files import read_jsonl, write_json_atomic
+from tunewise.models.adapter_config import name_base
 from tunewise.models.checkpoint import newest_checkpoint
 from tunewise.train import rundir
 from tunewise.trees import clear_trash
@@ -194,19 +195,10 @@ class PublishCheckpoints(TrainerCallback):
             write_json_atomic(staged / BestTracker.STATE_FILE, self.best.state_dict())
             if (self.run_dir / "args.json").is_file():  # a checkpoint copied on its own still names its run
                 shutil.copyfile(self.run_dir / "args.json", staged / "args.json")
-            self.name_base(staged / "adapter_config.json")
+            if self.base_name is not None:
+                name_base(staged, self.base_name)
             rundir.publish(staged, self.run_dir)
         rundir.rotate(self.run_dir, self.limit, self.best_checkpoint())
-
-
-    def name_base(self, adapter_config: Path) -> None:
-        """peft names the base by the path it was loaded from (for the built-in model, a folder inside this
-        install); the published adapter names it as the user did, so it loads on another machine."""
-        if self.base_name is None or not adapter_config.is_file():
-            return
-        config = json.loads(adapter_config.read_text(encoding="utf-8"))
-        config["base_model_name_or_path"] = self.base_name
-        write_json_atomic(adapter_config, config)
 
 
 class ScheduleGuardError(UserError):
