@@ -67,3 +67,28 @@ def test_csv_labels_are_strings(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("query,response,label\nhi,hello,true\nhi,go away,false\n", encoding="utf-8")
     assert [trl_row(c)["label"] for c in load_unpaired([str(path)])] == [True, False]
+
+
+@pytest.mark.slow
+def test_trl_kto_trainer_takes_the_rows(tmp_path):
+    """One KTO step of TRL's KTOTrainer on the embedded model, fed the rows as trl_row makes them."""
+    from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
+
+    from tunewise.models.load import load_model, load_tokenizer, resolve_model
+
+    f = write_jsonl(tmp_path / "d.jsonl", [
+        {"messages": [{"role": "user", "content": "1+1=?"}, {"role": "assistant", "content": "1+1=2"}], "label": True},
+        {"messages": [{"role": "user", "content": "2+2=?"}, {"role": "assistant", "content": "2+2=5"}], "label": False},
+        {"query": "3+3=?", "response": "3+3=6", "label": "true"},
+        {"prompt": "4+4=?", "completion": "4+4=9", "label": 0},
+    ])
+    rows = [trl_row(c) for c in load_unpaired([f])]
+    path = resolve_model("tunewise-tiny")
+    config = KTOConfig(output_dir=str(tmp_path / "run"), max_steps=1, per_device_train_batch_size=4,
+                       learning_rate=1e-5, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+                       disable_tqdm=True)
+    trainer = KTOTrainer(model=load_model(path), args=config, train_dataset=Dataset.from_list(rows),
+                         processing_class=load_tokenizer(path))
+    trainer.train()
+    assert "loss" in trainer.state.log_history[0]

@@ -36,3 +36,35 @@ def test_boxed_takes_the_last_box_with_balanced_braces():
 def test_math_verify_is_used_only_when_importable(monkeypatch):
     monkeypatch.setattr(answers, "has_math_verify", lambda: False)
     assert answers.is_correct("1+1=2", "2") is True  # the fallback, no import of math_verify
+    assert answers.is_correct("\\frac{1}{2}", "0.5") is False
+
+
+def test_math_verify_adds_equivalences_and_keeps_plain_matches(monkeypatch):
+    """A stand-in math_verify (the real one is not installed here): it parses only \\frac{a}{b} and numbers, as
+    ms-swift calls it: first match, the <answer> tag's inside when there is one."""
+    import re
+    import sys
+    import types
+    from fractions import Fraction
+
+    calls = []
+
+    def parse(text, extraction_mode=None):
+        calls.append((text, extraction_mode))
+        frac = re.search(r"\\frac\{(\d+)\}\{(\d+)\}", text)
+        if frac:
+            return [Fraction(int(frac[1]), int(frac[2]))]
+        number = re.search(r"\d+(\.\d+)?", text)
+        return [Fraction(number[0])] if number else []
+
+    fake = types.ModuleType("math_verify")
+    fake.parse, fake.verify = parse, lambda gold, answer: bool(answer) and gold[0] == answer[0]
+    monkeypatch.setitem(sys.modules, "math_verify", fake)
+    assert answers.is_correct("\\frac{1}{2}", "0.5", use_math_verify=True) is True
+    assert ("\\frac{1}{2}", "first_match") in calls
+    assert answers.is_correct("<answer>\\frac{2}{4}</answer>", "<answer>0.5</answer>", use_math_verify=True) is True
+    # "23+15=38": the stand-in reads 23 first, the plain match still counts it right
+    assert answers.is_correct("23+15=38", "38", use_math_verify=True) is True
+    assert answers.is_correct("23+15=39", "38", use_math_verify=True) is False
+    fake.verify = lambda gold, answer: 1 / 0  # math-verify raising on a malformed expression scores 0, as in ms-swift
+    assert answers.is_correct("\\frac{1}{3}", "0.5", use_math_verify=True) is False

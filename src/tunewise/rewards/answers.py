@@ -1,5 +1,8 @@
-"""Is a completion's answer the solution? `math-verify` decides when it is installed (as in ms-swift's `accuracy`);
-otherwise an exact or numeric match of the extracted answers.
+"""Is a completion's answer the solution? An exact or numeric match of the extracted answers, or, when `math-verify`
+is installed, math-verify's equivalence (as in ms-swift's `accuracy`): either suffices, so installing math-verify
+only adds equivalences (\\frac{1}{2} = 0.5, sets, intervals) and never loses a plain match such as "23+15=38" for
+38, which math-verify's first-match extraction may read otherwise. (math-verify is not in the project's venv: that
+path is tested with a stand-in module.)
 
 The answer of a text is, in this order: the inside of its <answer>...</answer> tags, the inside of its last
 \\boxed{...}, or, when the solution is a number, the last number in the text ("23+15=38" answers 38); a solution
@@ -116,6 +119,9 @@ def verified(completion: str, solution: str) -> bool:
 
 
 def is_correct(completion: str, solution: str, use_math_verify: bool | None = None) -> bool:
+    """`same_answer`, or math-verify's judgement when `use_math_verify` (None: when it is importable)."""
+    if same_answer(completion, solution):
+        return True
     if use_math_verify is None:
         use_math_verify = has_math_verify()
-    return verified(completion, solution) if use_math_verify else same_answer(completion, solution)
+    return use_math_verify and verified(completion, solution)
