@@ -80,6 +80,7 @@ def test_a_template_that_drops_the_system_message_is_not_given_one():
         encode_dataset(tok, with_system, None, 512)
 
 
+@pytest.mark.slow  # trains a model for more than a few seconds
 def test_a_base_model_trained_with_a_template_keeps_it_in_every_checkpoint(base_model_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert run_cli("sft", "--model", base_model_dir, "--template", "llama3", "--dataset", "self_cognition#8",

@@ -71,6 +71,7 @@ def test_a_peft_adapter_from_elsewhere_names_its_base_in_adapter_config(tmp_path
     assert found.run_args == {} and found.system is None
 
 
+@pytest.mark.slow  # trains a model for more than a few seconds
 def test_a_checkpoint_copied_on_its_own_loads_with_plain_peft_and_tunewise_infer(tmp_path, capsys):
     """The adapter names its base portably (the built-in model's name, not this install's path), and each
     checkpoint carries its run's args.json (system prompt and all), so a copy works without its run folder."""

@@ -36,6 +36,7 @@ def test_the_plan_counts_the_batches_trls_sampler_deals(prompts, batch, generati
     assert completions(args, rows, 1) // batch == len(trainer.get_train_dataloader())
 
 
+@pytest.mark.slow  # trains a model for more than a few seconds
 def test_a_short_run_logs_its_rewards_on_the_planned_curve(tmp_path):
     out = tmp_path / "run"
     assert run_cli(*GRPO, "--dataset", "additions#16", "--reward_funcs", "accuracy", "format",

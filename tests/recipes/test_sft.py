@@ -14,6 +14,7 @@ def ask(engine, question):
     return engine.chat([{"role": "user", "content": question}], Sampling(max_new_tokens=60)).text
 
 
+@pytest.mark.slow  # trains a model for more than a few seconds
 def test_run_directory_layout(tmp_path):
     rc = run_cli("sft", "--dataset", "self_cognition#24", "--model_name", "N", "--model_author", "A",
                  "--max_steps", 6, "--save_steps", 2, "--eval_steps", 2, "--logging_steps", 1,

@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = r"""
 import sys
 from tunewise.plan.schedule import LRSchedule
@@ -13,6 +15,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # trains a model for more than a few seconds
 def test_a_mismatch_stops_the_run_with_one_paragraph_and_keeps_the_last_checkpoint(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-c", SCRIPT, "sft", "--dataset", "self_cognition#8", "--model_name", "N",

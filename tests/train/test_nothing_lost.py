@@ -268,6 +268,7 @@ rundir.publish = die_on_second
 }
 
 
+@pytest.mark.slow  # trains a model for more than a few seconds
 @pytest.mark.parametrize("where", sorted(KILL_IN))
 def test_sigkill_during_a_save_or_a_rotation_then_resume_gives_the_same_weights_and_best(tmp_path, where):
     flags = [str(f) for f in SMALL] + ["--max_steps", "10", "--save_steps", "2", "--save_total_limit", "1",
