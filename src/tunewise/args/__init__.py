@@ -22,7 +22,7 @@ from tunewise.args.optimisation import DEFAULT_LEARNING_RATE, GUARD_MODES, NAN_P
 from tunewise.args.preference import LOSS_TYPES, PreferenceArgs
 from tunewise.args.run_dir import REPORT_TO, RunDirArgs, installed
 from tunewise.args.sampling import Sampling
-from tunewise.args.speed import SpeedArgs
+from tunewise.args.speed import SpeedArgs, TrainerLossArgs
 from tunewise.errors import raise_problems
 from tunewise.flags import flag_field, not_one_of
 
@@ -64,42 +64,15 @@ class SftArgs(RunDirArgs, EvaluationArgs, DistributedArgs, SpeedArgs, Optimisati
 
 
 @dataclass(frozen=True)
-class DpoArgs(PreferenceArgs, SftArgs):
-    """Direct preference optimisation (`tunewise dpo`): the sft flags plus the DPO ones."""
-
-    # TRL's DPOTrainer pads its chosen/rejected pairs and computes their log-probabilities itself
-    padding_free: bool = flag_field(False, "sft only: dpo pads its pairs (TRL computes their log-probabilities)")
-    chunked_loss: bool = flag_field(False, "sft only: TRL computes the DPO loss (--use_liger_kernel fuses it on CUDA)")
-    packing: bool = flag_field(False, "sft only: dpo trains on preference pairs, not packed rows")
-    use_liger_kernel: bool | None = flag_field(False, "Liger's fused DPO loss (CUDA; pip install 'tunewise[gpu]')")
-
-    def problems(self) -> list[str]:
-        return ([f"--{flag} true: an sft option; dpo pads its preference pairs and TRL computes their "
-                 "log-probabilities over every position." for flag in ("padding_free", "chunked_loss", "packing")
-                 if getattr(self, flag)]
-                + super().problems() + self.preference_problems())
-
-    def recipe(self) -> str:
-        return f"dpo_{self.train_type}"  # DPO wants far smaller steps than SFT on the same model
+class DpoArgs(PreferenceArgs, TrainerLossArgs, SftArgs):
+    """Direct preference optimisation (`tunewise dpo`): the sft flags plus the DPO ones (their checks and the
+    model's recommended values: tunewise.args.preference)."""
 
 
 @dataclass(frozen=True)
-class GrpoArgs(GrpoFlags, SftArgs):
-    """GRPO with verifiable rewards (`tunewise rlhf --rlhf_type grpo`): the sft flags plus the GRPO ones."""
-
-    # TRL's GRPOTrainer pads the prompts and completions it generates and computes their log-probabilities itself
-    padding_free: bool = flag_field(False, "sft only: GRPO pads the completions it generates")
-    chunked_loss: bool = flag_field(False, "sft only: TRL computes the GRPO loss")
-    packing: bool = flag_field(False, "sft only: GRPO trains on prompts it completes, not packed rows")
-    use_liger_kernel: bool | None = flag_field(False, "Liger's fused GRPO loss (CUDA; pip install 'tunewise[gpu]')")
-
-    def problems(self) -> list[str]:
-        return ([f"--{flag} true: an sft option; GRPO pads the completions it generates and TRL computes their "
-                 "log-probabilities." for flag in ("padding_free", "chunked_loss", "packing") if getattr(self, flag)]
-                + super().problems() + self.grpo_problems())
-
-    def recipe(self) -> str:
-        return f"grpo_{self.train_type}"
+class GrpoArgs(GrpoFlags, TrainerLossArgs, SftArgs):
+    """GRPO with verifiable rewards (`tunewise rlhf --rlhf_type grpo`): the sft flags plus the GRPO ones (their
+    checks: tunewise.args.grpo)."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from tunewise.flags import flag_field, not_one_of
 
@@ -14,6 +15,7 @@ SCALE_REWARDS = ("group", "batch", "none")
 
 @dataclass(frozen=True)
 class GrpoFlags:
+    PADS: ClassVar[str] = "GRPO pads the completions it generates"
     reward_funcs: list[str] = flag_field([], "rewards by name: accuracy (the row's solution) | format | repetition | "
                                              "soft_overlong | cosine | a name an --external_plugins file registers",
                                          split_commas=True)
@@ -33,6 +35,12 @@ class GrpoFlags:
                                                         "(default: --gradient_accumulation_steps)")
     num_iterations: int = flag_field(1, "optimisation passes over each generation round (mu)")
     log_completions: bool = flag_field(False, "write sampled completions and their rewards to completions.jsonl")
+
+    def problems(self) -> list[str]:
+        return super().problems() + self.grpo_problems()
+
+    def recipe(self) -> str:
+        return f"grpo_{self.train_type}"
 
     def grpo_problems(self) -> list[str]:
         problems = not_one_of(self, {"loss_type": GRPO_LOSS_TYPES,

@@ -3,6 +3,7 @@ reference model, and the SFT checkpoint a run starts from."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from tunewise.flags import flag_field
 
@@ -13,6 +14,7 @@ LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_
 
 @dataclass(frozen=True)
 class PreferenceArgs:
+    PADS: ClassVar[str] = "dpo pads its preference pairs"
     beta: float = flag_field(0.1, "how far the policy may move from the reference (higher: closer); IPO's tau")
     loss_type: list[str] = flag_field(["sigmoid"], "sigmoid | ipo | hinge | robust | exo_pair | nca_pair | bco_pair | sppo_hard"
                                            " | aot | aot_unpaired | apo_zero | apo_down | discopop | sigmoid_norm | "
@@ -23,6 +25,12 @@ class PreferenceArgs:
     ref_model: str | None = flag_field(None, "reference model; default: the starting policy (LoRA: adapter disabled, no "
                                      "second copy; full: a frozen copy)")
     adapters: list[str] = flag_field([], "start from this SFT checkpoint (LoRA: it keeps training; full: merged first)")
+
+    def problems(self) -> list[str]:
+        return super().problems() + self.preference_problems()
+
+    def recipe(self) -> str:
+        return f"dpo_{self.train_type}"  # DPO wants far smaller steps than SFT on the same model
 
     def preference_problems(self) -> list[str]:
         problems = []

@@ -4,6 +4,7 @@ these flags only say what was asked."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from tunewise.flags import flag_field
 
@@ -25,3 +26,23 @@ class SpeedArgs:
 
     def speed_problems(self) -> list[str]:
         return []  # every value is a choice; what a device cannot do is the plan's to say (tunewise.models.device)
+
+
+@dataclass(frozen=True)
+class TrainerLossArgs:
+    """The speed flags of a command whose TRL trainer pads its sequences and computes its own loss (dpo, grpo):
+    the sft-only ones off, Liger's fused loss only when asked."""
+    padding_free: bool = flag_field(False, "sft only: TRL's trainer pads this command's sequences")
+    chunked_loss: bool = flag_field(False, "sft only: TRL's trainer computes this command's loss")
+    packing: bool = flag_field(False, "sft only: this command trains on whole sequences, not packed rows")
+    use_liger_kernel: bool | None = flag_field(False, "Liger's fused loss for this command (CUDA; pip install "
+                                                      "'tunewise[gpu]')")
+
+    PADS: ClassVar[str] = "this command pads its sequences"  # what the command's trainer pads, for the message
+
+    def problems(self) -> list[str]:
+        """The sft-only flags given, then the problems of the classes after this one (cooperative: the command's
+        class lists this group before SftArgs)."""
+        return [f"--{flag} true: an sft option; {self.PADS} and TRL computes their log-probabilities over every "
+                "position." for flag in ("padding_free", "chunked_loss", "packing") if getattr(self, flag)] \
+            + super().problems()

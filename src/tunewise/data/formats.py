@@ -223,3 +223,19 @@ def load_conversations(specs: list[str], model_name: list[str] = (), model_autho
             check(conv)
             convs.append(conv)
     return convs
+
+
+def load_rows_as(specs: list[str], model_name, model_author, seed: int, convert, check,
+                 sets: dict | None = None) -> list[Conversation]:
+    """Every row of every spec (built-in sets, and `sets` beside them) made a Conversation by `convert(row, where)`,
+    its placeholders substituted and checked, then checked by `check`; the first problem raises with its file:line.
+    GRPO's prompts and KTO's unpaired rows read this way."""
+    convs = []
+    for spec in specs:
+        for where, row in read_rows(spec, seed, {**BUILTIN_DATASETS, **(sets or {})}):
+            conv = convert(row, where)
+            _substitute(conv, list(model_name), list(model_author))
+            check_placeholders(conv)
+            check(conv)
+            convs.append(conv)
+    return convs

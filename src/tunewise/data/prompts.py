@@ -22,14 +22,7 @@ import numbers
 from pathlib import Path
 
 from tunewise.data import sources
-from tunewise.data.formats import (
-    BUILTIN_DATASETS,
-    Conversation,
-    _substitute,
-    check_placeholders,
-    check_sft_conversation,
-    to_messages,
-)
+from tunewise.data.formats import BUILTIN_DATASETS, Conversation, check_sft_conversation, load_rows_as, to_messages
 from tunewise.data.readers import json_type
 from tunewise.data.template import with_system
 from tunewise.data.tools import uses_tools
@@ -101,15 +94,7 @@ def check_prompt(conv: Conversation) -> None:
 def load_prompts(specs: list[str], model_name: list[str] = (), model_author: list[str] = (),
                  seed: int = 42) -> list[Conversation]:
     """Read, substitute placeholders and validate every spec; the first problem raises with its file:line."""
-    convs = []
-    for spec in specs:
-        for where, row in read_rows(spec, seed):
-            conv = to_prompt(row, where)
-            _substitute(conv, list(model_name), list(model_author))
-            check_placeholders(conv)
-            check_prompt(conv)
-            convs.append(conv)
-    return convs
+    return load_rows_as(specs, model_name, model_author, seed, to_prompt, check_prompt, PROMPT_SETS)
 
 
 def trl_rows(convs: list[Conversation], system: str | None = None) -> list[dict]:

@@ -10,15 +10,7 @@ are not supported yet. `{{NAME}}`/`{{AUTHOR}}` are replaced.
 """
 from __future__ import annotations
 
-from tunewise.data import sources
-from tunewise.data.formats import (
-    BUILTIN_DATASETS,
-    Conversation,
-    _substitute,
-    check_placeholders,
-    check_sft_conversation,
-    to_messages,
-)
+from tunewise.data.formats import Conversation, check_sft_conversation, load_rows_as, to_messages
 from tunewise.data.readers import json_type, show
 from tunewise.data.template import with_system
 from tunewise.data.tools import uses_tools
@@ -81,15 +73,7 @@ def check_unpaired(conv: Conversation) -> None:
 def load_unpaired(specs: list[str], model_name: list[str] = (), model_author: list[str] = (),
                   seed: int = 42) -> list[Conversation]:
     """Read, substitute placeholders and validate every spec; the first problem raises with its file:line."""
-    convs = []
-    for spec in specs:
-        for where, row in sources.read_rows(spec, seed, BUILTIN_DATASETS):
-            conv = to_unpaired(row, where)
-            _substitute(conv, list(model_name), list(model_author))
-            check_placeholders(conv)
-            check_unpaired(conv)
-            convs.append(conv)
-    return convs
+    return load_rows_as(specs, model_name, model_author, seed, to_unpaired, check_unpaired)
 
 
 def label_counts(convs: list[Conversation]) -> tuple[int, int]:

@@ -46,6 +46,13 @@ def rows_as_list(rows: list):
     return rows
 
 
+def trl_trainer(name: str, module: str = "trl") -> dict:
+    """The Recipe fields of one of TRL's trainers: `name`Trainer and `name`Config, the rows as a datasets.Dataset, and
+    none of the identity-SFT advice on epochs and learning rate."""
+    return {"trainer": f"{module}.{name}Trainer", "config": f"{module}.{name}Config", "dataset": rows_as_table,
+            "sft_rules": False}
+
+
 def rows_as_table(rows: list):
     """A datasets.Dataset of the rows, as TRL's trainers take them."""
     from datasets import Dataset

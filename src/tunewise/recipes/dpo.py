@@ -17,7 +17,7 @@ from tunewise.args import DpoArgs
 from tunewise.data.preference import encode_pairs, load_preferences
 from tunewise.models.lora import lora_config
 from tunewise.plan.run import Run
-from tunewise.recipes import Recipe, rows_as_table
+from tunewise.recipes import Recipe, trl_trainer
 
 
 def start_from_adapters(args: DpoArgs, sources: dict):
@@ -95,12 +95,9 @@ RECIPE = Recipe(
     encode=encode_pairs,
     start=start_from_adapters,
     models=models,
-    trainer="trl.DPOTrainer",
-    config="trl.DPOConfig",
     config_fields=config_fields,
-    dataset=rows_as_table,
     summary=rewards,
     pairs=True,
-    sft_rules=False,
+    **trl_trainer("DPO"),
     dropout=False,  # dpo_config: disable_dropout=True
 )

@@ -14,7 +14,7 @@ from tunewise.args import GrpoArgs
 from tunewise.data.prompts import load_prompts, trl_rows
 from tunewise.errors import UserError
 from tunewise.plan.run import Run
-from tunewise.recipes import Recipe, rows_as_table
+from tunewise.recipes import Recipe, trl_trainer
 from tunewise.recipes.sft import build_model, start_from_base
 
 
@@ -101,9 +101,6 @@ RECIPE = Recipe(
     samples=completions,
     check=check,
     models=parts,
-    trainer="trl.GRPOTrainer",
-    config="trl.GRPOConfig",
     config_fields=config_fields,
-    dataset=rows_as_table,
-    sft_rules=False,
+    **trl_trainer("GRPO"),
 )
