@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tunewise.command import Command
 from tunewise.flags import below_minimum, flag_field, not_one_of
-from tunewise.errors import UserError
+from tunewise.errors import UserError, raise_problems
 from tunewise.files import write_json_atomic
 
 MATCH_MODES = ("contains", "exact")
@@ -58,8 +58,7 @@ class EvalArgs:
             if len(getattr(self, flag)) > 2:
                 problems.append(f"--{flag} takes one or two values (Chinese, English).")
         problems += below_minimum(self, ("max_new_tokens", "max_length", "batch_size"))
-        if problems:
-            raise UserError(" ".join(problems))
+        raise_problems(problems)
 
 
 @dataclass

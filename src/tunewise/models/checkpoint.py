@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tunewise.errors import UserError
+from tunewise.files import read_json
 from tunewise.models.adapter_config import adapter_base, is_lora
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -204,10 +205,7 @@ def step_of(checkpoint: Path) -> int:
 def trainer_state(checkpoint: Path) -> dict | None:
     """The checkpoint's trainer_state.json (the Trainer writes it last), or None when it is missing or unreadable:
     then the checkpoint is not complete."""
-    try:
-        return json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return read_json(Path(checkpoint) / "trainer_state.json")
 
 
 def latest_checkpoint(output_dir: str) -> Path:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from tunewise.errors import UserError, brief
+from tunewise.files import read_json
 from tunewise.models.adapter_config import is_lora
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -85,10 +86,8 @@ def saved_chat_template(folder: str) -> str | None:
     path = Path(folder)
     if (path / "chat_template.jinja").is_file():
         return (path / "chat_template.jinja").read_text(encoding="utf-8")
-    try:
-        template = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
-    except (OSError, ValueError, AttributeError):
-        return None
+    config = read_json(path / "tokenizer_config.json", {})
+    template = config.get("chat_template") if isinstance(config, dict) else None
     return template if isinstance(template, str) else None
 
 

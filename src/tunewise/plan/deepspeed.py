@@ -31,7 +31,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunewise.errors import UserError
+from tunewise.errors import UserError, raise_problems
+from tunewise.files import read_json_object
 from tunewise.plan.schedule import PlannedCurve
 
 _DIR = Path(__file__).with_name("ds_configs")
@@ -57,14 +58,7 @@ def load_config(spec: str) -> tuple[dict, str]:
     path = path or Path(spec)
     if not path.is_file():
         raise UserError(f"--deepspeed {spec}: not a built-in config ({', '.join(BUILTIN_CONFIGS)}) and no such file.")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"DeepSpeed config {path}: invalid JSON at line {e.lineno}, column {e.colno}: "
-                        f"{e.msg}.") from None
-    if not isinstance(config, dict):
-        raise UserError(f"DeepSpeed config {path}: expected a JSON object, got {type(config).__name__}.")
-    return config, label
+    return read_json_object(path, f"DeepSpeed config {path}"), label
 
 
 @dataclass(frozen=True)
@@ -247,9 +241,8 @@ def reconcile(spec: str, flags: dict, world_size: int, total_steps: int, warmup_
             problems.append('zero_force_ds_cpu_optimizer = true, but optimizer offload with the Trainer\'s AdamW '
                             'needs false')
         config.setdefault("zero_force_ds_cpu_optimizer", False)
-    if problems:
-        raise UserError(f"DeepSpeed config {label} contradicts the flags: " + "; ".join(problems)
-                        + '. Set these keys to "auto" (or remove them) so the flags decide, or change the flags.')
+    raise_problems(problems, f"DeepSpeed config {label} contradicts the flags: ", "; ",
+                   '. Set these keys to "auto" (or remove them) so the flags decide, or change the flags.')
     warnings = []
     if removed:
         text = f"DeepSpeed config {label}: removed its " + " and its ".join(removed) + "."

@@ -45,7 +45,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunewise.errors import UserError
+from tunewise.errors import UserError, raise_problems
+from tunewise.files import json_object, read_json_object
 
 WORDS = {"full_shard": "shard weights, gradients and optimizer state (ZeRO-3-like)",
          "shard_grad_op": "shard gradients and optimizer state; weights stay gathered from forward to backward "
@@ -107,15 +108,7 @@ def _read_json(spec: str, what: str) -> tuple[dict, str]:
     label = f"{what} (inline JSON)" if inline else f"{what} {spec}"
     if not inline and not Path(spec).is_file():
         raise UserError(f"{what} {spec}: no such file (give a JSON file or an inline JSON object).")
-    try:
-        value = json.loads(spec if inline else Path(spec).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{label}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}.") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{label}: not UTF-8 text ({e.reason} at byte {e.start}).") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{label}: expected a JSON object, got {type(value).__name__}.")
-    return value, label
+    return (json_object(spec, label) if inline else read_json_object(spec, label)), label
 
 
 def load(fsdp: str, fsdp_config: str | None) -> tuple[list[str], dict, str]:
@@ -158,8 +151,7 @@ def _normalized(raw: dict, label: str) -> dict:
             problems.append(f"{key} is not an fsdp_config key (valid: {', '.join(KEYS)})")
         elif key in BOOL_KEYS and not isinstance(value, bool):
             problems.append(f"{key} = {json.dumps(value)} must be true or false")
-    if problems:
-        raise UserError(f"{label}: " + "; ".join(problems) + ".")
+    raise_problems(problems, f"{label}: ", "; ", ".")
     return config
 
 
@@ -255,9 +247,7 @@ def reconcile(fsdp: str, fsdp_config: str | None, *, world_size: int, layout: Mo
         gradient_checkpointing = gradient_checkpointing or fsdp_ac
     else:
         config["activation_checkpointing"] = False  # recomputation, if asked, is the model's (model_checkpointing)
-    if problems:
-        raise UserError(f"FSDP config {label} contradicts the flags or cannot be honoured: " + "; ".join(problems)
-                        + ".")
+    raise_problems(problems, f"FSDP config {label} contradicts the flags or cannot be honoured: ", "; ", ".")
     if config["cpu_offload"] and not cuda:
         raise UserError(f"--fsdp {fsdp}: CPU offload needs CUDA: without a GPU everything is on the CPU already, and "
                         "PyTorch's FSDP2 offload pins host memory, which needs an accelerator ('Cannot access "

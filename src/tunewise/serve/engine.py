@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from tunewise.args import Sampling
-from tunewise.errors import UserError
+from tunewise.errors import UserError, raise_problems
 from tunewise.models.generate import Reply
 from tunewise.serve.args import ServeArgs
 from tunewise.serve.batching import BatchScheduler
@@ -174,8 +174,7 @@ def parse_adapters(items: list[str]) -> list[AdapterSpec]:
         run_args = run_args_of(str(ckpt))
         specs.append(AdapterSpec(name, str(ckpt.resolve()), run_args.get("model"), run_args.get("system"),
                                  lora_rank(ckpt)))
-    if problems:
-        raise UserError(" ".join(problems))
+    raise_problems(problems)
     return specs
 
 
