@@ -23,14 +23,19 @@ def build_trainer(run: Run, run_dir: Path, resume: Path | None = None, callbacks
     from tunewise.train.rundir import STAGING
 
     recipe = run.recipe
+    # the trainer's class and the callbacks before the models: what they import is the process's, not the
+    # training's (the memory estimate tells them apart: tests/plan/test_memory.py)
+    trainer_class = import_object(recipe.trainer)
+    callbacks = callbacks_for(run, run_dir, resume) if callbacks is None else callbacks
     models = recipe.models(run)
-    trainer = import_object(recipe.trainer)(
+    trainer = trainer_class(
         **models,
+        # the config after the models: with a ZeRO-3 config, transformers would otherwise load them partitioned
         args=trainer_config(run, run_dir / STAGING),
         train_dataset=recipe.dataset(run.train_rows),
         eval_dataset=recipe.dataset(run.val_rows) if run.val_rows else None,
         processing_class=run.tokenizer,
-        callbacks=callbacks_for(run, run_dir, resume) if callbacks is None else callbacks,
+        callbacks=callbacks,
         **recipe.batches(run, models["model"]),
     )
     check_active(trainer, run)
