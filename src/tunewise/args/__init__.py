@@ -16,6 +16,7 @@ from tunewise.args.data import TRUNCATION, DataArgs
 from tunewise.args.distributed import DS_SCHEDULER_MODES, DistributedArgs
 from tunewise.args.evaluation import EARLY_STOP_ON, EvaluationArgs
 from tunewise.args.grpo import GrpoFlags
+from tunewise.args.kto import KtoFlags
 from tunewise.args.lora import TRAIN_TYPES, LoraArgs
 from tunewise.args.model import ATTN_IMPLS, TEMPLATE_NAMES, TORCH_DTYPES, ModelArgs
 from tunewise.args.optimisation import DEFAULT_LEARNING_RATE, GUARD_MODES, NAN_POLICIES, OptimisationArgs
@@ -26,7 +27,7 @@ from tunewise.args.speed import SpeedArgs, TrainerLossArgs
 from tunewise.errors import raise_problems
 from tunewise.flags import flag_field, not_one_of
 
-__all__ = ["SftArgs", "DpoArgs", "GrpoArgs", "GrpoFlags", "InferArgs", "ExportArgs", "Sampling", "ModelArgs", "DataArgs", "LoraArgs",
+__all__ = ["SftArgs", "DpoArgs", "GrpoArgs", "GrpoFlags", "KtoArgs", "KtoFlags", "InferArgs", "ExportArgs", "Sampling", "ModelArgs", "DataArgs", "LoraArgs",
            "OptimisationArgs", "SpeedArgs", "DistributedArgs", "EvaluationArgs", "RunDirArgs", "PreferenceArgs",
            "installed", "TORCH_DTYPES", "ATTN_IMPLS", "TEMPLATE_NAMES", "TRAIN_TYPES", "TRUNCATION", "GUARD_MODES",
            "NAN_POLICIES", "DEFAULT_LEARNING_RATE", "DS_SCHEDULER_MODES", "EARLY_STOP_ON", "REPORT_TO", "LOSS_TYPES"]
@@ -73,6 +74,12 @@ class DpoArgs(PreferenceArgs, TrainerLossArgs, SftArgs):
 class GrpoArgs(GrpoFlags, TrainerLossArgs, SftArgs):
     """GRPO with verifiable rewards (`tunewise rlhf --rlhf_type grpo`): the sft flags plus the GRPO ones (their
     checks: tunewise.args.grpo)."""
+
+
+@dataclass(frozen=True)
+class KtoArgs(KtoFlags, TrainerLossArgs, SftArgs):
+    """KTO on unpaired rows (`tunewise rlhf --rlhf_type kto`): the sft flags plus the KTO ones (their checks:
+    tunewise.args.kto)."""
 
 
 @dataclass(frozen=True)

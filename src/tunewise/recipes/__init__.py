@@ -15,6 +15,7 @@ RECIPES = {  # command -> the module whose RECIPE it is
     "sft": "tunewise.recipes.sft",
     "dpo": "tunewise.recipes.dpo",
     "grpo": "tunewise.recipes.grpo",
+    "kto": "tunewise.recipes.kto",
 }
 
 
