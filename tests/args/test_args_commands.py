@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from tunewise.args import (DataArgs, DistributedArgs, DpoArgs, EvaluationArgs, InferArgs, LoraArgs, ModelArgs,
-                           OptimisationArgs, PreferenceArgs, RunDirArgs, Sampling, SftArgs, SpeedArgs)
+from tunewise.args import (DataArgs, DistributedArgs, DpoArgs, EvaluationArgs, GrpoArgs, GrpoFlags, InferArgs,
+                           KtoArgs, KtoFlags, LoraArgs, ModelArgs, OptimisationArgs, PolicyStartArgs, PreferenceArgs,
+                           RunDirArgs, Sampling, SftArgs, SpeedArgs)
 from tunewise.errors import UserError
 from tunewise.flags import parse
 from tunewise.plan.resolve import recommended_changes, revalidated
@@ -40,7 +41,9 @@ def test_a_command_has_its_groups_flags_in_reading_order_and_nothing_else():
     groups = [ModelArgs, LoraArgs, DataArgs, OptimisationArgs, SpeedArgs, DistributedArgs, EvaluationArgs, RunDirArgs]
     assert names(SftArgs) == [name for group in groups for name in names(group)]
     assert len(names(SftArgs)) == len(set(names(SftArgs))) == 66
-    assert names(DpoArgs) == names(SftArgs) + names(PreferenceArgs)
+    assert names(DpoArgs) == names(SftArgs) + names(PolicyStartArgs) + names(PreferenceArgs)
+    assert names(KtoArgs) == names(SftArgs) + names(PolicyStartArgs) + names(KtoFlags)
+    assert names(GrpoArgs) == names(SftArgs) + names(GrpoFlags)
     assert names(InferArgs) == names(Sampling) + names(ModelArgs) + ["adapters", "query", "stream"]
     fields = {f.name: f for f in dataclasses.fields(DpoArgs)}
     assert fields["padding_free"].default is False and fields["padding_free"].metadata["help"].startswith("sft only")

@@ -20,6 +20,7 @@ from tunewise.args.kto import KtoFlags
 from tunewise.args.lora import TRAIN_TYPES, LoraArgs
 from tunewise.args.model import ATTN_IMPLS, TEMPLATE_NAMES, TORCH_DTYPES, ModelArgs
 from tunewise.args.optimisation import DEFAULT_LEARNING_RATE, GUARD_MODES, NAN_POLICIES, OptimisationArgs
+from tunewise.args.policy import PolicyStartArgs
 from tunewise.args.preference import LOSS_TYPES, PreferenceArgs
 from tunewise.args.run_dir import REPORT_TO, RunDirArgs, installed
 from tunewise.args.sampling import Sampling
@@ -28,7 +29,7 @@ from tunewise.errors import raise_problems
 from tunewise.flags import flag_field, not_one_of
 
 __all__ = ["SftArgs", "DpoArgs", "GrpoArgs", "GrpoFlags", "KtoArgs", "KtoFlags", "InferArgs", "ExportArgs", "Sampling", "ModelArgs", "DataArgs", "LoraArgs",
-           "OptimisationArgs", "SpeedArgs", "DistributedArgs", "EvaluationArgs", "RunDirArgs", "PreferenceArgs",
+           "OptimisationArgs", "SpeedArgs", "DistributedArgs", "EvaluationArgs", "RunDirArgs", "PreferenceArgs", "PolicyStartArgs",
            "installed", "TORCH_DTYPES", "ATTN_IMPLS", "TEMPLATE_NAMES", "TRAIN_TYPES", "TRUNCATION", "GUARD_MODES",
            "NAN_POLICIES", "DEFAULT_LEARNING_RATE", "DS_SCHEDULER_MODES", "EARLY_STOP_ON", "REPORT_TO", "LOSS_TYPES"]
 
@@ -65,7 +66,7 @@ class SftArgs(RunDirArgs, EvaluationArgs, DistributedArgs, SpeedArgs, Optimisati
 
 
 @dataclass(frozen=True)
-class DpoArgs(PreferenceArgs, TrainerLossArgs, SftArgs):
+class DpoArgs(PreferenceArgs, PolicyStartArgs, TrainerLossArgs, SftArgs):
     """Direct preference optimisation (`tunewise dpo`): the sft flags plus the DPO ones (their checks and the
     model's recommended values: tunewise.args.preference)."""
 
@@ -77,7 +78,7 @@ class GrpoArgs(GrpoFlags, TrainerLossArgs, SftArgs):
 
 
 @dataclass(frozen=True)
-class KtoArgs(KtoFlags, TrainerLossArgs, SftArgs):
+class KtoArgs(KtoFlags, PolicyStartArgs, TrainerLossArgs, SftArgs):
     """KTO on unpaired rows (`tunewise rlhf --rlhf_type kto`): the sft flags plus the KTO ones (their checks:
     tunewise.args.kto)."""
 

@@ -22,9 +22,6 @@ class PreferenceArgs:
     loss_weights: list[float] = flag_field([], "one weight per --loss_type (default 1 each)", split_commas=True)
     rpo_alpha: float | None = flag_field(None, "RPO: add this times the NLL of the chosen reply (TRL's 'sft' loss) to the loss")
     label_smoothing: float = flag_field(0.0, "probability that a label is flipped (robust; exo_pair needs it > 0)")
-    ref_model: str | None = flag_field(None, "reference model; default: the starting policy (LoRA: adapter disabled, no "
-                                     "second copy; full: a frozen copy)")
-    adapters: list[str] = flag_field([], "start from this SFT checkpoint (LoRA: it keeps training; full: merged first)")
 
     def problems(self) -> list[str]:
         return super().problems() + self.preference_problems()
@@ -48,8 +45,6 @@ class PreferenceArgs:
             problems.append(f"--label_smoothing {self.label_smoothing}: must be in [0, 0.5).")
         if "exo_pair" in self.loss_type and self.label_smoothing == 0:
             problems.append("--loss_type exo_pair needs --label_smoothing > 0 (the EXO paper uses 1e-3).")
-        if len(self.adapters) > 1:
-            problems.append("--adapters: give one checkpoint to start from.")
         return problems
 
     def losses(self) -> tuple[list[str], list[float]]:
