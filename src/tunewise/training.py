@@ -1,4 +1,4 @@
-"""`tunewise sft`, `tunewise dpo` and `tunewise plan`: the commands over a recipe (tunewise.recipes).
+"""`tunewise sft`, `dpo`, `rlhf` and `plan`: the commands over a recipe (tunewise.recipes).
 
 A training run goes forward in stages, each its own module, and `train` reads top to bottom:
 
@@ -36,8 +36,8 @@ def drive(run) -> int:
 
     if ranks.is_main_process() and not launch.launched():
         print_plan(run)
-    run_dir, resume, created = rundir.open_run(run)
     try:
+        run_dir, resume, created = rundir.open_run(run)
         try:
             trainer = build.build_trainer(run, run_dir, resume)
         except UserError:  # a model or adapter that fails to load leaves no new run directory behind

@@ -60,6 +60,7 @@ def test_a_short_run_logs_its_rewards_on_the_planned_curve(tmp_path):
     (["--reward_funcs", "accuracy", "--num_generations", "3"], "--num_generations 3 does not divide"),
     (["--reward_funcs", "accuracy", "--reward_weights", "1", "2"], "--reward_weights has 2 values"),
     (["--reward_funcs", "accuracy", "--dataset", "{no_solution}"], "solution"),
+    (["--reward_funcs", "accuracy", "--split_dataset_ratio", "0.25"], "must be a multiple of --num_generations 4"),
 ])
 def test_bad_input_stops_before_anything_is_written(flags, message, tmp_path, capsys):
     no_solution = tmp_path / "prompts.jsonl"  # prompts without a solution: accuracy has nothing to check against

@@ -39,11 +39,15 @@ def test_a_short_run_follows_the_plan(tmp_path):
 
 def test_one_kind_of_row_is_said_and_a_row_without_a_label_stops_the_run(tmp_path, capsys):
     out = tmp_path / "plan"
-    assert run_cli("plan", "--rlhf_type", "kto", "--dataset", rows(tmp_path, [True] * 8), "--output_dir", out) == 0
+    data = rows(tmp_path, [True] * 8)
+    assert run_cli("plan", "--rlhf_type", "kto", "--dataset", data, "--output_dir", out) == 2  # batches of 1
+    assert "KTO estimates its KL term from the other rows of a batch" in capsys.readouterr().err
+    assert run_cli("plan", "--rlhf_type", "kto", "--dataset", data, "--per_device_train_batch_size", "2",
+                   "--output_dir", out) == 0
     assert "every row is desirable" in capsys.readouterr().out
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"messages": [{"role": "user", "content": "1+1=?"},
                                             {"role": "assistant", "content": "2"}]}) + "\n")
-    assert run_cli(*KTO, "--dataset", bad, "--output_dir", tmp_path / "run") == 2
+    assert run_cli(*KTO, "--dataset", bad, "--per_device_train_batch_size", "2", "--output_dir", tmp_path / "run") == 2
     assert "bad.jsonl:1" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

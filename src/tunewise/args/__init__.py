@@ -28,10 +28,11 @@ from tunewise.args.speed import SpeedArgs, TrainerLossArgs
 from tunewise.errors import raise_problems
 from tunewise.flags import flag_field, not_one_of
 
-__all__ = ["SftArgs", "DpoArgs", "GrpoArgs", "GrpoFlags", "KtoArgs", "KtoFlags", "InferArgs", "ExportArgs", "Sampling", "ModelArgs", "DataArgs", "LoraArgs",
-           "OptimisationArgs", "SpeedArgs", "DistributedArgs", "EvaluationArgs", "RunDirArgs", "PreferenceArgs", "PolicyStartArgs",
-           "installed", "TORCH_DTYPES", "ATTN_IMPLS", "TEMPLATE_NAMES", "TRAIN_TYPES", "TRUNCATION", "GUARD_MODES",
-           "NAN_POLICIES", "DEFAULT_LEARNING_RATE", "DS_SCHEDULER_MODES", "EARLY_STOP_ON", "REPORT_TO", "LOSS_TYPES"]
+__all__ = ["SftArgs", "DpoArgs", "GrpoArgs", "KtoArgs", "InferArgs", "ExportArgs", "Sampling", "ModelArgs", "DataArgs",
+           "LoraArgs", "OptimisationArgs", "SpeedArgs", "TrainerLossArgs", "DistributedArgs", "EvaluationArgs",
+           "RunDirArgs", "PreferenceArgs", "PolicyStartArgs", "GrpoFlags", "KtoFlags", "installed", "TORCH_DTYPES",
+           "ATTN_IMPLS", "TEMPLATE_NAMES", "TRAIN_TYPES", "TRUNCATION", "GUARD_MODES", "NAN_POLICIES",
+           "DEFAULT_LEARNING_RATE", "DS_SCHEDULER_MODES", "EARLY_STOP_ON", "REPORT_TO", "LOSS_TYPES"]
 
 
 # A dataclass lists its bases' fields from the last base to the first: the groups are written in reverse so that

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from tunewise import ranks
 from tunewise.flags import flag_field, not_one_of
 
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
@@ -34,7 +35,8 @@ class GrpoFlags:
     steps_per_generation: int | None = flag_field(None, "optimizer micro-steps each generation round feeds "
                                                         "(default: --gradient_accumulation_steps)")
     num_iterations: int = flag_field(1, "optimisation passes over each generation round (mu)")
-    log_completions: bool = flag_field(False, "write sampled completions and their rewards to completions.jsonl")
+    log_completions: bool = flag_field(False, "print a table of sampled completions and their rewards at each "
+                                               "logging step (TRL's)")
 
     def problems(self) -> list[str]:
         return super().problems() + self.grpo_problems()
@@ -57,6 +59,12 @@ class GrpoFlags:
         for name in ("max_completion_length", "num_iterations"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name} {getattr(self, name)}: must be at least 1.")
+        evaluates = self.val_dataset or self.split_dataset_ratio > 0
+        world = ranks.world_size() if ranks.under_launcher() else self.nproc_per_node * self.nnodes
+        if evaluates and (self.per_device_eval_batch_size * world) % self.num_generations:
+            problems.append(f"--per_device_eval_batch_size {self.per_device_eval_batch_size} x {world} process(es) "
+                            f"must be a multiple of --num_generations {self.num_generations}: GRPO evaluates whole "
+                            "groups of completions.")
         if self.temperature <= 0:
             problems.append(f"--temperature {self.temperature}: GRPO samples; give a positive temperature.")
         if self.beta < 0 or self.epsilon <= 0 or (self.epsilon_high is not None and self.epsilon_high < self.epsilon):

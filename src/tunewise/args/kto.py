@@ -23,5 +23,12 @@ class KtoFlags:
         return f"kto_{self.train_type}"
 
     def kto_problems(self) -> list[str]:
-        return [f"--{name} {getattr(self, name)}: must be positive." for name in
-                ("beta", "desirable_weight", "undesirable_weight") if getattr(self, name) <= 0]
+        problems = [f"--{name} {getattr(self, name)}: must be positive." for name in
+                    ("beta", "desirable_weight", "undesirable_weight") if getattr(self, name) <= 0]
+        if self.per_device_train_batch_size < 2:
+            problems.append(f"--per_device_train_batch_size {self.per_device_train_batch_size}: KTO estimates its KL "
+                            "term from the other rows of a batch; give at least 2.")
+        if self.group_by_length:
+            problems.append("--group_by_length true: KTO keeps its rows in order (each row's KL term uses its "
+                            "neighbour's reply); leave it out.")
+        return problems

@@ -1,5 +1,5 @@
-"""The preference flags of `tunewise dpo`: the DPO loss (TRL's loss types, summed with weights), its strength, the
-reference model, and the SFT checkpoint a run starts from."""
+"""The preference flags of `tunewise dpo`: the DPO loss (TRL's loss types, summed with weights) and its strength
+(where the policy starts and its reference: tunewise.args.policy)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

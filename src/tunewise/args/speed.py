@@ -30,7 +30,7 @@ class SpeedArgs:
 
 @dataclass(frozen=True)
 class TrainerLossArgs:
-    """The speed flags of a command whose TRL trainer pads its sequences and computes its own loss (dpo, grpo):
+    """The speed flags of a command whose TRL trainer pads its sequences and computes its own loss (dpo, grpo, kto):
     the sft-only ones off, Liger's fused loss only when asked."""
     padding_free: bool = flag_field(False, "sft only: TRL's trainer pads this command's sequences")
     chunked_loss: bool = flag_field(False, "sft only: TRL's trainer computes this command's loss")

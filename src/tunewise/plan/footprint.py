@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tunewise.errors import UserError
 from tunewise.plan.memory import DTYPE_BYTES, MemoryEstimate, ModelShape, estimate_memory
+from tunewise.plan.run import mixed_precision
 
 
 def sharding(run) -> dict:
@@ -11,10 +12,8 @@ def sharding(run) -> dict:
     weights, gradients and optimizer state sharded, as ZeRO-3; shard_grad_op: as ZeRO-2; offload: all three on CPU;
     under mixed precision FSDP upcasts the trainable weights to float32)."""
     if run.fsdp is not None:
-        import torch
-
         offload = run.fsdp.config["cpu_offload"]
-        mixed = torch.cuda.is_available() and run.args.torch_dtype in ("bfloat16", "float16")  # recipe.mixed_precision
+        mixed = any(mixed_precision(run.args.torch_dtype))
         return {"zero_stage": 3 if run.fsdp.config["reshard_after_forward"] else 2, "offload_optimizer": offload,
                 "offload_params": offload, "master_weights": mixed}
     if run.deepspeed is None:
@@ -34,15 +33,14 @@ def trained_share(rows: list, sample: int = 1000) -> float:
     return sum(1 for r in rows for label in r["labels"] if label != -100) / max(total, 1)
 
 
-def planned_memory(run, gpu_memory=None, shape: ModelShape | None = None) -> MemoryEstimate | None:
+def planned_memory(run, gpu_memory=None) -> MemoryEstimate | None:
     """The memory estimate of a resolved run on its device (a GPU's own memory as capacity unless --gpu_memory
     names one), or None when the model's config cannot tell its shape."""
     args = run.args
-    if shape is None:
-        try:
-            shape = ModelShape.from_config(run.model_dir)
-        except UserError:
-            return None
+    try:
+        shape = ModelShape.from_config(run.model_dir)
+    except UserError:
+        return None
     gpu_memory = gpu_memory or args.gpu_memory or run.device.device.memory
     dtype = args.torch_dtype if args.torch_dtype in DTYPE_BYTES else shape.dtype  # resolved for the device
     dtype = dtype if dtype in DTYPE_BYTES else "float32"

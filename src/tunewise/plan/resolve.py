@@ -1,4 +1,4 @@
-"""One run, resolved once, for `tunewise sft`, `dpo` and `plan`; nothing here writes to disk or imports train/.
+"""One run, resolved once, for `tunewise sft`, `dpo`, `rlhf` and `plan`; it writes nothing and imports nothing of train/.
 
     parsed flags (cli.py) -> where the policy starts (dpo --adapters: that run's base model and system prompt)
     -> the model's recommended values and the default warm-up -> one new, re-validated args object (every problem

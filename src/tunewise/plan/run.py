@@ -20,9 +20,9 @@ class Run:
     """Everything decided before a model is loaded."""
 
     recipe: Any  # a tunewise.recipes.Recipe (the plan reads its data side only)
-    args: SftArgs  # final and validated (an SftArgs or DpoArgs; frozen)
+    args: SftArgs  # final and validated (the recipe's: SftArgs, DpoArgs, GrpoArgs, KtoArgs; frozen)
     sources: Mapping[str, str]  # flag -> default | yaml | flag | model | adapters (| deepspeed ...), "warmup"
-    start: Checkpoint  # the base model, and the adapter dpo starts from
+    start: Checkpoint  # the base model, and the adapter a preference run (dpo, kto) starts from
     tokenizer: Any
     train_rows: list
     val_rows: list

@@ -65,7 +65,7 @@ def rows_as_table(rows: list):
 class Recipe:
     """What a training command adds to the shared machinery."""
 
-    command: str  # "sft" | "dpo" | "rlhf": args.json's command, torchrun's sub-command
+    command: str  # "sft" | "dpo" | "rlhf": args.json's command
     args_class: type
     dataset_hint: str  # the error when --dataset is missing
     # the plan (tunewise.plan.resolve)

@@ -39,7 +39,7 @@ def check(args: KtoArgs, rows: list[dict], tokenizer) -> list[str]:
     if not desirable or not undesirable:
         return [f"note: kto: every row is {'desirable' if desirable else 'undesirable'}; KTO learns most from both kinds."]
     ratio = (desirable * args.desirable_weight) / (undesirable * args.undesirable_weight)
-    if not 0.75 <= ratio <= 4 / 3:  # the KTO paper keeps the weighted shares within [1, 4/3]
+    if not 1 <= ratio <= 4 / 3:  # the KTO paper keeps the weighted shares within [1, 4/3]
         return [f"note: kto: {desirable} desirable and {undesirable} undesirable rows weighted "
                 f"{args.desirable_weight:g}:{args.undesirable_weight:g} give a weighted ratio of {ratio:.2f}; the KTO "
                 "paper keeps it within 1 to 4/3 (set --desirable_weight / --undesirable_weight)."]

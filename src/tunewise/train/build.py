@@ -28,6 +28,7 @@ def build_trainer(run: Run, run_dir: Path, resume: Path | None = None, callbacks
     trainer_class = import_object(recipe.trainer)
     callbacks = callbacks_for(run, run_dir, resume) if callbacks is None else callbacks
     models = recipe.models(run)
+    batches = recipe.batches(run, models["model"])  # sft: the rows check runs the model's first layers
     trainer = trainer_class(
         **models,
         # the config after the models: with a ZeRO-3 config, transformers would otherwise load them partitioned
@@ -36,7 +37,7 @@ def build_trainer(run: Run, run_dir: Path, resume: Path | None = None, callbacks
         eval_dataset=recipe.dataset(run.val_rows) if run.val_rows else None,
         processing_class=run.tokenizer,
         callbacks=callbacks,
-        **recipe.batches(run, models["model"]),
+        **batches,
     )
     check_active(trainer, run)
     return trainer
@@ -58,7 +59,7 @@ def trainer_config(run: Run, staging: Path):
 
     args = run.args
     bf16, fp16 = mixed_precision(args.torch_dtype)
-    # under FSDP, --gradient_checkpointing is the model's own unless the fsdp_config chose FSDP's (schedule/fsdp.py)
+    # under FSDP, --gradient_checkpointing is the model's own unless the fsdp_config chose FSDP's (plan/fsdp.py)
     checkpointing = run.fsdp.model_checkpointing if run.fsdp else args.gradient_checkpointing
     shared = dict(
         output_dir=str(staging),
