@@ -10,14 +10,6 @@ ROWS = [{"prompt": PROMPT, "solution": "38", "row_origin": "d.jsonl:1"},
         {"prompt": PROMPT, "solution": None, "row_origin": "d.jsonl:2"}]
 
 
-@pytest.fixture(autouse=True)
-def clean_registry():
-    saved = dict(plugins.REGISTRY)
-    yield
-    plugins.REGISTRY.clear()
-    plugins.REGISTRY.update(saved)
-
-
 def plugin(tmp_path, text, name="plugin.py"):
     path = tmp_path / name
     path.write_text(textwrap.dedent(text), encoding="utf-8")

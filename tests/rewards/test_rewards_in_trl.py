@@ -5,15 +5,7 @@ import pytest
 
 from tunewise.data.prompts import load_prompts, trl_rows
 from tunewise.errors import UserError
-from tunewise.rewards import RewardArgs, plugins, reward_functions, try_rewards
-
-
-@pytest.fixture(autouse=True)
-def clean_registry():
-    saved = dict(plugins.REGISTRY)
-    yield
-    plugins.REGISTRY.clear()
-    plugins.REGISTRY.update(saved)
+from tunewise.rewards import RewardArgs, reward_functions, try_rewards
 
 
 def grpo(tmp_path, rewards, weights, rows):
