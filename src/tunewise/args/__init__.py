@@ -68,20 +68,17 @@ class SftArgs(RunDirArgs, EvaluationArgs, DistributedArgs, SpeedArgs, Optimisati
 
 @dataclass(frozen=True)
 class DpoArgs(PreferenceArgs, PolicyStartArgs, TrainerLossArgs, SftArgs):
-    """Direct preference optimisation (`tunewise dpo`): the sft flags plus the DPO ones (their checks and the
-    model's recommended values: tunewise.args.preference)."""
+    """Direct preference optimisation (`tunewise dpo`): the sft flags plus the DPO ones."""
 
 
 @dataclass(frozen=True)
 class GrpoArgs(GrpoFlags, TrainerLossArgs, SftArgs):
-    """GRPO with verifiable rewards (`tunewise rlhf --rlhf_type grpo`): the sft flags plus the GRPO ones (their
-    checks: tunewise.args.grpo)."""
+    """GRPO with verifiable rewards (`tunewise rlhf --rlhf_type grpo`): the sft flags plus the GRPO ones."""
 
 
 @dataclass(frozen=True)
 class KtoArgs(KtoFlags, PolicyStartArgs, TrainerLossArgs, SftArgs):
-    """KTO on unpaired rows (`tunewise rlhf --rlhf_type kto`): the sft flags plus the KTO ones (their checks:
-    tunewise.args.kto)."""
+    """KTO on unpaired rows (`tunewise rlhf --rlhf_type kto`): the sft flags plus the KTO ones."""
 
 
 @dataclass(frozen=True)
