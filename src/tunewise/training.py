@@ -26,6 +26,10 @@ def train(recipe: Recipe, args, sources: dict, argv: list[str], command: str) ->
     """One training run; a UserError (exit 2) for anything it cannot honour, before anything is written. `command`
     is the one typed (torchrun's processes run it again)."""
     run = resolve(recipe, args, sources)
+    if run.args.quant_bits is not None:  # QLoRA: the plan only notes a bitsandbytes that cannot run here
+        from tunewise.models.quantization import check_backend
+
+        check_backend(run.args.quant_bits, run.device.device.kind, f"--quant_bits {run.args.quant_bits}")
     rundir.check_new_target(run.args)
     return launch_ranks(run, argv, command) if launch.wants_launch(run.args) else drive(run)
 

@@ -22,6 +22,7 @@ from tunewise.args.model import ATTN_IMPLS, TEMPLATE_NAMES, TORCH_DTYPES, ModelA
 from tunewise.args.optimisation import DEFAULT_LEARNING_RATE, GUARD_MODES, NAN_POLICIES, OptimisationArgs
 from tunewise.args.policy import PolicyStartArgs
 from tunewise.args.preference import LOSS_TYPES, PreferenceArgs
+from tunewise.args.quantization import QUANT_BITS, QuantizationArgs, bits_problems
 from tunewise.args.run_dir import REPORT_TO, RunDirArgs, installed
 from tunewise.args.sampling import Sampling
 from tunewise.args.speed import SpeedArgs, TrainerLossArgs
@@ -32,14 +33,16 @@ __all__ = ["SftArgs", "DpoArgs", "GrpoArgs", "KtoArgs", "InferArgs", "ExportArgs
            "LoraArgs", "OptimisationArgs", "SpeedArgs", "TrainerLossArgs", "DistributedArgs", "EvaluationArgs",
            "RunDirArgs", "PreferenceArgs", "PolicyStartArgs", "GrpoFlags", "KtoFlags", "installed", "TORCH_DTYPES",
            "ATTN_IMPLS", "TEMPLATE_NAMES", "TRAIN_TYPES", "TRUNCATION", "GUARD_MODES", "NAN_POLICIES",
-           "DEFAULT_LEARNING_RATE", "DS_SCHEDULER_MODES", "EARLY_STOP_ON", "REPORT_TO", "LOSS_TYPES"]
+           "DEFAULT_LEARNING_RATE", "DS_SCHEDULER_MODES", "EARLY_STOP_ON", "REPORT_TO", "LOSS_TYPES",
+           "QuantizationArgs", "QUANT_BITS"]
 
 
 # A dataclass lists its bases' fields from the last base to the first: the groups are written in reverse so that
-# the flags (and --help) read model, LoRA, data, optimisation, speed, distributed, evaluation, run directory.
+# the flags (and --help) read model, LoRA, quantization, data, optimisation, speed, distributed, evaluation, run
+# directory.
 @dataclass(frozen=True)
-class SftArgs(RunDirArgs, EvaluationArgs, DistributedArgs, SpeedArgs, OptimisationArgs, DataArgs, LoraArgs,
-              ModelArgs):
+class SftArgs(RunDirArgs, EvaluationArgs, DistributedArgs, SpeedArgs, OptimisationArgs, DataArgs, QuantizationArgs,
+              LoraArgs, ModelArgs):
     """Supervised fine-tuning (`tunewise sft`); `tunewise plan` takes the same flags."""
 
     def __post_init__(self):
@@ -50,7 +53,8 @@ class SftArgs(RunDirArgs, EvaluationArgs, DistributedArgs, SpeedArgs, Optimisati
 
     def problems(self) -> list[str]:
         """Each group's problems, then those of flags of two groups together."""
-        problems = (self.model_problems() + self.lora_problems() + self.data_problems() + self.optimisation_problems()
+        problems = (self.model_problems() + self.lora_problems() + self.quantization_problems() + self.data_problems()
+                    + self.optimisation_problems()
                     + self.speed_problems() + self.distributed_problems() + self.evaluation_problems()
                     + self.run_dir_problems())
         if self.packing and not self.padding_free:
@@ -104,6 +108,12 @@ class ExportArgs:
     output_dir: str | None = flag_field(None, "default: CHECKPOINT-merged next to the checkpoint")
     torch_dtype: str = flag_field("auto", "dtype of the written weights")
     overwrite: bool = flag_field(False, "replace an existing --output_dir (never the checkpoint or run being exported)")
+    quant_method: str | None = flag_field(None, "bnb: write the model quantized by bitsandbytes (--quant_bits 4|8), "
+                                                "checked against the unquantized one")
+    quant_bits: int | None = flag_field(None, "with --quant_method bnb: 4 (NF4, double quant) or 8 (LLM.int8)")
 
     def __post_init__(self):
-        raise_problems(not_one_of(self, {"torch_dtype": TORCH_DTYPES}))
+        problems = not_one_of(self, {"torch_dtype": TORCH_DTYPES, "quant_method": ("bnb",)}) + bits_problems(self.quant_bits)
+        if (self.quant_method is None) != (self.quant_bits is None):
+            problems.append("--quant_method bnb and --quant_bits 4|8 go together.")
+        raise_problems(problems)

@@ -8,6 +8,12 @@ from tunewise.models.merge import export
 
 
 def run(args: ExportArgs, sources: dict, argv: list[str]) -> int:
+    if args.quant_method == "bnb":
+        from tunewise.export.bnb import export_bnb, summary
+
+        out, record = export_bnb(args)
+        print(summary(out, record))
+        return 0
     out = export(args)
     print(f"merged model written to {out}")
     print(f"load it with: AutoModelForCausalLM.from_pretrained('{out}')  or  tunewise infer --model {out}")

@@ -151,16 +151,21 @@ def _open(model: str | None, adapters: list[str], system: str | None) -> Checkpo
 ADAPTER_MODES = ("attached", "trainable", "merged", "none")
 
 
-def load(checkpoint: Checkpoint, dtype: str = "auto", attn_impl: str | None = None, adapter: str = "attached"):
+def load(checkpoint: Checkpoint, dtype: str = "auto", attn_impl: str | None = None, adapter: str = "attached",
+         quantization=None, gradient_checkpointing: bool = False):
     """The checkpoint as a model: its base (--torch_dtype, --attn_impl) with its LoRA adapter, if it has one,
     `adapter`: "attached" (a peft model, frozen, the adapter switchable off: infer, eval), "trainable" (a peft
     model whose adapter trains on: dpo from an adapter), "merged" (folded into the weights: export, dpo's full
-    training) or "none" (the base alone). A full checkpoint is the model itself in every mode."""
+    training) or "none" (the base alone). A full checkpoint is the model itself in every mode. `quantization`
+    (QLoRA, tunewise.models.quantization): the base in bitsandbytes' 4 or 8 bits, ready to train adapters on; an
+    adapter is then never merged (into 4-bit weights it would be rounded away)."""
     from tunewise.models.load import load_model
 
     if adapter not in ADAPTER_MODES:
         raise ValueError(f"adapter must be one of {ADAPTER_MODES}, got {adapter!r}")
-    model = load_model(checkpoint.base, dtype, attn_impl)
+    if quantization is not None and adapter == "merged" and checkpoint.adapter is not None:
+        raise ValueError("a LoRA adapter is not merged into quantized weights")
+    model = load_model(checkpoint.base, dtype, attn_impl, quantization, gradient_checkpointing)
     if checkpoint.adapter is None or adapter == "none":
         return model
     model = attach_adapter(model, checkpoint.adapter, trainable=adapter == "trainable")

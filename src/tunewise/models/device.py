@@ -19,7 +19,7 @@ Measured reasons (../shared/notes/gpu-h200-2026-12-04.md, benchmarks/RESULTS.md)
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tunewise import ranks
 from tunewise.args import installed
@@ -81,6 +81,7 @@ class DevicePlan:
     why: dict = field(default_factory=dict)  # choice -> reason, as the plan shows it
     notes: tuple[str, ...] = ()
     float32_matmuls: bool = False  # bf16 weights on a CPU without bf16 matrix kernels: products in float32
+    quantization: str | None = None  # QLoRA (--quant_bits): how the base model's linear layers are held
 
     def compute(self):
         """The context training computes in: Float32Matmuls where the plan says so, else nothing."""
@@ -93,7 +94,8 @@ class DevicePlan:
         return Float32Matmuls()
 
     def lines(self) -> list[str]:
-        rows = [("dtype", self.dtype), ("attention", ATTENTION_TEXT[self.attention]), ("loss", LOSS_TEXT[self.loss])]
+        dtype = self.dtype + (f"; base linear layers in {self.quantization}" if self.quantization else "")
+        rows = [("dtype", dtype), ("attention", ATTENTION_TEXT[self.attention]), ("loss", LOSS_TEXT[self.loss])]
         out = [f"device: {self.device.describe()}"]
         for name, text in rows:
             reason = self.why.get(name)
@@ -103,7 +105,8 @@ class DevicePlan:
     def as_dict(self) -> dict:
         return {"device": self.device.describe(), "kind": self.device.kind, "dtype": self.dtype,
                 "attn_impl": self.attn_impl, "attention": self.attention, "loss": self.loss, "liger": self.liger,
-                "why": dict(self.why), "notes": list(self.notes), "float32_matmuls": self.float32_matmuls}
+                "why": dict(self.why), "notes": list(self.notes), "float32_matmuls": self.float32_matmuls,
+                "quantization": self.quantization}
 
 
 ATTENTION_TEXT = {
@@ -225,5 +228,11 @@ def choose(args, device: Device, stored_dtype: str, sharded: bool = False, have=
     attn_impl, attention, attention_why = choose_attention(args.attn_impl, device, dtype, padding_free, have)
     loss, liger, loss_why = choose_loss(args, device, sharded, have)
     why = {"dtype": dtype_why, "attention": attention_why, "loss": loss_why}
+    from tunewise.models.quantization import quantization_of
+
+    quant = quantization_of(args)
+    if quant is not None and quant.bits == 4 and quant.compute_dtype is None:
+        quant = replace(quant, compute_dtype=dtype)  # a 4-bit layer computes in the weights' dtype (models/load.py)
     return DevicePlan(device, dtype, attn_impl, attention, loss, liger, {k: v for k, v in why.items() if v},
-                      tuple(notes), float32_matmuls=dtype == "bfloat16" and not device.cuda and not device.bf16)
+                      tuple(notes), float32_matmuls=dtype == "bfloat16" and not device.cuda and not device.bf16,
+                      quantization=quant.describe() if quant else None)

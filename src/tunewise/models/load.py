@@ -113,19 +113,31 @@ def load_tokenizer(model_dir: str, template: str | None = None):
     return tok
 
 
-def load_model(model_dir: str, dtype: str = "auto", attn_implementation: str | None = None):
+def load_model(model_dir: str, dtype: str = "auto", attn_implementation: str | None = None, quantization=None,
+               gradient_checkpointing: bool = False):
+    """The model of `model_dir`; with `quantization` (tunewise.models.quantization.Quantization: QLoRA's base) its
+    linear layers load in bitsandbytes' 4 or 8 bits and the model is made ready to train adapters on."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     kwargs = {"dtype": torch_dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if quantization is not None:
+        from tunewise.models.quantization import bnb_config
+
+        kwargs["quantization_config"] = bnb_config(quantization, kwargs["dtype"])
     from transformers.utils import logging as hf_logging
 
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a "Loading weights" bar before every answer of `infer --query` is noise
     try:
-        return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+        if quantization is not None:
+            from tunewise.models.quantization import for_training
+
+            model = for_training(model, gradient_checkpointing)
+        return model
     except (OSError, ValueError, KeyError, SafetensorError) as e:
         raise UserError(f"{model_dir}: cannot load the model ({brief(e)}).") from e
     finally:

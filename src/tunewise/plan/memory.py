@@ -89,6 +89,26 @@ class ModelShape:
         return self.layers * per_layer + embeddings + self.hidden
 
 
+def quantized_weight_bytes(shape: ModelShape, bits: int, double_quant: bool = True) -> int:
+    """Bytes of the decoder layers' linear weights in bitsandbytes' format (the output head and embeddings are not
+    quantized). 4-bit: half a byte a weight plus a float32 absmax per block of 64 (double quant: a byte per block and
+    a float32 per 256 blocks); 8-bit (LLM.int8): a byte a weight plus a float32 scale per output row."""
+    total = 0
+    for a, b in shape.linears().values():
+        n = a * b
+        if bits == 4:
+            blocks = -(-n // 64)
+            total += n // 2 + (blocks + 4 * -(-blocks // 256) if double_quant else 4 * blocks)
+        else:
+            total += n + 4 * b
+    return total * shape.layers
+
+
+def linear_parameters(shape: ModelShape) -> int:
+    """The decoder layers' linear weights (what bitsandbytes quantizes)."""
+    return shape.layers * sum(a * b for a, b in shape.linears().values())
+
+
 def lora_parameters(shape: ModelShape, rank: int, targets=("all-linear",)) -> int:
     """r * (in + out) for every targeted linear of every layer (all-linear: every linear but the output head)."""
     names = ALL_LINEAR if list(targets) in (["all-linear"], ["all"]) else targets
@@ -169,7 +189,8 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
                     offload_params: bool = False, world_size: int = 1, capacity=None,
                     overhead: int | None = None, kv_cache_tokens: int | None = None, padded: bool | None = None,
                     padding_free: bool = False, chunked_loss: bool = False, device: str = "cuda",
-                    loss: str | None = None, trained_share: float = 1.0) -> MemoryEstimate:
+                    loss: str | None = None, trained_share: float = 1.0, quant_bits: int | None = None,
+                    double_quant: bool = True) -> MemoryEstimate:
     """Peak memory per device of training (train_type "lora" | "full") or inference ("inference").
 
     weight_dtype: how the weights are held (default: the config's dtype); compute_dtype: activations (default:
@@ -188,6 +209,10 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
     (the `trained_share` of the positions in one pass, logits in the compute dtype plus float32 log-probs and
     gradients), "inside" (the same, computed by the model), "liger" (fused: chunks of about the hidden states'
     size) or "model".
+    quant_bits (QLoRA, LoRA or inference only): the decoder's linear weights in bitsandbytes' 4 or 8 bits
+    (`quantized_weight_bytes`; double_quant for 4 bits) and, in training, the other weights (embeddings, norms,
+    the output head) in float32, as peft's prepare_model_for_kbit_training casts them; the backward dequantizes one
+    linear weight at a time into the compute dtype.
     device: "cuda" or "cpu" (dropout masks are bytes on CUDA, floats on CPU; on CPU the estimate is of the whole
     process, CPU_PROCESS_BYTES included)."""
     shape = ModelShape.from_config(config)
@@ -197,6 +222,8 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
         raise UserError(f"dtype must be one of {', '.join(DTYPE_BYTES)}.")
     if train_type not in ("lora", "full", "inference"):
         raise UserError(f"train_type {train_type}: expected lora, full or inference.")
+    if quant_bits is not None and (quant_bits not in (4, 8) or train_type == "full"):
+        raise UserError(f"quant_bits {quant_bits}: 4 or 8, for LoRA training or inference.")
     wb, ab = DTYPE_BYTES[wdt], DTYPE_BYTES[cdt]
     params = shape.parameters()
     capacity = parse_size(capacity) if capacity is not None else None
@@ -206,8 +233,12 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
     parts: dict[str, int] = {}
     cpu = 0
 
+    quantized = quantized_weight_bytes(shape, quant_bits, double_quant) if quant_bits else 0
+    if quant_bits:
+        notes.append(f"base linear weights in bitsandbytes {quant_bits}-bit: {human(quantized)} (in {wdt}: "
+                     f"{human(linear_parameters(shape) * wb)})")
     if train_type == "inference":
-        parts["weights"] = params * wb
+        parts["weights"] = params * wb if not quant_bits else quantized + (params - linear_parameters(shape)) * wb
         n = kv_cache_tokens if kv_cache_tokens is not None else tokens
         parts["kv_cache"] = 2 * shape.layers * shape.kv_dim * n * ab
         parts["logits"] = batch_size * shape.vocab * 4 * 2  # the last position, float32, a couple of copies
@@ -226,6 +257,9 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
     shard = lambda n, stage: n // world_size if zero_stage >= stage and world_size > 1 else n
 
     weights = params * wb + (trainable * tb if lora else 0)
+    if quant_bits:  # the rest in float32 (prepare_model_for_kbit_training); one weight dequantized at a time
+        weights = quantized + (params - linear_parameters(shape)) * 4 + trainable * tb
+        dequantized = max(a * b for a, b in shape.linears().values()) * ab
     grads = trainable * tb
     optimizer = trainable * 2 * state_b + (trainable * 4 if master else 0)
     if zero_stage >= 3 and offload_params:
@@ -237,6 +271,8 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
         cpu += shard(optimizer, 1)
         optimizer = 0
     parts["weights"] = weights
+    if quant_bits:
+        parts["dequantized"] = dequantized
     parts["gradients"] = shard(grads, 2)
     parts["optimizer"] = shard(optimizer, 1)
     if master:

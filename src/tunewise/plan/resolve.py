@@ -86,6 +86,8 @@ def plan_device(args, sources: dict, start: Checkpoint, fsdp: FsdpPlan | None):
     except UserError:  # a hub id: its config is read when it is downloaded
         stored = ""
     device = choose(args, Device.current(), stored, sharded)
+    if args.quant_bits is not None:
+        device = plan_quantization(args, device, sharded and bool(args.deepspeed))
     changes = {}
     if args.torch_dtype != device.dtype:
         changes["torch_dtype"] = (device.dtype, "device")
@@ -95,6 +97,21 @@ def plan_device(args, sources: dict, start: Checkpoint, fsdp: FsdpPlan | None):
         args = revalidated(args, changes)
         sources = {**sources, **{name: "device" for name in changes}}
     return args, sources, device
+
+
+def plan_quantization(args, device, zero3: bool):
+    """QLoRA's checks that need more than the flags: a DeepSpeed JSON of ZeRO-3 is refused; whether bitsandbytes runs
+    on this machine is said as a note (a plan may size a GPU run on a CPU; training refuses it, tunewise.training)."""
+    from tunewise.models.quantization import backend_problem
+
+    if zero3:
+        raise UserError(f"--quant_bits {args.quant_bits} with --deepspeed {args.deepspeed}: its ZeRO stage 3 shards "
+                        "the weights that bitsandbytes packs; use stage 2 or less (a quantized base is held whole).")
+    problem = backend_problem(args.quant_bits, device.device.kind)
+    if problem is None:
+        return device
+    note = f"--quant_bits {args.quant_bits} cannot train on this machine: {problem}; the plan is for one where it can"
+    return dataclasses.replace(device, notes=device.notes + (note,))
 
 
 def checkpointing_to_fit(run: Run) -> Run:

@@ -47,16 +47,19 @@ def build_models(run: Run):
 
     from tunewise.models.checkpoint import load
     from tunewise.models.load import load_model, resolve_model
+    from tunewise.models.quantization import quantization_of
 
     args, start = run.args, run.start
+    quant = quantization_of(args)  # QLoRA: the base (and a --ref_model) in bitsandbytes' 4 or 8 bits
     set_seed(args.seed)  # LoRA's A matrices are drawn before DPOTrainer seeds (see sft.build_model)
 
     def starting_model(trainable_adapter: bool):
-        return load(start, args.torch_dtype, args.attn_impl, adapter="trainable" if trainable_adapter else "merged")
+        return load(start, args.torch_dtype, args.attn_impl, adapter="trainable" if trainable_adapter else "merged",
+                    quantization=quant, gradient_checkpointing=args.gradient_checkpointing)
 
     ref = None
     if args.ref_model:
-        ref = load_model(resolve_model(args.ref_model), args.torch_dtype, args.attn_impl).eval()
+        ref = load_model(resolve_model(args.ref_model), args.torch_dtype, args.attn_impl, quant).eval()
     if args.train_type == "lora":
         if start.adapter:  # DPOTrainer copies the adapter to a frozen "ref" adapter when ref is None
             return starting_model(trainable_adapter=True), ref, None

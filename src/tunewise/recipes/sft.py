@@ -30,10 +30,12 @@ def build_model(run: Run):
 
     from tunewise.models.load import load_model
     from tunewise.models.lora import lora_config
+    from tunewise.models.quantization import quantization_of
 
     args = run.args
     set_seed(args.seed)  # peft draws LoRA's A matrices here, before the Trainer seeds: unseeded, no run repeats
-    model = load_model(run.model_dir, args.torch_dtype, run.device.attn_impl)
+    model = load_model(run.model_dir, args.torch_dtype, run.device.attn_impl, quantization_of(args),
+                       args.gradient_checkpointing)
     if args.train_type == "lora":
         from peft import get_peft_model
 
