@@ -25,9 +25,10 @@ from tunewise.errors import UserError
 from tunewise.models.quantization import Quantization, bnb_config, check_backend, say_casts_once
 
 # The held-out perplexity of the quantized model may be at most this many times the original's. Measured on the
-# embedded model (4.4 M parameters, the worst case: small layers lose the most to rounding) and on a LoRA run of it
-# (benchmarks/QUANT.md): NF4 1.10-1.12, LLM.int8 1.00; a broken layout (the CPU repacking bug) gives > 100.
-PERPLEXITY_BOUND = {4: 1.5, 8: 1.1}
+# embedded model (benchmarks/QUANT.md; quantization is deterministic, no seed enters it): NF4 0.998 and LLM.int8
+# 1.000 for a correct file, 1.48 for a 4-bit file that bitsandbytes' CPU repacking corrupted: the bounds sit well
+# above the correct files (larger models lose less to rounding than this 4.4 M-parameter one) and below the corrupt.
+PERPLEXITY_BOUND = {4: 1.2, 8: 1.05}
 PROBE_MAX_NEW_TOKENS = 48
 HELDOUT_ADDITIONS = 40
 

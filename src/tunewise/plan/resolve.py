@@ -52,6 +52,8 @@ def resolve(recipe, args, sources: Mapping[str, str]) -> Run:
         check_target_modules(start.base, args.target_modules)
     args, sources, fsdp = plan_fsdp(recipe, args, sources, start, notes)
     args, sources, device = plan_device(args, sources, start, fsdp)
+    if args.quant_bits is not None:
+        device = plan_quantization(recipe, args, device)
     if start.adapter:
         notes.append(f"starting from {start.adapter} on {start.base}"
                      + (" (the adapter keeps training; its LoRA settings apply)" if args.train_type == "lora"
@@ -86,8 +88,6 @@ def plan_device(args, sources: dict, start: Checkpoint, fsdp: FsdpPlan | None):
     except UserError:  # a hub id: its config is read when it is downloaded
         stored = ""
     device = choose(args, Device.current(), stored, sharded)
-    if args.quant_bits is not None:
-        device = plan_quantization(args, device, sharded and bool(args.deepspeed))
     changes = {}
     if args.torch_dtype != device.dtype:
         changes["torch_dtype"] = (device.dtype, "device")
@@ -99,19 +99,28 @@ def plan_device(args, sources: dict, start: Checkpoint, fsdp: FsdpPlan | None):
     return args, sources, device
 
 
-def plan_quantization(args, device, zero3: bool):
+def plan_quantization(recipe, args, device):
     """QLoRA's checks that need more than the flags: a DeepSpeed JSON of ZeRO-3 is refused; whether bitsandbytes runs
-    on this machine is said as a note (a plan may size a GPU run on a CPU; training refuses it, tunewise.training)."""
+    on this machine is said as a note (a plan may size a GPU run on a CPU; training refuses it, tunewise.training),
+    and so is TRL's keeping a quantized model's adapter in bf16."""
     from tunewise.models.quantization import backend_problem
 
-    if zero3:
-        raise UserError(f"--quant_bits {args.quant_bits} with --deepspeed {args.deepspeed}: its ZeRO stage 3 shards "
-                        "the weights that bitsandbytes packs; use stage 2 or less (a quantized base is held whole).")
+    if args.deepspeed:
+        from tunewise.plan.deepspeed import load_config
+
+        if int(load_config(args.deepspeed)[0].get("zero_optimization", {}).get("stage", 0)) == 3:
+            raise UserError(f"--quant_bits {args.quant_bits} with --deepspeed {args.deepspeed}: its ZeRO stage 3 "
+                            "shards the weights that bitsandbytes packs; use stage 2 or less (a quantized base is "
+                            "held whole).")
+    notes = []
+    if recipe.trainer.startswith("trl.") and device.dtype != "bfloat16":
+        notes.append(f"{recipe.trainer.split('.')[-1]} keeps the LoRA weights of a quantized model in bfloat16 (as the "
+                     "QLoRA paper does), not float32: the adapter trains and is saved in bf16")
     problem = backend_problem(args.quant_bits, device.device.kind)
-    if problem is None:
-        return device
-    note = f"--quant_bits {args.quant_bits} cannot train on this machine: {problem}; the plan is for one where it can"
-    return dataclasses.replace(device, notes=device.notes + (note,))
+    if problem is not None:
+        notes.append(f"--quant_bits {args.quant_bits} cannot train on this machine: {problem}; the plan is for one "
+                     "where it can")
+    return dataclasses.replace(device, notes=device.notes + tuple(notes))
 
 
 def checkpointing_to_fit(run: Run) -> Run:
