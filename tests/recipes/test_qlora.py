@@ -41,7 +41,8 @@ def test_dpo_on_an_8bit_base(tmp_path, capsys):
     assert "LLM.int8 8-bit" in text and "DPOTrainer keeps the LoRA weights of a quantized model in bfloat16" in text
     log = read_log(out)
     assert all(math.isfinite(row["loss"]) for row in log if "loss" in row)
-    assert log[-1]["rewards/margins"] != 0  # the policy moved away from its reference
+    margins = [row["rewards/margins"] for row in log if "rewards/margins" in row]
+    assert len(margins) == 3 and margins[0] == 0 and margins[-1] != 0  # the policy moved away from its reference
     assert (out / "last" / "adapter_model.safetensors").is_file()
 
 

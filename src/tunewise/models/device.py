@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from tunewise import ranks
 from tunewise.args import installed
 from tunewise.errors import UserError
+from tunewise.models.quantization import quantization_of
 
 GiB = 1024 ** 3
 FLASH_PACKAGES = {"flash_attention_2": ("flash_attn", "pip install flash-attn --no-build-isolation"),
@@ -228,8 +229,6 @@ def choose(args, device: Device, stored_dtype: str, sharded: bool = False, have=
     attn_impl, attention, attention_why = choose_attention(args.attn_impl, device, dtype, padding_free, have)
     loss, liger, loss_why = choose_loss(args, device, sharded, have)
     why = {"dtype": dtype_why, "attention": attention_why, "loss": loss_why}
-    from tunewise.models.quantization import quantization_of
-
     quant = quantization_of(args)
     if quant is not None and quant.bits == 4 and quant.compute_dtype is None:
         quant = replace(quant, compute_dtype=dtype)  # a 4-bit layer computes in the weights' dtype (models/load.py)
