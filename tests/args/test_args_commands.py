@@ -7,7 +7,7 @@ import pytest
 
 from tunewise.args import (DataArgs, DistributedArgs, DpoArgs, EvaluationArgs, GrpoArgs, GrpoFlags, InferArgs,
                            KtoArgs, KtoFlags, LoraArgs, ModelArgs, OptimisationArgs, PolicyStartArgs, PreferenceArgs,
-                           RunDirArgs, Sampling, SftArgs, SpeedArgs)
+                           QuantizationArgs, RunDirArgs, Sampling, SftArgs, SpeedArgs)
 from tunewise.errors import UserError
 from tunewise.flags import parse
 from tunewise.plan.resolve import recommended_changes, revalidated
@@ -38,9 +38,10 @@ def names(cls) -> list[str]:
 
 
 def test_a_command_has_its_groups_flags_in_reading_order_and_nothing_else():
-    groups = [ModelArgs, LoraArgs, DataArgs, OptimisationArgs, SpeedArgs, DistributedArgs, EvaluationArgs, RunDirArgs]
+    groups = [ModelArgs, LoraArgs, QuantizationArgs, DataArgs, OptimisationArgs, SpeedArgs, DistributedArgs,
+              EvaluationArgs, RunDirArgs]
     assert names(SftArgs) == [name for group in groups for name in names(group)]
-    assert len(names(SftArgs)) == len(set(names(SftArgs))) == 66
+    assert len(names(SftArgs)) == len(set(names(SftArgs))) == 71
     assert names(DpoArgs) == names(SftArgs) + names(PolicyStartArgs) + names(PreferenceArgs)
     assert names(KtoArgs) == names(SftArgs) + names(PolicyStartArgs) + names(KtoFlags)
     assert names(GrpoArgs) == names(SftArgs) + names(GrpoFlags)
