@@ -172,9 +172,8 @@ def write_bnb(model_dir: Path, out: Path, bits: int) -> dict:
     reference = load_model(str(model_dir), "auto").eval()
     checks = compare(reference, written, tokenizer, bits)
     size = lambda folder: sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
-    return {"quant_method": "bnb", "quant_bits": bits, "quantization": quant.describe() if bits == 4 else
-            Quantization(8).describe(), "weights_bytes": size(out), "unquantized_weights_bytes": size(model_dir),
-            **checks}
+    return {"quant_method": "bnb", "quant_bits": bits, "quantization": quant.describe(), "weights_bytes": size(out),
+            "unquantized_weights_bytes": size(model_dir), **checks}
 
 
 def export_bnb(args) -> tuple[Path, dict]:
