@@ -198,8 +198,17 @@ def vllm_launch(args: ServeArgs, vllm: VllmPython, template_dir: Path | None = N
         rank = max(s.rank for s in specs)
         if rank > LORA_RANKS[-1]:
             raise UserError(f"--adapters: rank {rank} is above vLLM's largest --max-lora-rank ({LORA_RANKS[-1]}).")
+        slots = len(specs)
+        if vllm.cpu:
+            # vLLM's CPU LoRA ops (lora/ops/torch_ops) index the adapters' stacked weights with each token's slot,
+            # and the base model's tokens have slot -1: the last adapter's, applied to base-model requests batched
+            # with adapter requests (vllm-project/vllm PR 48421, open). One more slot than adapters stays empty
+            # (zeros), so that -1 adds nothing.
+            slots += 1
+            launch.notes.append(f"LoRA slots: {slots} for {len(specs)} adapter(s), the last left empty (vLLM's CPU "
+                                "LoRA ops apply the last slot to base-model rows)")
         launch.cmd += ["--enable-lora", "--max-lora-rank", str(next(r for r in LORA_RANKS if r >= rank)),
-                       "--max-loras", str(len(specs)), "--lora-modules", *[f"{s.name}={s.path}" for s in specs]]
+                       "--max-loras", str(slots), "--lora-modules", *[f"{s.name}={s.path}" for s in specs]]
     dtype = args.torch_dtype if args.torch_dtype != "auto" else checkpoint_dtype(base)
     if dtype:
         launch.cmd += ["--dtype", dtype]
