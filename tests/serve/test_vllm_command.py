@@ -2,8 +2,11 @@
 server, the chat-template file written (it renders prompts as the HF engine does, system prompt included), and the
 refusals. test_vllm_engine.py runs the same hand-over for real when .venv-vllm/ is there."""
 import json
+import os
 import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,7 @@ from tunewise.data.template import render
 from tunewise.data.templates import TEMPLATES
 from tunewise.errors import UserError
 from tunewise.models.load import load_tokenizer, resolve_model
+from tunewise.serve import vllm_guard
 from tunewise.serve.args import ServeArgs
 from tunewise.serve.vllm import VllmPython, find_vllm_python, vllm_launch
 
@@ -41,7 +45,12 @@ def test_base_and_adapters_through_vllms_lora(adapter, tmp_path):
     cmd = launch.cmd
     assert cmd[:3] == [CPU.path, "-m", CPU.module]
     assert value(cmd, "--model") == resolve_model("tunewise-tiny") and value(cmd, "--served-model-name") == "tunewise-tiny"
-    assert value(cmd, "--host") == "127.0.0.1" and value(cmd, "--port") == "9000" and value(cmd, "--api-key") == "sk-k"
+    assert value(cmd, "--host") == "127.0.0.1" and value(cmd, "--port") == "9000" and "--api-key" not in cmd
+    # the key: wanted by tunewise's guard on every route but /health, handed over in the environment
+    assert value(cmd, "--middleware") == "tunewise_vllm_guard.KeyGuard" and "sk-k" not in cmd
+    assert launch.env["TUNEWISE_VLLM_API_KEY"] == "sk-k"
+    assert launch.env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "templates")
+    assert (tmp_path / "templates" / "tunewise_vllm_guard.py").read_text() == Path(vllm_guard.__file__).read_text()
     assert "--enable-lora" in cmd and value(cmd, "--max-lora-rank") == "8"
     assert value(cmd, "--max-loras") == "3"  # one slot more than adapters on the CPU build: see vllm_launch
     at = cmd.index("--lora-modules")
@@ -51,7 +60,7 @@ def test_base_and_adapters_through_vllms_lora(adapter, tmp_path):
     assert value(cmd, "--max-num-seqs") == "8" and value(cmd, "--tensor-parallel-size") == "1"
     assert "--enforce-eager" in cmd and value(cmd, "--kv-cache-memory-bytes") == str(2**30)  # the CPU build's defaults
     assert "--default-chat-template-kwargs" not in cmd  # no default system prompt
-    assert launch.env == {} and any("KV cache: 1 GiB" in n for n in launch.notes)
+    assert set(launch.env) == {"TUNEWISE_VLLM_API_KEY", "PYTHONPATH"} and any("KV cache: 1 GiB" in n for n in launch.notes)
     assert all(isinstance(part, str) for part in cmd) and json.loads(json.dumps(cmd)) == cmd
     # a GPU build: vLLM's own defaults for compilation and the KV cache, unless asked
     gpu = vllm_launch(ServeArgs(engine="vllm", kv_cache_gib=2.5, num_threads=3), GPU, tmp_path / "templates").cmd
@@ -131,3 +140,43 @@ def test_a_python_without_vllm_is_a_user_error_naming_the_setup_script(capsys, t
         find_vllm_python(str(tmp_path / "no-python"))
     assert main(["serve", "--engine", "vllm", "--vllm_python", sys.executable]) == 2
     assert "setup_vllm.sh" in capsys.readouterr().err
+
+
+def test_the_key_guard_wants_the_key_on_every_route_but_health(tmp_path, monkeypatch):
+    """The guard vLLM loads (--middleware), around a FastAPI app with some of vLLM's routes, called over starlette's
+    test client; it imports only the standard library (vLLM's Python has no tunewise)."""
+    from fastapi import FastAPI
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    def guarded_app():
+        app = FastAPI()
+        for path in ("/health", "/v1/models", "/invocations", "/tokenize", "/metrics"):
+            app.add_api_route(path, lambda: {"ok": True}, methods=["GET", "POST"])
+
+        @app.websocket("/v1/realtime")
+        async def realtime(ws):
+            await ws.accept()
+            await ws.close()
+
+        app.add_middleware(vllm_guard.KeyGuard)
+        return app
+
+    monkeypatch.setenv("TUNEWISE_VLLM_API_KEY", "sk-k")
+    http = TestClient(guarded_app())
+    assert http.get("/health").json() == {"ok": True}
+    for path in ("/v1/models", "/invocations", "/tokenize", "/metrics"):
+        for headers in ({}, {"Authorization": "Bearer sk-wrong"}, {"Authorization": "sk-k"}):
+            r = http.post(path, headers=headers, json={"model": "x"})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", (path, headers)
+        assert http.post(path, headers={"Authorization": "Bearer sk-k"}).json() == {"ok": True}
+    with pytest.raises(WebSocketDisconnect) as closed, http.websocket_connect("/v1/realtime") as ws:
+        ws.receive_text()
+    assert closed.value.code == 1008
+    monkeypatch.delenv("TUNEWISE_VLLM_API_KEY")
+    with pytest.raises(RuntimeError, match="TUNEWISE_VLLM_API_KEY"):  # no key: vLLM fails to start, not unguarded
+        TestClient(guarded_app()).get("/health")
+    shutil.copy(vllm_guard.__file__, tmp_path / "tunewise_vllm_guard.py")
+    isolated = subprocess.run([sys.executable, "-I", "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                               "import tunewise_vllm_guard", str(tmp_path)], capture_output=True, text=True)
+    assert isolated.returncode == 0, isolated.stderr  # no site-packages: the standard library alone

@@ -25,14 +25,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 
 # The HF engine's tests, run here against vLLM (pytest collects what a module imports; fixtures resolve here). Left
 # out: what tests tunewise's own internals (/health's batching counters, its limits and error bodies: test_hostile,
-# the 400s of test_completions) and the four differences test_where_vllm_answers_otherwise pins instead.
+# the 400s of test_completions) and the three differences test_where_vllm_answers_otherwise pins instead.
 from test_completions import (test_a_completion_continues_the_raw_text,  # noqa: E402,F401
                               test_a_streamed_completion_adds_up_and_ends_with_done,
                               test_echo_stop_and_a_list_of_prompts_with_n)
 from test_logprobs import (greedy, test_chat_logprobs_are_the_models_log_softmax,  # noqa: E402,F401
                            test_logprobs_are_of_the_raw_distribution_not_the_sampled_one)
 from test_server import (test_adapter_is_chosen_by_model_name,  # noqa: E402,F401
-                         test_models_lists_the_base_and_each_adapter, test_non_streaming_chat_and_usage,
+                         test_api_key_refused_and_accepted, test_models_lists_the_base_and_each_adapter, test_non_streaming_chat_and_usage,
                          test_openai_client_raises_bad_request_for_invalid_parameters, test_sampling_parameters,
                          test_streaming_chat_pieces_add_up, test_system_message_is_used)
 
@@ -85,7 +85,8 @@ def test_vllm_was_started_from_its_venv_with_the_handed_over_flags(served):
     print(f"vLLM startup: {served.startup_s:.0f} s")
     assert f"in {VLLM} (--vllm_python)" in log and "vLLM chat template: the base model's" in log
     line = next(line for line in log.splitlines() if line.startswith("starting vLLM: "))
-    assert f"{VLLM} -m vllm.entrypoints" in line and "--api-key '***'" in line and KEY not in log
+    assert f"{VLLM} -m vllm.entrypoints" in line and "--middleware tunewise_vllm_guard.KeyGuard" in line
+    assert KEY not in log
     assert "--enable-lora" in line and "--lora-modules xh=" in line and "--dtype float32" in line
 
 
@@ -143,22 +144,18 @@ def test_n_sampled_choices_streamed_with_their_index_and_logprobs(client, hf, gr
     check_against(hf, content, out, rows, 3)
 
 
-def test_api_key_refused_and_accepted(server, client):
-    """vLLM guards /v1 only; /health is open, as in the HF engine. Its 401 body is not OpenAI's error object (see
-    test_where_vllm_answers_otherwise)."""
-    bad = openai.OpenAI(base_url=server + "/v1", api_key="sk-wrong", max_retries=0)
-    with pytest.raises(openai.AuthenticationError) as e:
-        bad.chat.completions.create(model="tunewise-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
-    assert e.value.status_code == 401
-    with pytest.raises(openai.AuthenticationError):
-        bad.models.list()
-    assert httpx.post(server + "/v1/chat/completions", json={"model": "tunewise-tiny", "messages": []}).status_code == 401
-    assert httpx.get(server + "/v1/models").status_code == 401
-    assert httpx.get(server + "/health").status_code == 200
-    assert ask(client, "hello", max_tokens=2).choices[0].message.content
+def test_the_key_is_wanted_on_every_route_but_health(server):
+    """tunewise's guard (serve/vllm_guard.py) in front of vLLM: vLLM's own --api-key would leave these open."""
+    for method, path in (("POST", "/invocations"), ("POST", "/tokenize"), ("GET", "/metrics"), ("GET", "/load"),
+                         ("POST", "/v1/chat/completions"), ("GET", "/version")):
+        r = httpx.request(method, server + path, json={"model": "tunewise-tiny", "prompt": "hi"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", (path, r.text[:200])
+    r = httpx.post(server + "/tokenize", json={"model": "tunewise-tiny", "prompt": "hi"},
+                   headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200 and r.json()["count"] > 0
 
 
-def test_where_vllm_answers_otherwise(client, server, references):
+def test_where_vllm_answers_otherwise(client, references):
     """What vLLM 0.32 does otherwise than the HF engine (README, Serving), pinned so that a vLLM that changes it is
     noticed: the answers are the same, these details around them are not."""
     with pytest.raises(openai.BadRequestError, match="n must be 1 when using greedy sampling"):
@@ -176,5 +173,3 @@ def test_where_vllm_answers_otherwise(client, server, references):
     cut = ask(client, "Please introduce yourself.", logprobs=True, stop=stop).choices[0]
     assert cut.message.content == "".join(full[:3])
     assert [t.token for t in cut.logprobs.content] == full[:5]  # the stop string's tokens keep their logprobs
-    refused = httpx.post(server + "/v1/models/x", headers={"Authorization": "Bearer sk-wrong"})
-    assert refused.status_code == 401 and refused.json() == {"error": "Unauthorized"}  # no message, type, code

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from tunewise.serve.args import ServeArgs
 SETUP = "bash scripts/setup_vllm.sh"
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
 CPU_KV_CACHE_GIB = 1.0  # vLLM's CPU default reserves 90% of the machine's memory for itself
+GUARD_MODULE = "tunewise_vllm_guard"  # serve/vllm_guard.py as vLLM's Python imports it
 SYSTEM_KWARG = "tunewise_system"  # the chat-template variable the default system prompt is handed over in
 # Finds vLLM without importing it (its import takes 5-15 s): the package, its distribution and the server module.
 PROBE = """
@@ -163,12 +165,16 @@ def checkpoint_dtype(base: str) -> str | None:
     return dtype if dtype in ("float32", "bfloat16", "float16") else None
 
 
-def template_file(text: str, folder: Path | None = None) -> Path:
-    """The template written to a file named by its hash (vLLM reads it at startup; the same text reuses the file),
-    under $XDG_CACHE_HOME/tunewise/vllm; written to a temporary name and renamed when complete."""
+def handover_folder(folder: Path | None = None) -> Path:
+    """Where the files vLLM reads are written: $XDG_CACHE_HOME/tunewise/vllm (~/.cache/tunewise/vllm)."""
     folder = folder or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunewise" / "vllm"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"chat_template-{hashlib.sha256(text.encode()).hexdigest()[:16]}.jinja"
+    return folder
+
+
+def write_file(path: Path, text: str) -> Path:
+    """`text` in `path`, unless it is there already (a running vLLM may be reading it); written to a temporary name
+    and renamed when complete."""
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(text, encoding="utf-8")
@@ -176,8 +182,14 @@ def template_file(text: str, folder: Path | None = None) -> Path:
     return path
 
 
-def vllm_launch(args: ServeArgs, vllm: VllmPython, template_dir: Path | None = None) -> VllmLaunch:
-    """The command line (checked against vLLM 0.32's --help), environment and chat-template file for these flags."""
+def template_file(text: str, folder: Path) -> Path:
+    """The chat template in a file named by its hash (vLLM reads it at startup; the same text reuses the file)."""
+    return write_file(folder / f"chat_template-{hashlib.sha256(text.encode()).hexdigest()[:16]}.jinja", text)
+
+
+def vllm_launch(args: ServeArgs, vllm: VllmPython, folder: Path | None = None) -> VllmLaunch:
+    """The command line (checked against vLLM 0.32's --help), environment and files (under `folder`, default
+    handover_folder()) for these flags."""
     from tunewise.serve.engine import parse_adapters, resolve_base
 
     specs = parse_adapters(args.adapters)
@@ -189,7 +201,8 @@ def vllm_launch(args: ServeArgs, vllm: VllmPython, template_dir: Path | None = N
     template, where = vllm_chat_template(args, base, specs)
     launch = VllmLaunch([vllm.path, "-m", vllm.module, "--model", base, "--served-model-name", name,
                          "--host", args.host, "--port", str(args.port), "--uvicorn-log-level", args.log_level])
-    launch.template = template_file(with_default_system(template), template_dir)
+    folder = handover_folder(folder)
+    launch.template = template_file(with_default_system(template), folder)
     launch.cmd += ["--chat-template", str(launch.template)]
     launch.notes.append(f"chat template: {where}, written to {launch.template}")
     if system:
@@ -226,8 +239,21 @@ def vllm_launch(args: ServeArgs, vllm: VllmPython, template_dir: Path | None = N
     elif args.kv_cache_gib:
         launch.cmd += ["--kv-cache-memory-bytes", str(int(args.kv_cache_gib * 2**30))]
     if args.api_key:
-        launch.cmd += ["--api-key", args.api_key]
+        _guard(args.api_key, launch, folder)
     return launch
+
+
+def _guard(key: str, launch: VllmLaunch, folder: Path) -> None:
+    """The key on every route but /health (serve/vllm_guard.py, loaded by vLLM from `folder`): vLLM's own --api-key
+    leaves /invocations, /tokenize, /metrics... open. The key goes in the environment, not on the command line."""
+    from tunewise.serve import vllm_guard
+
+    write_file(folder / f"{GUARD_MODULE}.py", Path(vllm_guard.__file__).read_text(encoding="utf-8"))
+    launch.cmd += ["--middleware", f"{GUARD_MODULE}.KeyGuard"]
+    launch.env[vllm_guard.KEY_ENV] = key
+    launch.env["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
+    launch.notes.append(f"API key: wanted on every route but /health ({GUARD_MODULE}, from {folder}; vLLM's own "
+                        "--api-key would leave /invocations, /tokenize and /metrics open)")
 
 
 def _cpu_settings(args: ServeArgs, launch: VllmLaunch) -> None:
@@ -247,12 +273,6 @@ def _cpu_settings(args: ServeArgs, launch: VllmLaunch) -> None:
         launch.notes.append("threads: vLLM's own choice (all cores but one)")
 
 
-def shown(cmd: list[str]) -> str:
-    import shlex
-
-    return shlex.join("***" if i and cmd[i - 1] == "--api-key" else part for i, part in enumerate(cmd))
-
-
 def serve_vllm(args: ServeArgs) -> int:
     """Become vLLM's server (exec): it gets the signals, and its exit status is the command's."""
     vllm = find_vllm_python(args.vllm_python)
@@ -260,6 +280,6 @@ def serve_vllm(args: ServeArgs) -> int:
     launch = vllm_launch(args, vllm)
     for note in launch.notes:
         print(f"vLLM {note}", flush=True)
-    print("starting vLLM: " + shown(launch.cmd), flush=True)
+    print("starting vLLM: " + shlex.join(launch.cmd), flush=True)
     os.execve(launch.cmd[0], launch.cmd, {**os.environ, **launch.env})
     return 0  # not reached
