@@ -226,7 +226,10 @@ def vllm_launch(args: ServeArgs, vllm: VllmPython, folder: Path | None = None) -
     if dtype:
         launch.cmd += ["--dtype", dtype]
         if args.torch_dtype == "auto":
-            launch.notes.append(f"dtype: {dtype}, the checkpoint's (vLLM's auto would cast float32 down)")
+            why = " (vLLM's auto would cast it to bfloat16 or float16)" if dtype == "float32" else ""
+            launch.notes.append(f"dtype: {dtype}, the checkpoint's{why}")
+    else:
+        launch.notes.append("dtype: vLLM's auto (no local config.json to read the checkpoint's from)")
     launch.cmd += ["--max-num-seqs", str(args.max_batch_size), "--tensor-parallel-size", str(args.tensor_parallel_size)]
     if args.max_model_len:
         launch.cmd += ["--max-model-len", str(args.max_model_len)]
@@ -265,7 +268,10 @@ def _cpu_settings(args: ServeArgs, launch: VllmLaunch) -> None:
         gib = args.kv_cache_gib or CPU_KV_CACHE_GIB
         launch.cmd += ["--kv-cache-memory-bytes", str(int(gib * 2**30))]
         launch.notes.append(f"KV cache: {gib:g} GiB (--kv_cache_gib)")
-    if args.num_threads > 0 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        launch.notes.append(f"threads: VLLM_CPU_OMP_THREADS_BIND={os.environ['VLLM_CPU_OMP_THREADS_BIND']} (from the "
+                            "environment)")
+    elif args.num_threads > 0:
         launch.env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{args.num_threads - 1}"
         launch.notes.append(f"threads: {args.num_threads}, on cores 0-{args.num_threads - 1} "
                             "(VLLM_CPU_OMP_THREADS_BIND)")
