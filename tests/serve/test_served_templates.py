@@ -7,9 +7,9 @@ from base_models import base_model_without_template
 from cli_runs import run_cli
 from tunewise.data.templates import TEMPLATES
 from tunewise.errors import UserError
-from tunewise.serve.app import vllm_command
 from tunewise.serve.engine import build_engine
 from tunewise.serve.args import ServeArgs
+from tunewise.serve.vllm import vllm_chat_template
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +39,8 @@ def test_a_base_without_a_template_is_served_with_its_adapters_template(tmp_path
         named.close()
     with pytest.raises(UserError, match="has no chat template"):
         build_engine(ServeArgs(model=base))
-    cmd = vllm_command(ServeArgs(model=base, template="plain", engine="vllm"))
-    assert cmd[cmd.index("--chat-template") + 1] == TEMPLATES["plain"].jinja
+    template, _ = vllm_chat_template(ServeArgs(model=base, template="plain", engine="vllm"), base, [])
+    assert template == TEMPLATES["plain"].jinja
 
 
 def test_an_adapter_trained_with_another_template_is_refused(tmp_path):

@@ -10,17 +10,14 @@ base model or an adapter; requests for different adapters are batched together (
 `--allow_no_api_key` (serve/args.py). Any bad request gets an OpenAI-style JSON error with a 4xx status, alone:
 the limits and checks are in serve/limits.py.
 
-`--engine vllm` runs vLLM's own OpenAI server instead (`python -m vllm.entrypoints.openai.api_server`): on the
-base model, on the merged export of a single adapter (written by `tunewise export` when missing), or on the base
-with vLLM's `--enable-lora --lora-modules` for several adapters.
+`--engine vllm` hands the flags over to vLLM's own OpenAI server instead, run by the Python that has vLLM (its own
+venv, .venv-vllm/): the base model and the adapters through vLLM's LoRA support (serve/vllm.py).
 """
 import sys
-from pathlib import Path
 
 from tunewise.command import Command
-from tunewise.errors import UserError
 from tunewise.serve.args import MAX_REQUEST_BYTES, ServeArgs
-from tunewise.serve.engine import build_engine, parse_adapters, resolve_base, set_threads
+from tunewise.serve.engine import build_engine, set_threads
 
 
 # --- the FastAPI app -------------------------------------------------------------------------------------------
@@ -67,88 +64,13 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-# --- vLLM ------------------------------------------------------------------------------------------------------
-def vllm_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
-
-
-def chat_template_for_vllm(args: ServeArgs, base: str, specs) -> str | None:
-    """--template's Jinja, or for a base without a template the one its adapters were trained with (a merged
-    export carries its own)."""
-    from tunewise.models.load import saved_chat_template
-
-    if args.template:
-        from tunewise.data.templates import TEMPLATES
-
-        if args.template not in TEMPLATES:
-            raise UserError(f"--template {args.template}: expected one of {', '.join(TEMPLATES)}.")
-        return TEMPLATES[args.template].jinja
-    if len(specs) > 1 and Path(base).is_dir() and saved_chat_template(base) is None:
-        return next((t for t in map(saved_chat_template, (s.path for s in specs)) if t), None)
-    return None
-
-
-def vllm_command(args: ServeArgs, python: str = sys.executable, export=None) -> list[str]:
-    """The `python -m vllm.entrypoints.openai.api_server ...` command line for these flags.
-
-    One adapter: its merged export (made with `tunewise export` when CHECKPOINT-merged is missing) is served under
-    the adapter's name. Several adapters: the base model with vLLM's LoRA support (`--lora-modules`)."""
-    specs = parse_adapters(args.adapters)
-    base, base_name = resolve_base(args.model, specs)
-    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--host", args.host, "--port", str(args.port)]
-    if len(specs) == 1:
-        merged = Path(specs[0].path + "-merged")
-        if not (merged / "config.json").is_file():
-            if export is None:
-                from tunewise.models.merge import export
-            from tunewise.args import ExportArgs
-
-            print(f"writing the merged export vLLM will serve: {merged}", flush=True)
-            merged = export(ExportArgs(adapters=[specs[0].path], model=args.model or specs[0].base,
-                                       output_dir=str(merged), torch_dtype=args.torch_dtype))
-        cmd += ["--model", str(merged), "--served-model-name", specs[0].name]
-    else:
-        cmd += ["--model", base, "--served-model-name", args.served_model_name or base_name]
-        if specs:
-            cmd += ["--enable-lora", "--max-lora-rank", str(max(max(s.rank for s in specs), 8)),
-                    "--max-loras", str(len(specs)), "--lora-modules", *[f"{s.name}={s.path}" for s in specs]]
-    template = chat_template_for_vllm(args, base, specs)
-    if template:
-        cmd += ["--chat-template", template]  # vLLM takes the template itself as well as a file
-    cmd += ["--tensor-parallel-size", str(args.tensor_parallel_size)]
-    if args.max_model_len:
-        cmd += ["--max-model-len", str(args.max_model_len)]
-    if args.enable_prefix_caching:
-        cmd += ["--enable-prefix-caching"]
-    if args.torch_dtype != "auto":
-        cmd += ["--dtype", args.torch_dtype]
-    if args.api_key:
-        cmd += ["--api-key", args.api_key]
-    return cmd
-
-
-def serve_vllm(args: ServeArgs) -> int:
-    import os
-    import shlex
-
-    if not vllm_available():
-        raise UserError(f"--engine vllm: vLLM is not installed in this Python ({sys.executable}). Install it with "
-                        "`pip install vllm` (Linux with an NVIDIA GPU; see docs.vllm.ai for other platforms), "
-                        "or serve with --engine hf (the default, runs anywhere).")
-    cmd = vllm_command(args)
-    shown = [("***" if i and cmd[i - 1] == "--api-key" else part) for i, part in enumerate(cmd)]
-    print("starting vLLM: " + shlex.join(shown), flush=True)
-    os.execv(cmd[0], cmd)
-    return 0  # not reached
-
-
 # --- main ------------------------------------------------------------------------------------------------------
 def run(args: ServeArgs, sources: dict, argv: list[str]) -> int:
     if warning := args.open_warning():  # a non-loopback --host without a key was allowed (--allow_no_api_key)
         print(warning, file=sys.stderr, flush=True)
     if args.engine == "vllm":
+        from tunewise.serve.vllm import serve_vllm
+
         return serve_vllm(args)
     import uvicorn
 

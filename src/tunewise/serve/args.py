@@ -26,7 +26,10 @@ class ServeArgs:
     allow_no_api_key: bool = flag_field(False, "serve on a non-loopback --host without --api-key (anyone who reaches "
                                                "the port can use the models)")
     max_request_bytes: int = flag_field(MAX_REQUEST_BYTES, "largest request body; a larger one gets a 413 unread")
-    engine: str = flag_field("hf", "hf (this process: transformers + peft, batched) | vllm (vLLM's OpenAI server)")
+    engine: str = flag_field("hf", "hf (this process: transformers + peft, batched) | vllm (vLLM's OpenAI server, run by "
+                                   "--vllm_python)")
+    vllm_python: str | None = flag_field(None, "vLLM: the Python that runs it (default: .venv-vllm/bin/python beside the "
+                                               "checkout, made by scripts/setup_vllm.sh, else this Python if it has vLLM)")
     system: str | None = flag_field(None, "system prompt for the base model's chats that have none (adapters use their run's)")
     template: str | None = flag_field(None, "chat template by name (chatml | qwen | qwen3 | llama3 | plain); default: "
                                             "the base's own, or for a base without one the template its adapters "
@@ -38,6 +41,10 @@ class ServeArgs:
     tensor_parallel_size: int = flag_field(1, "vLLM: GPUs per model")
     max_model_len: int | None = flag_field(None, "vLLM: context length")
     enable_prefix_caching: bool = flag_field(False, "vLLM: reuse the KV cache of shared prompt prefixes")
+    enforce_eager: bool | None = flag_field(None, "vLLM: no torch.compile or CUDA graphs; default: true on vLLM's CPU "
+                                                  "build (it starts sooner), vLLM's default (false) on a GPU")
+    kv_cache_gib: float = flag_field(0.0, "vLLM: KV cache size in GiB; 0 = on vLLM's CPU build 1 GiB (its own default "
+                                          "reserves 90% of memory), on a GPU vLLM's default")
     num_threads: int = flag_field(0, "torch CPU threads for generation; 0 = one less than the cores (the HTTP side keeps one)")
     log_level: str = flag_field("info", "uvicorn log level: critical | error | warning | info | debug")
 
@@ -52,6 +59,8 @@ class ServeArgs:
         if not 0 < self.port < 65536:
             problems.append(f"--port {self.port}: expected 1-65535.")
         problems += below_minimum(self, ("max_batch_size", "tensor_parallel_size", "max_request_bytes"))
+        if self.kv_cache_gib < 0:
+            problems.append(f"--kv_cache_gib {self.kv_cache_gib}: must be 0 (the default size) or more.")
         if not self.api_key and not self.allow_no_api_key and not is_loopback(self.host):
             problems.append(f"--host {self.host} without --api-key: the models would be open to anyone who can reach "
                             "the port. Pass --api-key KEY (clients send 'Authorization: Bearer KEY'), or "
