@@ -99,6 +99,36 @@ def test_one_model_and_no_reference(tmp_path, kind):
     assert sum(p.numel() for p in full.model.parameters() if p.requires_grad) == base_numel
 
 
+def test_an_sft_adapter_keeps_training_under_cpo(tmp_path):
+    """--adapters CKPT with LoRA: the checkpoint's adapter is the one that trains (no second adapter), from its saved
+    values, on frozen base weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from tunewise.args import CpoArgs
+    from tunewise.flags import parse
+    from tunewise.models.load import load_model, resolve_model
+    from tunewise.plan.resolve import resolve
+    from tunewise.recipes.cpo import RECIPE as CPO
+    from tunewise.train.build import build_trainer
+
+    torch.manual_seed(0)
+    sft = get_peft_model(load_model(resolve_model("tunewise-tiny")),
+                         LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in sft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.01)  # a trained adapter's B is not zero
+    saved = {n: p.detach().clone() for n, p in sft.named_parameters() if "lora_" in n}
+    sft.save_pretrained(tmp_path / "sft")
+    args, sources, _ = parse(CpoArgs, ["--adapters", str(tmp_path / "sft"), "--dataset", "concise#4", "--report_to",
+                                       "none", "--output_dir", str(tmp_path / "run")])
+    trainer = build_trainer(resolve(CPO, args, sources), tmp_path / "run", callbacks=[])
+    trained = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trained.keys() == saved.keys()
+    assert all(torch.equal(trained[n], saved[n]) for n in saved)
+
+
 @pytest.mark.parametrize("kind", ["orpo", "simpo", "cpo"])
 def test_plan_shows_the_run_and_plans_memory_for_one_model(tmp_path, capsys, kind):
     out = tmp_path / "plan"
