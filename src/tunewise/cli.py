@@ -15,7 +15,7 @@ COMMANDS = {  # name -> (module, its Command attribute, description)
     "export": ("tunewise.export", "COMMAND", "merge a LoRA checkpoint into a plain Hugging Face model"),
     "eval": ("tunewise.evaluate.cli", "COMMAND", "identity, general skills, repetition and loss of a model or checkpoint; --compare two"),
     "serve": ("tunewise.serve.app", "COMMAND", "OpenAI-compatible API server: base model + LoRA adapters, batched (or vLLM)"),
-    "webui": ("tunewise.webui.app", "COMMAND", "web UI: chat, train (sft, dpo), evaluate, export and compare in the browser"),
+    "webui": ("tunewise.webui.app", "COMMAND", "web UI: chat, train (sft, dpo, rlhf), evaluate, export and compare in the browser"),
     "sweep": ("tunewise.sweep.run", "COMMAND", "a grid of sft runs (comma lists), evaluated: results.csv/.md, loss curves; resumable"),
 }
 

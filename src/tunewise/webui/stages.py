@@ -62,7 +62,7 @@ STAGES = {stage.name: stage for stage in (
     Stage("grpo", _rlhf("grpo"), "grpo_dataset", "prompts with a solution (e.g. additions#200)",
           ("reward_funcs", "num_generations", "max_completion_length", "beta", "loss_type")),
 )}
-# every stage's own form fields, in the order the form lists them
+# every stage's own form fields, and the form's data boxes and fields a stage sets (each once)
 STAGE_FLAGS = tuple(dict.fromkeys(flag for stage in STAGES.values() for flag in stage.flags))
 DATA_BOXES = tuple(dict.fromkeys(stage.data_box for stage in STAGES.values()))
 PICKED_FIELDS = tuple(dict.fromkeys(name for stage in STAGES.values() for name, _ in stage.picks))

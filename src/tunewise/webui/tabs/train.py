@@ -1,7 +1,7 @@
 """The Train tab: a form for `tunewise sft`, `tunewise dpo` or `tunewise rlhf --rlhf_type kto|orpo|simpo|cpo|grpo`
 (the stage: tunewise.webui.stages), the exact command it runs (updated on every change), the form saved as / loaded
-from YAML, Start / Stop of the run as a subprocess, its log and live loss /
-learning-rate plots read from the run's logging.jsonl."""
+from YAML, Start / Stop of the run as a subprocess, its log and live loss / learning-rate plots read from the run's
+logging.jsonl."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,10 +31,10 @@ def preview(files, *values) -> str:
 
 
 def stage_updates(name: str, defaults: bool) -> dict:
-    """The Train form's changes for a stage: its data box and its own flags shown, the others hidden; the loss type
-    offered from its command's; with `defaults`, the shared boxes set to its command's defaults. Field name ->
-    gr.update keywords ("pref_box": the accordion of stage flags); with `defaults`, also the other fields the stage
-    sets (KTO's batch of 2)."""
+    """The Train form's changes for a stage, as field name -> gr.update keywords ("pref_box": the accordion of stage
+    flags): its data box and its own flags shown, the others hidden, the loss types its command takes offered; with
+    `defaults` (the user picked it), the boxes it shares with other stages set to its command's defaults and the
+    fields it sets itself (KTO's batch of 2)."""
     stage = STAGES[name]
     changes = {box: {"visible": box == stage.data_box} for box in DATA_BOXES}
     changes["pref_box"] = {"visible": bool(stage.flags)}
