@@ -8,13 +8,14 @@ import sys
 COMMANDS = {  # name -> (module, its Command attribute, description)
     "sft": ("tunewise.training", "SFT", "supervised fine-tuning (LoRA or full)"),
     "dpo": ("tunewise.training", "DPO", "preference alignment (DPO and TRL's other pairwise losses) with LoRA or full"),
-    "rlhf": ("tunewise.training", "RLHF", "ms-swift's entry: --rlhf_type dpo | grpo (verifiable rewards) | kto (unpaired rows)"),
-    "plan": ("tunewise.training", "PLAN", "show the run plan (steps, warmup, LR curve) without training; --rlhf_type dpo|grpo|kto for those"),
+    "rlhf": ("tunewise.training", "RLHF", "ms-swift's entry: --rlhf_type dpo | kto (unpaired rows) | orpo | simpo | "
+             "cpo (no reference model) | grpo (verifiable rewards)"),
+    "plan": ("tunewise.training", "PLAN", "show the run plan (steps, warmup, LR curve) without training; --rlhf_type dpo|grpo|kto|orpo|simpo|cpo for those"),
     "infer": ("tunewise.infer.chat", "COMMAND", "chat with a base model or a checkpoint"),
     "export": ("tunewise.export", "COMMAND", "merge a LoRA checkpoint into a plain Hugging Face model"),
     "eval": ("tunewise.evaluate.cli", "COMMAND", "identity, general skills, repetition and loss of a model or checkpoint; --compare two"),
     "serve": ("tunewise.serve.app", "COMMAND", "OpenAI-compatible API server: base model + LoRA adapters, batched (or vLLM)"),
-    "webui": ("tunewise.webui.app", "COMMAND", "web UI: chat, train (sft, dpo), evaluate, export and compare in the browser"),
+    "webui": ("tunewise.webui.app", "COMMAND", "web UI: chat, train (sft, dpo, rlhf), evaluate, export and compare in the browser"),
     "sweep": ("tunewise.sweep.run", "COMMAND", "a grid of sft runs (comma lists), evaluated: results.csv/.md, loss curves; resumable"),
 }
 

@@ -93,7 +93,7 @@ def training(name: str) -> Command:
 
 SFT = training("sft")
 DPO = training("dpo")
-RLHF_TYPES = ("dpo", "grpo", "kto")  # ms-swift's --rlhf_type values that tunewise trains (each a recipe)
+RLHF_TYPES = ("dpo", "grpo", "kto", "orpo", "simpo", "cpo")  # ms-swift's --rlhf_type values tunewise trains (recipes)
 
 
 def rlhf_recipe(argv: list[str], required: bool = True) -> Recipe | None:
@@ -107,8 +107,7 @@ def rlhf_recipe(argv: list[str], required: bool = True) -> Recipe | None:
         return None
     kind = " ".join(kinds[-1])
     if kind not in RLHF_TYPES:
-        raise UserError(f"--rlhf_type {kind}: tunewise trains {', '.join(RLHF_TYPES)} (orpo, simpo and cpo are not "
-                        "built yet).")
+        raise UserError(f"--rlhf_type {kind}: tunewise trains {', '.join(RLHF_TYPES)}.")
     return recipe(kind)
 
 

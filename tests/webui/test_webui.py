@@ -160,6 +160,19 @@ def test_tabs_in_chinese_and_a_run_started_and_stopped_in_the_browser(webui, bro
     assert "--dataset concise" in value_of(browser, "train-preview") and "--beta 0.1" in value_of(browser, "train-preview")
     wait(browser, lambda d: d.find_elements(By.ID, "train-pref-dataset")
          and d.find_element(By.ID, "train-pref-dataset").is_displayed())
+    # an RLHF stage: `tunewise rlhf --rlhf_type simpo`, the shared boxes at SimPO's defaults, no --loss_type box
+    browser.find_element(By.XPATH, '//*[@id="train-stage"]//label[contains(., "simpo")]').click()
+
+    def simpo_flags(d):
+        words = shlex.split(value_of(d, "train-preview") or "")
+        if words[:4] != ["tunewise", "rlhf", "--rlhf_type", "simpo"]:
+            return None
+        return {w: float(words[words.index(w) + 1]) for w in ("--beta", "--simpo_gamma", "--cpo_alpha") if w in words}
+
+    wait(browser, lambda d: simpo_flags(d) == {"--beta": 2.0, "--simpo_gamma": 1.0, "--cpo_alpha": 0.0},
+         show=("train-preview",))
+    shown = lambda d, elem_id: any(e.is_displayed() for e in d.find_elements(By.ID, elem_id))  # noqa: E731
+    wait(browser, lambda d: shown(d, "train-simpo-gamma") and not shown(d, "train-loss-type"))
     browser.find_element(By.XPATH, '//*[@id="train-stage"]//label[contains(., "sft")]').click()
     wait(browser, lambda d: (value_of(d, "train-preview") or "").startswith("tunewise sft "))
 

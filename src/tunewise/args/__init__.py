@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tunewise.args.cpo import CPO_LOSS_TYPES, CpoFlags, SimpoFlags
 from tunewise.args.data import TRUNCATION, DataArgs
 from tunewise.args.distributed import DS_SCHEDULER_MODES, DistributedArgs
 from tunewise.args.evaluation import EARLY_STOP_ON, EvaluationArgs
@@ -20,7 +21,8 @@ from tunewise.args.kto import KtoFlags
 from tunewise.args.lora import TRAIN_TYPES, LoraArgs
 from tunewise.args.model import ATTN_IMPLS, TEMPLATE_NAMES, TORCH_DTYPES, ModelArgs
 from tunewise.args.optimisation import DEFAULT_LEARNING_RATE, GUARD_MODES, NAN_POLICIES, OptimisationArgs
-from tunewise.args.policy import PolicyStartArgs
+from tunewise.args.orpo import OrpoFlags
+from tunewise.args.policy import AdapterStartArgs, PolicyStartArgs
 from tunewise.args.preference import LOSS_TYPES, PreferenceArgs
 from tunewise.args.quantization import QUANT_BITS, QuantizationArgs, bits_problems
 from tunewise.args.run_dir import REPORT_TO, RunDirArgs, installed
@@ -29,11 +31,12 @@ from tunewise.args.speed import SpeedArgs, TrainerLossArgs
 from tunewise.errors import raise_problems
 from tunewise.flags import flag_field, not_one_of
 
-__all__ = ["SftArgs", "DpoArgs", "GrpoArgs", "KtoArgs", "InferArgs", "ExportArgs", "Sampling", "ModelArgs", "DataArgs",
-           "LoraArgs", "OptimisationArgs", "SpeedArgs", "TrainerLossArgs", "DistributedArgs", "EvaluationArgs",
-           "RunDirArgs", "PreferenceArgs", "PolicyStartArgs", "GrpoFlags", "KtoFlags", "installed", "TORCH_DTYPES",
-           "ATTN_IMPLS", "TEMPLATE_NAMES", "TRAIN_TYPES", "TRUNCATION", "GUARD_MODES", "NAN_POLICIES",
-           "DEFAULT_LEARNING_RATE", "DS_SCHEDULER_MODES", "EARLY_STOP_ON", "REPORT_TO", "LOSS_TYPES",
+__all__ = ["SftArgs", "DpoArgs", "GrpoArgs", "KtoArgs", "OrpoArgs", "CpoArgs", "SimpoArgs", "InferArgs", "ExportArgs",
+           "Sampling", "ModelArgs", "DataArgs", "LoraArgs", "OptimisationArgs", "SpeedArgs", "TrainerLossArgs",
+           "DistributedArgs", "EvaluationArgs", "RunDirArgs", "PreferenceArgs", "PolicyStartArgs", "AdapterStartArgs",
+           "GrpoFlags", "KtoFlags", "OrpoFlags", "CpoFlags", "SimpoFlags", "installed", "TORCH_DTYPES", "ATTN_IMPLS",
+           "TEMPLATE_NAMES", "TRAIN_TYPES", "TRUNCATION", "GUARD_MODES", "NAN_POLICIES", "DEFAULT_LEARNING_RATE",
+           "DS_SCHEDULER_MODES", "EARLY_STOP_ON", "REPORT_TO", "LOSS_TYPES", "CPO_LOSS_TYPES",
            "QuantizationArgs", "QUANT_BITS"]
 
 
@@ -83,6 +86,21 @@ class GrpoArgs(GrpoFlags, TrainerLossArgs, SftArgs):
 @dataclass(frozen=True)
 class KtoArgs(KtoFlags, PolicyStartArgs, TrainerLossArgs, SftArgs):
     """KTO on unpaired rows (`tunewise rlhf --rlhf_type kto`): the sft flags plus the KTO ones."""
+
+
+@dataclass(frozen=True)
+class OrpoArgs(OrpoFlags, AdapterStartArgs, TrainerLossArgs, SftArgs):
+    """ORPO on preference pairs, no reference model (`tunewise rlhf --rlhf_type orpo`): the sft flags plus ORPO's."""
+
+
+@dataclass(frozen=True)
+class CpoArgs(CpoFlags, AdapterStartArgs, TrainerLossArgs, SftArgs):
+    """CPO on preference pairs, no reference model (`tunewise rlhf --rlhf_type cpo`): the sft flags plus CPO's."""
+
+
+@dataclass(frozen=True)
+class SimpoArgs(SimpoFlags, AdapterStartArgs, TrainerLossArgs, SftArgs):
+    """SimPO on preference pairs, no reference model (`tunewise rlhf --rlhf_type simpo`): the sft flags plus SimPO's."""
 
 
 @dataclass(frozen=True)

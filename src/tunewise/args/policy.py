@@ -1,5 +1,5 @@
-"""Where a preference run's policy starts and what it is compared with (dpo, kto): an SFT checkpoint to start from
-and the reference model."""
+"""Where a preference run's policy starts and what it is compared with: an SFT checkpoint to start from (dpo, kto,
+orpo, simpo, cpo) and the reference model (dpo and kto only: orpo, simpo and cpo keep none)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,11 +8,15 @@ from tunewise.flags import flag_field
 
 
 @dataclass(frozen=True)
-class PolicyStartArgs:
-    ref_model: str | None = flag_field(None, "reference model; default: the starting policy (LoRA: adapter disabled, no "
-                                             "second copy; full: a frozen copy)")
+class AdapterStartArgs:
     adapters: list[str] = flag_field([], "start from this SFT checkpoint (LoRA: it keeps training; full: merged first)")
 
     def problems(self) -> list[str]:
         return super().problems() + (["--adapters: give one checkpoint to start from."] if len(self.adapters) > 1
                                      else [])
+
+
+@dataclass(frozen=True)
+class PolicyStartArgs(AdapterStartArgs):
+    ref_model: str | None = flag_field(None, "reference model; default: the starting policy (LoRA: adapter disabled, no "
+                                             "second copy; full: a frozen copy)")

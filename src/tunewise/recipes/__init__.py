@@ -16,6 +16,9 @@ RECIPES = {  # command -> the module whose RECIPE it is
     "dpo": "tunewise.recipes.dpo",
     "grpo": "tunewise.recipes.grpo",
     "kto": "tunewise.recipes.kto",
+    "orpo": "tunewise.recipes.orpo",
+    "simpo": "tunewise.recipes.simpo",
+    "cpo": "tunewise.recipes.cpo",
 }
 
 

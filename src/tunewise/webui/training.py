@@ -1,5 +1,5 @@
-"""The subprocesses the tabs start (`tunewise sft|dpo|eval|export`: log, state, stop), the Train tab's run directory
-and metrics, and the loss / learning-rate plot frames read from its logging.jsonl."""
+"""The subprocesses the tabs start (`tunewise sft|dpo|rlhf|eval|export`: log, state, stop), the Train tab's run
+directory and metrics, and the loss / learning-rate plot frames read from its logging.jsonl."""
 from __future__ import annotations
 
 import os
@@ -120,7 +120,7 @@ class Job:
 
 
 class TrainJob(Job):
-    """The Train tab's `tunewise sft|dpo` run: also its run directory and the metrics it logs."""
+    """The Train tab's `tunewise sft|dpo|rlhf` run: also its run directory and the metrics it logs."""
 
     def __init__(self, workdir: Path):
         super().__init__(workdir, "train")
