@@ -25,11 +25,13 @@ def policy_models(run: Run) -> dict:
 
     from tunewise.models.checkpoint import load
     from tunewise.models.lora import lora_config
+    from tunewise.models.quantization import quantization_of
 
     args, start = run.args, run.start
     set_seed(args.seed)  # LoRA's A matrices are drawn when the trainer wraps the model (see sft.build_model)
     keeps_adapter = args.train_type == "lora" and start.adapter is not None
-    policy = load(start, args.torch_dtype, args.attn_impl, adapter="trainable" if keeps_adapter else "merged")
+    policy = load(start, args.torch_dtype, args.attn_impl, adapter="trainable" if keeps_adapter else "merged",
+                  quantization=quantization_of(args), gradient_checkpointing=args.gradient_checkpointing)
     new_adapter = args.train_type == "lora" and start.adapter is None
     return {"model": policy, "peft_config": lora_config(args) if new_adapter else None}
 
