@@ -163,3 +163,21 @@ def test_a_bad_pair_is_reported_with_its_line(tmp_path, capsys):
     assert run_cli("rlhf", "--rlhf_type", "orpo", "--dataset", data, "--output_dir", tmp_path / "o") == 2
     assert f"{data}:2: the chosen and rejected replies are identical" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("kind", ["orpo", "simpo", "cpo"])
+def test_quant_bits_loads_the_policy_in_bitsandbytes_bits(tmp_path, kind):
+    """--quant_bits (QLoRA) reaches the one model these trainers hold: its base linear layers are bitsandbytes'."""
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+
+    from tunewise.flags import parse
+    from tunewise.plan.resolve import resolve
+    from tunewise.recipes import recipe
+    from tunewise.train.build import build_trainer
+
+    chosen = recipe(kind)
+    args, sources, _ = parse(chosen.args_class, ["--dataset", "concise#4", "--max_steps", "1", "--report_to", "none",
+                                                 "--quant_bits", "4", "--output_dir", str(tmp_path)])
+    trainer = build_trainer(resolve(chosen, args, sources), tmp_path, callbacks=[])
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in trainer.model.modules())
