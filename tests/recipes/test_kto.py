@@ -35,6 +35,8 @@ def test_a_short_run_follows_the_plan(tmp_path):
     plan = json.loads((out / "plan.json").read_text())
     assert any("16 rows (8 desirable, 8 undesirable)" in note for note in plan["extra"]["notes"])
     assert (out / "last").resolve().name == "checkpoint-3"
+    record = json.loads((out / "args.json").read_text())
+    assert (record["command"], record["rlhf_type"]) == ("rlhf", "kto")  # which of rlhf's trainers ran
 
 
 def test_one_kind_of_row_is_said_and_a_row_without_a_label_stops_the_run(tmp_path, capsys):
