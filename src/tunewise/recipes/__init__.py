@@ -90,6 +90,7 @@ class Recipe:
     pairs: bool = False  # rows are preference pairs (a chosen and a rejected sequence each)
     sft_rules: bool = True  # the advice's epoch and learning-rate rules (measured on identity SFT) apply
     dropout: bool = True  # the trainer keeps the model's dropout active (DPOConfig(disable_dropout=True) does not)
+    rlhf_type: str | None = None  # `tunewise rlhf --rlhf_type X`'s X (args.json keeps it beside the command)
 
     @property
     def unit(self) -> str:

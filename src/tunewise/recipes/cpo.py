@@ -19,4 +19,5 @@ def config_fields(args: CpoArgs) -> dict:
                 include_num_input_tokens_seen="no")  # its batches hold chosen_/rejected_input_ids, no input_ids
 
 
-RECIPE = Recipe(args_class=CpoArgs, config_fields=config_fields, **pair_recipe_fields("CPO", "trl.experimental.cpo"))
+RECIPE = Recipe(args_class=CpoArgs, config_fields=config_fields, rlhf_type="cpo",
+                **pair_recipe_fields("CPO", "trl.experimental.cpo"))

@@ -91,6 +91,7 @@ def config_fields(args: GrpoArgs) -> dict:
 
 RECIPE = Recipe(
     command="rlhf",
+    rlhf_type="grpo",
     args_class=GrpoArgs,
     dataset_hint="--dataset is required: prompts with a solution ({\"messages\": [...], \"solution\": ...} or "
                  "{\"query\", \"response\"} rows), a dataset folder, a Hub id, SPEC#N, or the built-in set additions.",

@@ -56,6 +56,7 @@ def config_fields(args: KtoArgs) -> dict:
 
 RECIPE = Recipe(
     command="rlhf",
+    rlhf_type="kto",
     args_class=KtoArgs,
     dataset_hint="--dataset is required: rows with one reply and a label ({\"messages\": [...], \"label\": true} or "
                  "{\"prompt\", \"completion\", \"label\"}), a dataset folder, a Hub id or SPEC#N.",

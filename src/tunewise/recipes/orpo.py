@@ -18,5 +18,5 @@ def config_fields(args: OrpoArgs) -> dict:
                 include_num_input_tokens_seen="no")  # its batches hold chosen_/rejected_input_ids, no input_ids
 
 
-RECIPE = Recipe(args_class=OrpoArgs, config_fields=config_fields,
+RECIPE = Recipe(args_class=OrpoArgs, config_fields=config_fields, rlhf_type="orpo",
                 **pair_recipe_fields("ORPO", "trl.experimental.orpo"))

@@ -8,4 +8,4 @@ import dataclasses
 from tunewise.args import SimpoArgs
 from tunewise.recipes.cpo import RECIPE as CPO
 
-RECIPE = dataclasses.replace(CPO, args_class=SimpoArgs)
+RECIPE = dataclasses.replace(CPO, args_class=SimpoArgs, rlhf_type="simpo")

@@ -228,10 +228,8 @@ def create_run_dir(run: Run) -> Path:
 
     run_dir = new_run_dir(run.args.output_dir, run.args.add_version, run.args.overwrite)
     record = to_json(run.args, dict(run.sources), run.recipe.command)
-    if run.recipe.command == "rlhf":  # which of rlhf's trainers: the command line's --rlhf_type
-        from tunewise.recipes import RECIPES, recipe
-
-        record["rlhf_type"] = next(kind for kind in RECIPES if recipe(kind) is run.recipe)
+    if run.recipe.rlhf_type:
+        record["rlhf_type"] = run.recipe.rlhf_type
     record["model_path"] = str(Path(run.model_dir).resolve()) if Path(run.model_dir).exists() else run.model_dir
     write_json_atomic(run_dir / "args.json", record)
     write_plan_files(run_dir, run.step_plan, run.schedule, run.plan_record())
