@@ -35,8 +35,8 @@ class GrpoFlags:
     steps_per_generation: int | None = flag_field(None, "optimizer micro-steps each generation round feeds "
                                                         "(default: --gradient_accumulation_steps)")
     num_iterations: int = flag_field(1, "optimisation passes over each generation round (mu)")
-    log_completions: bool = flag_field(False, "print a table of sampled completions and their rewards at each "
-                                               "logging step (TRL's)")
+    log_completions: bool = flag_field(False, "at each logging step, print the sampled completions with their "
+                                               "rewards (TRL's table) and append them to RUN_DIR/completions.jsonl")
 
     def problems(self) -> list[str]:
         return super().problems() + self.grpo_problems()
