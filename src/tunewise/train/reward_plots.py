@@ -31,7 +31,7 @@ def plot_rewards(run_dir: Path, log: list[dict]) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tunewise.train.plots import save_figure
+    from tunewise.files import replace_atomically
 
     names = reward_names(log)
     if not names:
@@ -95,6 +95,7 @@ def plot_rewards(run_dir: Path, log: list[dict]) -> list[Path]:
     for ax in (rewards, lengths, policy):
         ax.grid(alpha=0.3)
     path = Path(run_dir) / "rewards.png"
-    save_figure(fig, path)
+    # through a temporary file, as plots.save_figure (which imports this module), so a reader never sees half of it
+    replace_atomically(path, lambda handle: fig.savefig(handle, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
     return [path]
