@@ -130,3 +130,19 @@ def test_bad_input_stops_before_anything_is_written(flags, message, tmp_path, ca
 def test_rlhf_names_what_it_trains(capsys):
     assert run_cli("rlhf", "--rlhf_type", "ppo", "--dataset", "additions") == 2
     assert "--rlhf_type ppo: tunewise trains dpo, grpo" in capsys.readouterr().err
+
+
+def test_the_sampling_flags_reach_grpos_config():
+    """--top_k -1 (ms-swift's "all tokens") is TRL's 0; bad values stop the run."""
+    from tunewise.args import GrpoArgs
+    from tunewise.errors import UserError
+    from tunewise.recipes.grpo import config_fields
+
+    base = dict(dataset=["x"], reward_funcs=["accuracy"])
+    fields = config_fields(GrpoArgs(**base))
+    assert (fields["top_k"], fields["top_p"], fields["repetition_penalty"]) == (0, 1.0, 1.0)
+    fields = config_fields(GrpoArgs(**base, top_k=1, top_p=0.9, repetition_penalty=1.1))
+    assert (fields["top_k"], fields["top_p"], fields["repetition_penalty"]) == (1, 0.9, 1.1)
+    for bad in ({"top_k": -2}, {"top_p": 0.0}, {"repetition_penalty": 0.0}):
+        with pytest.raises(UserError, match="--top_k must be -1"):
+            GrpoArgs(**base, **bad)
