@@ -41,7 +41,7 @@ def test_a_command_has_its_groups_flags_in_reading_order_and_nothing_else():
     groups = [ModelArgs, LoraArgs, QuantizationArgs, DataArgs, OptimisationArgs, SpeedArgs, DistributedArgs,
               EvaluationArgs, RunDirArgs]
     assert names(SftArgs) == [name for group in groups for name in names(group)]
-    assert len(names(SftArgs)) == len(set(names(SftArgs))) == 71
+    assert len(names(SftArgs)) == len(set(names(SftArgs))) == 73
     assert names(DpoArgs) == names(SftArgs) + names(PolicyStartArgs) + names(PreferenceArgs)
     assert names(KtoArgs) == names(SftArgs) + names(PolicyStartArgs) + names(KtoFlags)
     assert names(GrpoArgs) == names(SftArgs) + names(GrpoFlags)

@@ -52,7 +52,7 @@ class SftArgs(RunDirArgs, EvaluationArgs, DistributedArgs, SpeedArgs, Optimisati
         if self.learning_rate is None:
             object.__setattr__(self, "learning_rate",
                                DEFAULT_LEARNING_RATE.get(self.train_type, DEFAULT_LEARNING_RATE["lora"]))
-        raise_problems(self.problems())
+        raise_problems(self.read_system_file() + self.problems())
 
     def problems(self) -> list[str]:
         """Each group's problems, then those of flags of two groups together."""
@@ -113,7 +113,7 @@ class InferArgs(ModelArgs, Sampling):
     stream: bool = flag_field(True, "print tokens as they are generated")
 
     def __post_init__(self):
-        raise_problems(self.model_problems() + self.sampling_problems())
+        raise_problems(self.read_system_file() + self.model_problems() + self.sampling_problems())
 
 
 @dataclass

@@ -20,12 +20,16 @@ class DataArgs:
     packing: bool = flag_field(False, "group rows into sequences of up to --max_length tokens (each row keeps its own "
                                       "positions and attention): every sample about the same size; needs --padding_free")
     group_by_length: bool = flag_field(False, "batches of rows of similar length (less padding with --padding_free false)")
+    dataset_num_proc: int = flag_field(1, "ms-swift's preprocessing processes: accepted so that its commands run; "
+                                          "tunewise reads and encodes the rows in one process (the plan says so)")
+    load_from_cache_file: bool = flag_field(False, "ms-swift's reuse of a preprocessing cache: accepted so that its "
+                                                   "commands run; tunewise keeps no cache and encodes every run")
 
     def data_problems(self) -> list[str]:
         problems = not_one_of(self, {"truncation_strategy": TRUNCATION})
         if not 0 <= self.split_dataset_ratio < 1:
             problems.append(f"--split_dataset_ratio {self.split_dataset_ratio}: must be in [0, 1).")
-        problems += below_minimum(self, ("max_length",))
+        problems += below_minimum(self, ("max_length", "dataset_num_proc"))
         for flag in ("model_name", "model_author"):
             if len(getattr(self, flag)) > 2:
                 problems.append(f"--{flag} takes one or two values (Chinese, English), got {len(getattr(self, flag))}.")

@@ -26,6 +26,10 @@ class GrpoFlags:
     num_generations: int = flag_field(8, "completions sampled per prompt (the group its rewards are compared in)")
     max_completion_length: int = flag_field(512, "tokens a completion may have")
     temperature: float = flag_field(0.9, "sampling temperature of the generations")
+    top_k: int = flag_field(-1, "sample among the k likeliest tokens only (-1 or 0: all; 1: the likeliest, so a "
+                                "prompt's completions are alike)")
+    top_p: float = flag_field(1.0, "nucleus sampling: the likeliest tokens holding this much probability (1: all)")
+    repetition_penalty: float = flag_field(1.0, "penalty on tokens already in the prompt or completion (1: none)")
     beta: float = flag_field(0.04, "KL penalty against the reference (0: no reference model is kept)")
     epsilon: float = flag_field(0.2, "clipping range of the policy ratio")
     epsilon_high: float | None = flag_field(None, "upper clipping range (DAPO's clip-higher); default: --epsilon")
@@ -35,8 +39,8 @@ class GrpoFlags:
     steps_per_generation: int | None = flag_field(None, "optimizer micro-steps each generation round feeds "
                                                         "(default: --gradient_accumulation_steps)")
     num_iterations: int = flag_field(1, "optimisation passes over each generation round (mu)")
-    log_completions: bool = flag_field(False, "print a table of sampled completions and their rewards at each "
-                                               "logging step (TRL's)")
+    log_completions: bool = flag_field(False, "at each logging step, print the sampled completions with their "
+                                               "rewards (TRL's table) and append them to RUN_DIR/completions.jsonl")
 
     def problems(self) -> list[str]:
         return super().problems() + self.grpo_problems()
@@ -67,6 +71,10 @@ class GrpoFlags:
                             "groups of completions.")
         if self.temperature <= 0:
             problems.append(f"--temperature {self.temperature}: GRPO samples; give a positive temperature.")
+        if self.top_k < -1 or not 0 < self.top_p <= 1 or self.repetition_penalty <= 0:
+            problems.append(f"--top_k {self.top_k}, --top_p {self.top_p}, --repetition_penalty "
+                            f"{self.repetition_penalty}: --top_k must be -1 (all tokens) or more, --top_p in (0, 1] "
+                            "and --repetition_penalty positive.")
         if self.beta < 0 or self.epsilon <= 0 or (self.epsilon_high is not None and self.epsilon_high < self.epsilon):
             problems.append("--beta must be >= 0, --epsilon > 0 and --epsilon_high (when given) >= --epsilon.")
         return problems

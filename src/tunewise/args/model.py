@@ -17,9 +17,25 @@ class ModelArgs:
                                           "it, float32 on a CPU; see the plan)")
     attn_impl: str | None = flag_field(None, "attention implementation: sdpa | eager | flash_attention_2 | flash_attention_3 | "
                                              "flex_attention (default: chosen per device for packed batches, see the plan)")
-    system: str | None = flag_field(None, "system prompt for rows (and chats) that have none")
+    system: str | None = flag_field(None, "system prompt for rows (and chats) that have none; a value ending in .txt "
+                                          "is read from that file (as ms-swift does)")
     template: str | None = flag_field(None, "chat template: " + " | ".join(TEMPLATE_NAMES) + " (default: the "
                                             "tokenizer's own; needed for a base model that has none)")
+
+    def read_system_file(self) -> list[str]:
+        """--system FILE.txt: the file's text becomes the system prompt (ms-swift's rule); the problem when it cannot
+        be read."""
+        from pathlib import Path
+
+        if not (self.system or "").endswith(".txt"):
+            return []
+        path = Path(self.system).expanduser()
+        try:
+            object.__setattr__(self, "system", path.read_text(encoding="utf-8").strip())
+        except (OSError, UnicodeDecodeError) as e:
+            return [f"--system {self.system}: a value ending in .txt is read as a file, and this one cannot be read "
+                    f"({getattr(e, 'strerror', None) or e})."]
+        return []
 
     def model_problems(self) -> list[str]:
         """The problems of the model flags, found before anything is loaded or written."""

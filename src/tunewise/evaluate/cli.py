@@ -1,4 +1,5 @@
-"""`tunewise eval`: identity, general-skill retention, repetition and loss of a model or checkpoint; --compare two.
+"""`tunewise eval`: identity, general-skill retention, repetition, loss and GRPO rewards of a model or checkpoint;
+--compare two.
 
   tunewise eval --adapters output/v0-.../checkpoint-N [--compare tunewise-tiny] [--output report.json]
   tunewise eval --model M --model_name 小黄 "Xiao Huang" --model_author 魔搭 ModelScope
@@ -24,7 +25,7 @@ MATCH_MODES = ("contains", "exact")
 
 @dataclass
 class EvalArgs:
-    """Evaluate a model or checkpoint (`tunewise eval`): identity, general skills, repetition, loss; A/B with --compare."""
+    """Evaluate a model or checkpoint (`tunewise eval`): identity, general skills, repetition, loss, GRPO rewards; A/B with --compare."""
 
     adapters: list[str] = flag_field([], "a LoRA or full checkpoint of a run (its args.json gives the base model and identity)")
     model: str | None = flag_field(None, "base model (with --adapters), or the model to evaluate (without)")
@@ -42,6 +43,12 @@ class EvalArgs:
                                            "the greedy reply sides with the chosen answer, and the log-prob and "
                                            "implicit-reward (LoRA: against the adapter disabled) ranking accuracy",
                                        split_commas=True)
+    reward_funcs: list[str] = flag_field([], "GRPO rewards to score greedy replies with, as for tunewise rlhf "
+                                             "(default: a GRPO run's own); each reward's mean and accuracy",
+                                         split_commas=True)
+    external_plugins: list[str] = flag_field([], "Python files that register rewards (as for tunewise rlhf)")
+    reward_dataset: list[str] = flag_field([], "prompts with a solution for --reward_funcs (GRPO rows); default: "
+                                               "the embedded model's 200 held-out additions", split_commas=True)
     output: str | None = flag_field(None, "write the full report (every prompt and reply) to this JSON file")
     overwrite: bool = flag_field(False, "replace an existing --output file")
     system: str | None = flag_field(None, "system prompt (default: the run's)")
@@ -139,7 +146,26 @@ def build_suite(args: EvalArgs, targets: list[Target]):
         suite.general, suite.general_kind = addition_items(), "heldout_addition"
     if args.loss_dataset:
         suite.loss_conversations = load_conversations(args.loss_dataset, target.names, target.authors)
+    suite.rewards = reward_suite(args, targets)
     return suite
+
+
+def reward_suite(args: EvalArgs, targets: list[Target]):
+    """--reward_funcs (or the first GRPO run's own rewards and plugins) on their prompts; None without rewards."""
+    from tunewise.evaluate.rewards import reward_suite as make
+    from tunewise.models.load import builtin_meta
+
+    names, plugins = args.reward_funcs, args.external_plugins
+    if not names:
+        run = next((t.run_args for t in targets if t.run_args.get("reward_funcs")), None)
+        if run is None:
+            if plugins or args.reward_dataset:
+                raise UserError("--external_plugins and --reward_dataset score rewards: name them with --reward_funcs.")
+            return None
+        names, plugins = run["reward_funcs"], plugins or run.get("external_plugins") or []
+        print(f"rewards: the run's --reward_funcs {' '.join(names)}", flush=True)
+    builtin = any(t.base_dir and builtin_meta(t.base_dir) for t in targets)
+    return make(names, plugins, args.reward_dataset, builtin, args.max_new_tokens)
 
 
 def non_finite_parameters(model) -> list[str]:
@@ -223,6 +249,8 @@ def run(args: EvalArgs, sources: dict, argv: list[str]) -> int:
         "target_identity": suite.target.as_dict(),
         "old_identity": suite.old.as_dict() if suite.old else None,
         "general": {"kind": suite.general_kind, "count": len(suite.general)},
+        "rewards": ({"funcs": suite.rewards.names, "prompts": suite.rewards.kind, "count": len(suite.rewards.rows)}
+                    if suite.rewards else None),
         "max_new_tokens": args.max_new_tokens,
         "models": models,
     }

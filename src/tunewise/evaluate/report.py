@@ -1,7 +1,8 @@
 """One model through every check (identity, general skills, repetition, loss), two side by side, and the table.
 
 `evaluate_model(model, tokenizer, suite, system)` returns {"metrics": {...}, "identity": [...], "general": [...],
-"repetition_examples": {...}}; `compare_metrics(a, b)` says which is better on each metric; `format_report` prints.
+"repetition_examples": {...}} (and "rewards": [...] with --reward_funcs); `compare_metrics(a, b)` says which is
+better on each metric; `format_report` prints.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ class Suite:
     max_new_tokens: int = 128
     max_length: int = 2048
     batch_size: int = 50
+    rewards: object = None  # tunewise.evaluate.rewards.RewardSuite: GRPO's rewards on held-out prompts
 
     def general_correct(self, reply: str, reference: str) -> bool:
         from tunewise.evaluate.repetition import normalize
@@ -105,6 +107,14 @@ def evaluate_model(model, tokenizer, suite: Suite, system: str | None = None, ba
     result["general"] = [{"messages": it.messages, "reference": it.reference, "reply": g.text, "correct": ok,
                           "finish_reason": g.finish_reason} for it, g, ok in zip(suite.general, general_gens, correct)]
 
+    if suite.rewards is not None:
+        from tunewise.evaluate import rewards
+
+        asked = [r.messages for r in suite.rewards.rows]
+        reward_gens = general_gens if asked == [it.messages for it in suite.general] else gen(asked)
+        reward_metrics, result["rewards"] = rewards.score(suite.rewards, reward_gens, tokenizer)
+        metrics.update(reward_metrics)
+
     rep, examples = repetition.repetition_metrics(id_gens + general_gens, [g.text for g in general_gens],
                                                   suite.training_responses, [it.reference for it in suite.general])
     metrics.update(rep)
@@ -121,10 +131,18 @@ def evaluate_model(model, tokenizer, suite: Suite, system: str | None = None, ba
     return result
 
 
+def metric_specs(*metrics: dict) -> dict:
+    """METRICS, and the rewards/<name>/<stat> metrics of the given metric dicts after them."""
+    from tunewise.evaluate.rewards import metric_spec
+
+    found = dict.fromkeys(k for m in metrics for k in m if k.startswith("rewards/"))
+    return {**METRICS, **{k: metric_spec(k) for k in found}}
+
+
 def compare_metrics(a: dict, b: dict) -> list[dict]:
     """[{"metric", "a", "b", "better": "A" | "B" | "tie" | None}] for the metrics both models have."""
     rows = []
-    for key, (_, direction, _) in METRICS.items():
+    for key, (_, direction, _) in metric_specs(a, b).items():
         va, vb = a.get(key), b.get(key)
         if va is None and vb is None:
             continue
@@ -169,12 +187,15 @@ def format_report(report: dict) -> str:
     else:
         lines.append("identity not scored: give --model_name/--model_author (or --adapters of a run that set them)")
     lines.append(f"general skill: {report['general']['kind']} ({report['general']['count']} prompts)")
+    if report.get("rewards"):
+        r = report["rewards"]
+        lines.append(f"rewards: {', '.join(r['funcs'])} on {r['prompts']} ({r['count']} prompts, greedy replies)")
     for tag, m in zip("AB", models):
         lines.append(f"{tag}: {m['label']}" if len(models) > 1 else f"model: {m['label']}")
     lines.append("")
     if len(models) == 1:
         metrics = models[0]["metrics"]
-        for key, (label, _, kind) in METRICS.items():
+        for key, (label, _, kind) in metric_specs(metrics).items():
             if metrics.get(key) is not None:
                 lines.append(f"  {label:<38} {format_metric(metrics[key], kind):>10}")
         lines.append("")
@@ -183,9 +204,10 @@ def format_report(report: dict) -> str:
         return "\n".join(lines)
 
     comparison = report["comparison"]
+    specs = metric_specs(*(m["metrics"] for m in models))
     lines.append(f"  {'metric':<38} {'A':>10} {'B':>10}  better")
     for row in comparison:
-        label, _, kind = METRICS[row["metric"]]
+        label, _, kind = specs[row["metric"]]
         lines.append(f"  {label:<38} {format_metric(row['a'], kind):>10} {format_metric(row['b'], kind):>10}  {row['better'] or ''}")
     wins = {t: sum(r["better"] == t for r in comparison) for t in ("A", "B", "tie")}
     lines.append(f"  summary: A better on {wins['A']}, B better on {wins['B']}, tied on {wins['tie']} metrics")

@@ -220,6 +220,9 @@ def load_and_encode(recipe, args, tokenizer, notes: list) -> tuple[list, list, o
     val_rows, _ = recipe.encode(tokenizer, val_items, args.system, args.max_length, args.truncation_strategy)
     unit = recipe.unit
     notes.append(f"train data: {stats.summary()}" + (f"; validation: {len(val_rows)} {unit}" if val_rows else ""))
+    if args.dataset_num_proc > 1 or args.load_from_cache_file:
+        notes.append("note: --dataset_num_proc and --load_from_cache_file (ms-swift's) change nothing here: the rows "
+                     "were read and encoded in this process, with no cache")
     if not train_rows:
         raise UserError(f"No training {unit} are left after encoding (all longer than --max_length?).")
     if getattr(args, "packing", False):  # sft only; the plan then counts packs

@@ -83,7 +83,8 @@ def config_fields(args: GrpoArgs) -> dict:
     return dict(remove_unused_columns=False,  # the rewards read the rows' other columns
                 include_num_input_tokens_seen="no",  # GRPO's inputs are prompts: TRL logs num_tokens itself
                 num_generations=args.num_generations, max_completion_length=args.max_completion_length,
-                temperature=args.temperature, beta=args.beta, epsilon=args.epsilon, epsilon_high=args.epsilon_high,
+                temperature=args.temperature, top_k=max(args.top_k, 0), top_p=args.top_p,
+                repetition_penalty=args.repetition_penalty, beta=args.beta, epsilon=args.epsilon, epsilon_high=args.epsilon_high,
                 loss_type=args.loss_type, importance_sampling_level=args.importance_sampling_level,
                 scale_rewards=args.scale_rewards, steps_per_generation=args.steps_per_generation,
                 num_iterations=args.num_iterations, reward_weights=list(args.reward_weights) or None, log_completions=args.log_completions)

@@ -40,6 +40,11 @@ def build_trainer(run: Run, run_dir: Path, resume: Path | None = None, callbacks
         **batches,
     )
     check_active(trainer, run)
+    from tunewise.train.completions import CompletionsLog
+
+    for callback in callbacks:
+        if isinstance(callback, CompletionsLog):  # it reads the trainer's completion table
+            callback.attach(trainer)
     return trainer
 
 
@@ -154,6 +159,10 @@ def callbacks_for(run: Run, run_dir: Path, resume: Path | None = None) -> list:
                                            base_name=portable_name(run.start.base_name))
     extra += [publish,
               callbacks.ScheduleGuard(run.schedule, args.schedule_guard, run_dir=run_dir), SignalStop()]
+    if getattr(args, "log_completions", False) and ranks.is_main_process():  # GRPO's
+        from tunewise.train.completions import FILE, CompletionsLog
+
+        extra.append(CompletionsLog(run_dir / FILE, resume_step=step_of(resume) if resume else None))
     if ranks.is_main_process():
         from tunewise.train.trackers import tracker_callbacks
 

@@ -1,4 +1,4 @@
-"""loss.png and lr.png of a run, drawn from its logging.jsonl."""
+"""loss.png and lr.png of a run, drawn from its logging.jsonl (and a GRPO run's rewards.png: reward_plots)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,4 +61,6 @@ def plot_run(run_dir: Path) -> list[Path]:
         save_figure(fig, run_dir / "lr.png")
         plt.close(fig)
         written.append(run_dir / "lr.png")
-    return written
+    from tunewise.train.reward_plots import plot_rewards
+
+    return written + plot_rewards(run_dir, log)
