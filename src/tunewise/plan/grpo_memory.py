@@ -112,11 +112,12 @@ def generation_phase(shape: ModelShape, s: GrpoSettings, act_bytes: int) -> dict
 
 def fused_head_bytes(shape: ModelShape, s: GrpoSettings, act_bytes: int) -> int:
     """TRL's fused output layer over one loss batch, at its backward pass: the tile(s) of logits, the hidden states
-    it keeps, their float32 gradient and, when the output layer trains (full), its float32 weight gradient."""
+    it keeps, their float32 gradient and, when the output layer trains (full) in 16 bits, the float32 gradient its
+    weight accumulates in before it is cast to the weight's own (counted with the gradients)."""
     positions = s.batch_size * (s.sequence - 1) if s.device == "cpu" else s.batch_size * s.completion_length
     tile = min(positions, TILE_TOKENS) * min(shape.vocab, TILE_VOCAB)
     tiles = int(CPU_TILE_COPIES_BACKWARD * tile * 4) if s.device == "cpu" else tile * act_bytes
-    weight_grad = shape.vocab * shape.hidden * 4 if s.train_type == "full" else 0
+    weight_grad = shape.vocab * shape.hidden * 4 if s.train_type == "full" and act_bytes < 4 else 0
     return tiles + positions * shape.hidden * (act_bytes + 4) + weight_grad
 
 
