@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from tunewise import ranks
+from tunewise.args.run_dir import installed
 from tunewise.flags import flag_field, not_one_of
 
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 IMPORTANCE_LEVELS = ("token", "sequence")  # sequence: GSPO
 SCALE_REWARDS = ("group", "batch", "none")
+VLLM_MODES = ("colocate", "server")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,13 @@ class GrpoFlags:
     num_iterations: int = flag_field(1, "optimisation passes over each generation round (mu)")
     log_completions: bool = flag_field(False, "at each logging step, print the sampled completions with their "
                                                "rewards (TRL's table) and append them to RUN_DIR/completions.jsonl")
+    use_vllm: bool = flag_field(False, "generate the completions with vLLM (needs the vllm package and a GPU)")
+    vllm_mode: str = flag_field("colocate", "colocate (vLLM inside the training process, on the same GPU) | server "
+                                            "(a separate `trl vllm-serve` on other GPUs)")
+    vllm_gpu_memory_utilization: float = flag_field(0.3, "colocate: the share of the GPU's memory vLLM takes for "
+                                                         "its weights and KV cache (TRL's default 0.3)")
+    vllm_server_host: str = flag_field("0.0.0.0", "server: the host of the vLLM server")
+    vllm_server_port: int = flag_field(8000, "server: the port of the vLLM server")
 
     def problems(self) -> list[str]:
         return super().problems() + self.grpo_problems()
@@ -50,7 +59,9 @@ class GrpoFlags:
 
     def grpo_problems(self) -> list[str]:
         problems = not_one_of(self, {"loss_type": GRPO_LOSS_TYPES,
-                                     "importance_sampling_level": IMPORTANCE_LEVELS, "scale_rewards": SCALE_REWARDS})
+                                     "importance_sampling_level": IMPORTANCE_LEVELS, "scale_rewards": SCALE_REWARDS,
+                                     "vllm_mode": VLLM_MODES})
+        problems += self.vllm_problems()
         if not self.reward_funcs:
             problems.append("--reward_funcs: name at least one reward (accuracy, format, repetition, soft_overlong, "
                             "cosine, or one from --external_plugins).")
@@ -77,6 +88,19 @@ class GrpoFlags:
                             "and --repetition_penalty positive.")
         if self.beta < 0 or self.epsilon <= 0 or (self.epsilon_high is not None and self.epsilon_high < self.epsilon):
             problems.append("--beta must be >= 0, --epsilon > 0 and --epsilon_high (when given) >= --epsilon.")
+        return problems
+
+    def vllm_problems(self) -> list[str]:
+        problems = []
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            problems.append(f"--vllm_gpu_memory_utilization {self.vllm_gpu_memory_utilization:g}: a share of the "
+                            "GPU's memory, above 0 and at most 1.")
+        if not 0 < self.vllm_server_port < 65536:
+            problems.append(f"--vllm_server_port {self.vllm_server_port}: a TCP port, 1 to 65535.")
+        if self.use_vllm and not installed("vllm"):
+            problems.append("--use_vllm true: the vllm package is not importable here, and TRL generates with it "
+                            "(install vllm on a CUDA machine, or leave --use_vllm out: transformers' generate then "
+                            "runs the completions, slower, and the plan counts its KV cache).")
         return problems
 
     def generation_batch(self) -> int:

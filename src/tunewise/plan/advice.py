@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunewise.errors import UserError
+from tunewise.plan.grpo_memory import GrpoMemory, format_grpo_memory
 from tunewise.plan.memory import MemoryEstimate, format_memory
 
 IDENTITY_FEW_ROWS = 200  # identity data up to this many rows follows the 8-12 epoch rule (the guide says ~100)
@@ -147,7 +148,9 @@ def format_advice(advice: Advice, chosen: dict | None = None, memory: MemoryEsti
         now = f" (planned {chosen[name]:g})" if name in chosen and chosen[name] is not None else ""
         lines.append(f"  {name:<17} {rec.value:<8g}{now}  {rec.reason}")
     lines += [f"WARNING: {w}" for w in advice.warnings]
-    if memory is not None:
+    if isinstance(memory, GrpoMemory):  # generation included: its own block
+        lines.append(format_grpo_memory(memory))
+    elif memory is not None:
         lines.append(format_memory(memory))
     return "\n".join(lines)
 

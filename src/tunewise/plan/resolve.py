@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from tunewise import ranks
 from tunewise.errors import UserError
-from tunewise.plan.footprint import planned_memory
+from tunewise.plan.footprint import planned_memory, refuse_unfit
 from tunewise.plan.memory import human
 from tunewise.plan.run import Run, mixed_precision, zero_stage
 
@@ -69,7 +69,9 @@ def resolve(recipe, args, sources: Mapping[str, str]) -> Run:
     run = Run(recipe, args, MappingProxyType(sources), start, tokenizer, train_rows, val_rows, step_plan, schedule,
               deepspeed, fsdp, probes, stats.identity_rows, tuple(notes), device)
     run = checkpointing_to_fit(run)
-    return dataclasses.replace(run, memory=planned_memory(run))
+    run = dataclasses.replace(run, memory=planned_memory(run))
+    refuse_unfit(run)  # GRPO: a run that would not fit stops here
+    return run
 
 
 def plan_device(args, sources: dict, start: Checkpoint, fsdp: FsdpPlan | None):

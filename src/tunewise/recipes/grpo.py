@@ -87,7 +87,10 @@ def config_fields(args: GrpoArgs) -> dict:
                 repetition_penalty=args.repetition_penalty, beta=args.beta, epsilon=args.epsilon, epsilon_high=args.epsilon_high,
                 loss_type=args.loss_type, importance_sampling_level=args.importance_sampling_level,
                 scale_rewards=args.scale_rewards, steps_per_generation=args.steps_per_generation,
-                num_iterations=args.num_iterations, reward_weights=list(args.reward_weights) or None, log_completions=args.log_completions)
+                num_iterations=args.num_iterations, reward_weights=list(args.reward_weights) or None, log_completions=args.log_completions,
+                use_vllm=args.use_vllm, vllm_mode=args.vllm_mode,
+                vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+                vllm_server_host=args.vllm_server_host, vllm_server_port=args.vllm_server_port)
 
 
 RECIPE = Recipe(
