@@ -1,6 +1,6 @@
 """`tunewise export --quant_method gguf`: a LoRA checkpoint (merged in memory) or a plain model (--model alone) as
 one GGUF file, with an Ollama Modelfile when --to_ollama true, published only once the file, read back by
-transformers (and by llama.cpp when llama-cpp-python is installed), computes what the model does."""
+transformers (`from_pretrained(dir, gguf_file=...)`, which dequantizes it), computes what the model does."""
 from __future__ import annotations
 
 import re
@@ -111,7 +111,6 @@ def export_gguf(args: ExportArgs) -> dict:
         checks = compare(Side("source", model, tokenizer), Side("gguf", exported, exported_tokenizer), spec.system,
                          GGUF_TYPES[args.gguf_type].ppl_bound, conversations)
         del exported
-        checks["llama_cpp"] = llama_cpp_checks(tmp / gguf_name, Side("source", model, tokenizer), spec.system)
         summary = {
             "kind": "gguf", "output_dir": str(out), "compared": ["source", "gguf"],
             "source": {"base": spec.base_name, "adapter": spec.adapter, "system": spec.system},
@@ -125,12 +124,3 @@ def export_gguf(args: ExportArgs) -> dict:
         write_export_json(tmp, summary)
     return summary
 
-
-def llama_cpp_checks(path: Path, source, system: str | None) -> dict:
-    """The file loaded by llama.cpp itself (llama-cpp-python, when installed): its token ids and logits on the probe
-    prompts against the source model's, and its greedy answers."""
-    try:
-        from tunewise.export.llama_cpp_check import check_with_llama_cpp
-    except ImportError as e:
-        return {"note": f"not checked: llama-cpp-python is not installed ({e.name})"}
-    return check_with_llama_cpp(path, source, system)

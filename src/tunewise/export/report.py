@@ -73,17 +73,10 @@ def print_summary(summary: dict) -> None:
     for a in checks.get("answers", []):
         mark = "same" if a["same"] else "differs"
         print(f"  {a['question']}  {src}: {a[src]!r}  {dst}: {a[dst]!r} ({mark})")
-    if lc := checks.get("llama_cpp"):
-        print(f"  llama.cpp: {lc.get('note') or _llama_line(lc)}")
     for extra, value in checks.items():
-        if extra not in ("logits", "perplexity", "answers", "llama_cpp"):
+        if extra not in ("logits", "perplexity", "answers"):
             print(f"  {extra}: {json.dumps(value, ensure_ascii=False)[:200]}")
     print("run it:")
     for line in written.get("run", []):
         print(f"  {line}")
 
-
-def _llama_line(lc: dict) -> str:
-    answers = "; ".join(f"{a['question']} -> {a['llama_cpp']!r}" for a in lc.get("answers", []))
-    return (f"loaded; logits max |llama.cpp - source| = {lc['max_abs_diff']:.3g} on the probe prompts; "
-            f"greedy answers: {answers}")
