@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from tunewise.errors import UserError
 
 PROBES = ("你是谁？", "Who are you?", "12+34=?")  # scripts/demo.sh asks these
-PROBE_TOKENS = 64
-ADDITION_ROWS = 40  # of the 200 held-out additions, every fifth
-CONCISE_ROWS = 22  # of the 44 concise_heldout pairs, every other
+PROBE_TOKENS = 40  # the demo's answers take 12-20 tokens; each step of Qwen's 152k-word head reads its 0.5 GB
+ADDITION_ROWS = 25  # of the 200 held-out additions, every eighth
+CONCISE_ROWS = 11  # of the 44 concise_heldout pairs, every fourth
 
 
 class Broken(UserError):
@@ -57,41 +57,73 @@ def _probe_conversations() -> list[list[dict]]:
     return [[{"role": "user", "content": q}] for q in PROBES]
 
 
-def _logits(side: Side, prompts: list[str]):
-    import torch
+@dataclass
+class Measured:
+    """What one model does on the check inputs; `measure` it, then `compare` two."""
 
-    out = []
-    for text in prompts:
-        ids = side.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
-        with torch.no_grad():
-            out.append((ids[0].tolist(), side.model(input_ids=ids).logits[0].float()))
-    return out
+    prompt_ids: list  # the probe prompts as this side's tokenizer and chat template encode them
+    logits: list  # float32 logits at every position of each probe prompt
+    perplexity: dict
+    answers: list  # tunewise.models.generate.Reply for each probe question
 
 
-def logits_check(source: Side, export: Side, system: str | None) -> dict:
-    """Largest |logit difference| over every position of the rendered probe prompts; the ids must agree."""
+def measure(side: Side, system: str | None, conversations) -> Measured:
+    """Logits on the rendered probe prompts, held-out perplexity and greedy probe answers of one model. Each side
+    renders with its own tokenizer's chat template, so an export's template and tokenizer are checked too."""
     import torch
 
     from tunewise.data.template import render
 
-    prompts = [render(source.tokenizer, conv, system) for conv in _probe_conversations()]
-    ref, got = _logits(source, prompts), _logits(export, prompts)
-    ids_equal = all(a[0] == b[0] for a, b in zip(ref, got))
-    finite = all(bool(torch.isfinite(g[1]).all()) for g in got)
-    diff = max(float((a[1] - b[1]).abs().max()) for a, b in zip(ref, got)) if ids_equal else None
-    scale = max(float(a[1].abs().max()) for a in ref)
-    return {"prompts": len(prompts), "positions": sum(len(a[0]) for a in ref), "token_ids_equal": ids_equal,
-            "finite": finite, "max_abs_diff": diff, "source_max_abs_logit": scale,
-            "argmax_agreement": (sum(int((a[1].argmax(-1) == b[1].argmax(-1)).sum()) for a, b in zip(ref, got))
-                                 / sum(len(a[0]) for a in ref)) if ids_equal else None}
+    ids, logits = [], []
+    for conv in _probe_conversations():
+        text = render(side.tokenizer, conv, system)
+        prompt = side.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits.append(side.model(input_ids=prompt).logits[0].float())
+        ids.append(prompt[0].tolist())
+    return Measured(ids, logits, perplexity(side, conversations, system), probe_answers(side, system))
+
+
+def logits_check(ref: Measured, got: Measured) -> dict:
+    """Largest |logit difference| over every position of the probe prompts; the token ids must agree."""
+    import torch
+
+    ids_equal = ref.prompt_ids == got.prompt_ids
+    positions = sum(len(i) for i in ref.prompt_ids)
+    pairs = list(zip(ref.logits, got.logits))
+    return {"prompts": len(ref.prompt_ids), "positions": positions, "token_ids_equal": ids_equal,
+            "finite": all(bool(torch.isfinite(g).all()) for g in got.logits),
+            "max_abs_diff": max(float((a - b).abs().max()) for a, b in pairs) if ids_equal else None,
+            "source_max_abs_logit": max(float(a.abs().max()) for a in ref.logits),
+            "argmax_agreement": sum(int((a.argmax(-1) == b.argmax(-1)).sum()) for a, b in pairs) / positions
+            if ids_equal else None}
 
 
 def perplexity(side: Side, conversations, system: str | None, max_length: int = 512) -> dict:
-    from tunewise.data.encode import encode_dataset
-    from tunewise.evaluate.loss import dataset_loss
+    """Assistant-token perplexity, as tunewise.evaluate.loss.dataset_loss measures it, with the vocabulary projection
+    only where a label is (Qwen's 152k-token head over every prompt position would be most of the time)."""
+    import torch
+
+    from tunewise.data.encode import IGNORE, encode_dataset
 
     rows, _ = encode_dataset(side.tokenizer, conversations, system, max_length)
-    return dataset_loss(side.model, side.tokenizer, rows)
+    decoder, head = side.model.get_decoder(), side.model.get_output_embeddings()
+    pad = side.tokenizer.pad_token_id or 0
+    total, count = 0.0, 0
+    for start in range(0, len(rows), 8):
+        chunk = rows[start:start + 8]
+        width = max(len(r["input_ids"]) for r in chunk)
+        ids = torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in chunk])
+        labels = torch.tensor([r["labels"] + [IGNORE] * (width - len(r["labels"])) for r in chunk])
+        mask = (torch.arange(width)[None, :] < torch.tensor([len(r["input_ids"]) for r in chunk])[:, None]).long()
+        with torch.no_grad():
+            hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+            keep = labels[:, 1:] != IGNORE
+            logits = head(hidden[keep]).float()
+        total += torch.nn.functional.cross_entropy(logits, labels[:, 1:][keep], reduction="sum").item()
+        count += int(keep.sum())
+    loss = total / count if count else float("nan")
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)) if count else None, "loss_tokens": count}
 
 
 def probe_answers(side: Side, system: str | None):
@@ -108,15 +140,18 @@ def _degenerate(reply) -> str | None:
     return "runs to the token limit" if reply.finish_reason == "length" else None
 
 
-def compare(source: Side, export: Side, system: str | None, bound: float, conversations) -> dict:
-    """Every check of `export` against `source`; raises Broken with the reason when the export is broken."""
-    logits = logits_check(source, export, system)
-    ppl_source = perplexity(source, conversations, system)
-    ppl_export = perplexity(export, conversations, system)
+def compare(source: Side, export: Side, system: str | None, bound: float, conversations,
+            source_measured: Measured | None = None) -> dict:
+    """Every check of `export` against `source` (measured here unless `source_measured` is given); raises Broken
+    with the reason when the export is broken."""
+    ref = source_measured or measure(source, system, conversations)
+    got = measure(export, system, conversations)
+    logits = logits_check(ref, got)
+    ppl_source, ppl_export = ref.perplexity, got.perplexity
     ratio = (ppl_export["perplexity"] / ppl_source["perplexity"]
              if ppl_source["perplexity"] and ppl_export["perplexity"] is not None else None)
     answers = []
-    for question, a, b in zip(PROBES, probe_answers(source, system), probe_answers(export, system)):
+    for question, a, b in zip(PROBES, ref.answers, got.answers):
         answers.append({"question": question, source.label: a.text, export.label: b.text, "same": a.text == b.text,
                         "degenerate": _degenerate(b) if not _degenerate(a) else None})
     checks = {

@@ -67,9 +67,10 @@ def check_tokenizer(tokenizer, where: str) -> None:
                         "would split text differently from it; the GGUF writer handles Qwen2-family tokenizers only.")
 
 
-def tokenizer_metadata(tokenizer, vocab_size: int) -> dict:
+def tokenizer_metadata(tokenizer, vocab_size: int, config_bos: int | None = None) -> dict:
     """What goes under tokenizer.ggml.*: tokens padded to the model's vocab_size ([PADn], unused), their types,
-    the merges, the special ids and whether bos/eos are added, and the chat template."""
+    the merges, the special ids (bos from config.json when the tokenizer has none, as llama.cpp's converter does)
+    and whether bos/eos are added, and the chat template."""
     import gguf
 
     vocab = tokenizer.get_vocab()
@@ -96,7 +97,8 @@ def tokenizer_metadata(tokenizer, vocab_size: int) -> dict:
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
     return {
         "tokens": tokens, "types": types, "merges": merges,
-        "bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id, "pad": tokenizer.pad_token_id,
+        "bos": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else config_bos,
+        "eos": tokenizer.eos_token_id, "pad": tokenizer.pad_token_id,
         "add_bos": len(probe) > len(plain) and probe[0] == tokenizer.bos_token_id,
         "add_eos": len(probe) > len(plain) and probe[-1] == tokenizer.eos_token_id,
         "chat_template": tokenizer.chat_template,
@@ -169,7 +171,7 @@ def write_gguf(path: Path, state_dict: dict, config, tokenizer, gguf_type: str, 
 
     family = family_of(config, name)
     check_tokenizer(tokenizer, name)
-    meta = tokenizer_metadata(tokenizer, config.vocab_size)
+    meta = tokenizer_metadata(tokenizer, config.vocab_size, getattr(config, "bos_token_id", None))
     writer = gguf.GGUFWriter(str(path), family.name)
     writer.add_name(name)
     writer.add_file_type(gguf.LlamaFileType[GGUF_TYPES[gguf_type].file_type])
