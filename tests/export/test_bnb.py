@@ -103,11 +103,12 @@ def test_the_cli_exports_an_adapter_and_infer_answers_from_it(tmp_path, capsys):
     assert run_cli("export", "--adapters", adapter, "--quant_method", "bnb", "--quant_bits", "8",
                    "--output_dir", out) == 0
     record = json.loads((out / "export.json").read_text())
-    assert record["source"] == str(adapter) and record["perplexity_ratio"] <= PERPLEXITY_BOUND[8]
+    checks = record["checks"]
+    assert record["source"]["adapter"] == str(adapter) and checks["perplexity_ratio"] <= PERPLEXITY_BOUND[8]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
     assert "LLM.int8 8-bit model written to" in capsys.readouterr().out
     assert run_cli("export", "--adapters", adapter, "--quant_method", "bnb", "--quant_bits", "8",
                    "--output_dir", out) == 2  # exists: refused without --overwrite
     assert run_cli("infer", "--model", out, "--query", "Who are you?", "--max_new_tokens", "16",
                    "--stream", "false") == 0
-    assert record["probes"][0]["quantized"].strip() in capsys.readouterr().out
+    assert checks["probes"][0]["quantized"].strip() in capsys.readouterr().out

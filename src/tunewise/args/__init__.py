@@ -24,7 +24,7 @@ from tunewise.args.optimisation import DEFAULT_LEARNING_RATE, GUARD_MODES, NAN_P
 from tunewise.args.orpo import OrpoFlags
 from tunewise.args.policy import AdapterStartArgs, PolicyStartArgs
 from tunewise.args.preference import LOSS_TYPES, PreferenceArgs
-from tunewise.args.quantization import QUANT_BITS, QuantizationArgs, bits_problems
+from tunewise.args.quantization import QUANT_BITS, QuantizationArgs
 from tunewise.args.run_dir import REPORT_TO, RunDirArgs, installed
 from tunewise.args.sampling import Sampling
 from tunewise.args.speed import SpeedArgs, TrainerLossArgs
@@ -118,20 +118,36 @@ class InferArgs(ModelArgs, Sampling):
 
 @dataclass
 class ExportArgs:
-    """Write a checkpoint as a plain Hugging Face model directory (`tunewise export`)."""
+    """Write a checkpoint or model as a plain Hugging Face directory, a GGUF file (+ Ollama Modelfile) or a
+    quantized model (`tunewise export`)."""
 
     adapters: list[str] = flag_field([], "the LoRA checkpoint to export")
-    model: str | None = flag_field(None, "base model; read from the run's args.json when omitted")
+    model: str | None = flag_field(None, "base model; read from the run's args.json when omitted. Alone (no "
+                                         "--adapters): the model to write as GGUF")
     merge_lora: bool = flag_field(True, "merge the LoRA weights into the base model")
-    output_dir: str | None = flag_field(None, "default: CHECKPOINT-merged next to the checkpoint")
-    torch_dtype: str = flag_field("auto", "dtype of the written weights")
+    output_dir: str | None = flag_field(None, "default: CHECKPOINT-merged (CHECKPOINT-gguf-TYPE) next to the "
+                                              "checkpoint")
+    torch_dtype: str = flag_field("auto", "dtype of the written weights (merged export)")
     overwrite: bool = flag_field(False, "replace an existing --output_dir (never the checkpoint or run being exported)")
-    quant_method: str | None = flag_field(None, "bnb: write the model quantized by bitsandbytes (--quant_bits 4|8), "
-                                                "checked against the unquantized one")
-    quant_bits: int | None = flag_field(None, "with --quant_method bnb: 4 (NF4, double quant) or 8 (LLM.int8)")
+    quant_method: str | None = flag_field(None, "gguf: a GGUF file for llama.cpp / Ollama; bnb: bitsandbytes "
+                                                "(--quant_bits); default: the merged model as it is")
+    gguf_type: str = flag_field("f16", "f16 | q8_0 | q4_k_m (llama.cpp's types; q4_k_m needs libggml-python)")
+    to_ollama: bool = flag_field(False, "also write an Ollama Modelfile beside the GGUF file")
+    quant_bits: int | None = flag_field(None, "bits for --quant_method bnb: 4 or 8")
+    dataset: list[str] = flag_field([], "held-out conversations for the perplexity check (default: the built-in "
+                                        "held-out additions and concise_heldout)", split_commas=True)
+
+    QUANT_METHODS = ("gguf", "bnb")  # not fields (no annotation): the flags' choices
+    GGUF_TYPES = ("f16", "q8_0", "q4_k_m")
 
     def __post_init__(self):
-        problems = not_one_of(self, {"torch_dtype": TORCH_DTYPES, "quant_method": ("bnb",)}) + bits_problems(self.quant_bits)
-        if (self.quant_method is None) != (self.quant_bits is None):
-            problems.append("--quant_method bnb and --quant_bits 4|8 go together.")
+        problems = not_one_of(self, {"torch_dtype": TORCH_DTYPES, "quant_method": self.QUANT_METHODS,
+                                     "gguf_type": self.GGUF_TYPES})
+        if self.to_ollama and self.quant_method != "gguf":
+            problems.append("--to_ollama true writes a Modelfile for a GGUF file: add --quant_method gguf "
+                            "(--gguf_type f16|q8_0|q4_k_m).")
+        if self.quant_method == "bnb" and self.quant_bits not in (4, 8):
+            problems.append(f"--quant_bits {self.quant_bits}: --quant_method bnb takes 4 or 8.")
+        if self.quant_bits is not None and self.quant_method != "bnb":
+            problems.append("--quant_bits is for --quant_method bnb (a GGUF's bits are --gguf_type).")
         raise_problems(problems)

@@ -14,11 +14,7 @@ quantizes and computes both 4 and 8 bits (benchmarks/QUANT.md).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from tunewise.errors import UserError
@@ -175,55 +171,3 @@ def write_bnb(model_dir: Path, out: Path, bits: int) -> dict:
     return {"quant_method": "bnb", "quant_bits": bits, "quantization": quant.describe(), "weights_bytes": size(out),
             "unquantized_weights_bytes": size(model_dir), **checks}
 
-
-def export_bnb(args) -> tuple[Path, dict]:
-    """`tunewise export --quant_method bnb`: the checkpoint (merged first when it is a LoRA adapter) or --model,
-    quantized into --output_dir (default: SOURCE-bnb-int4|int8 beside it), written whole or not at all; export.json
-    there keeps the checks."""
-    from tunewise.models.checkpoint import load, open_checkpoint
-    from tunewise.models.merge import check_target
-    from tunewise.trees import remove_tree
-
-    if len(args.adapters) > 1:
-        raise UserError("--adapters: give the one checkpoint to export.")
-    spec = open_checkpoint(args.model, args.adapters)
-    source = Path(spec.adapter or spec.base)
-    if not args.adapters and not source.is_dir():
-        raise UserError(f"--model {args.model}: a hub id; download it first and give its directory.")
-    if not args.adapters and not args.output_dir:
-        raise UserError("--model without --adapters: give --output_dir, the folder to write the quantized model to.")
-    out = Path(args.output_dir) if args.output_dir else Path(f"{source.resolve()}-bnb-int{args.quant_bits}")
-    check_target(out, source, args.overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        with tempfile.TemporaryDirectory(prefix=".merged.", dir=out.parent) as merged:
-            model_dir = source
-            if spec.adapter is not None:  # a LoRA checkpoint: merged in full precision, then quantized
-                load(spec, args.torch_dtype, adapter="merged").save_pretrained(merged, safe_serialization=True)
-                spec.load_tokenizer().save_pretrained(merged)
-                model_dir = Path(merged)
-            checks = write_bnb(model_dir, tmp, args.quant_bits)
-        record = {"source": str(source), "system": spec.system, **checks}
-        (tmp / "export.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        if out.exists():  # --overwrite true: the old export goes only once the new one is complete
-            remove_tree(out)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out, record
-
-
-def summary(out: Path, record: dict) -> str:
-    """What the export prints: where it is, its size, and its checks."""
-    lines = [f"{record['quantization']} model written to {out} ({record['weights_bytes'] / 2**20:.1f} MiB of weights, "
-             f"{record['unquantized_weights_bytes'] / 2**20:.1f} MiB unquantized)",
-             f"  held-out perplexity {record['perplexity_quantized']:.3f} against {record['perplexity_unquantized']:.3f} "
-             f"unquantized (ratio {record['perplexity_ratio']:.3f}, bound {record['perplexity_ratio_bound']}); "
-             f"largest logits difference {record['max_abs_logits_diff']:.3f} (logits up to "
-             f"{record['max_abs_logits_unquantized']:.1f})"]
-    lines += [f"  {p['question']!r}: {p['quantized']!r}" + ("" if p["quantized"] == p["unquantized"] else
-              f"  (unquantized: {p['unquantized']!r})") for p in record["probes"]]
-    lines.append(f"load it with: AutoModelForCausalLM.from_pretrained('{out}')  or  tunewise infer --model {out}")
-    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""`tunewise export --quant_method gguf`: a LoRA checkpoint (merged in memory) or a plain model (--model alone) as
+one GGUF file, with an Ollama Modelfile when --to_ollama true, published only once the file, read back by
+transformers (`from_pretrained(dir, gguf_file=...)`, which dequantizes it), computes what the model does."""
+from __future__ import annotations
+
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tunewise.args import ExportArgs
+from tunewise.errors import UserError
+
+
+def gguf_source(args: ExportArgs):
+    """What to write: a LoRA checkpoint to merge, a full checkpoint, or --model alone."""
+    from tunewise.models.checkpoint import open_checkpoint
+
+    if len(args.adapters) > 1:
+        raise UserError("--adapters: give the one checkpoint to export.")
+    if not args.adapters and not args.model:
+        raise UserError("--quant_method gguf: give the LoRA checkpoint (--adapters CKPT) or the model (--model M).")
+    spec = open_checkpoint(args.model, args.adapters)
+    if spec.adapter and not args.merge_lora:
+        raise UserError("--merge_lora false: a GGUF of the adapter alone is not written; the GGUF holds the model "
+                        "with the adapter merged (--merge_lora true).")
+    return spec
+
+
+def default_output(spec, gguf_type: str) -> Path:
+    """CHECKPOINT-gguf-TYPE beside the checkpoint (or the model's folder); ./NAME-gguf-TYPE for a built-in or hub
+    model."""
+    from tunewise.models.load import BUILTIN_MODELS
+
+    where = spec.adapter or spec.base
+    if spec.adapter or (Path(where).is_dir() and spec.base_name not in BUILTIN_MODELS):
+        return Path(str(Path(where).resolve()) + f"-gguf-{gguf_type}")
+    return Path(re.sub(r"[^A-Za-z0-9._-]+", "--", spec.base_name) + f"-gguf-{gguf_type}")
+
+
+def _generation_config(model_dir: str):
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model_dir)
+    except (OSError, ValueError):
+        return None
+
+
+def _load_gguf(folder: Path, name: str):
+    """The GGUF file as transformers reads it (dequantized to float32), and its tokenizer."""
+    import functools
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_loading
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    shown, bar = hf_logging.is_progress_bar_enabled(), gguf_loading.tqdm
+    hf_logging.disable_progress_bar()
+    gguf_loading.tqdm = functools.partial(bar, disable=True)  # its own tqdm bar, which the switch above misses
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name, dtype="float32").eval()
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=name)
+    finally:
+        gguf_loading.tqdm = bar
+        if shown:
+            hf_logging.enable_progress_bar()
+    return model, tokenizer
+
+
+def export_gguf(args: ExportArgs) -> dict:
+    from transformers import AutoConfig
+
+    from tunewise.export.checks import Side, compare, heldout_conversations, measure
+    from tunewise.export.ggml_quants import GGUF_TYPES, check_available
+    from tunewise.export.gguf_file import check_tokenizer, family_of, write_gguf
+    from tunewise.export.report import how_to_run, write_export_json
+    from tunewise.models.checkpoint import load
+    from tunewise.models.merge import check_target, staged_folder
+
+    # everything that can refuse the export does so before a weight is loaded or a byte written
+    check_available(args.gguf_type)
+    spec = gguf_source(args)
+    label = spec.adapter or spec.base_name
+    config = AutoConfig.from_pretrained(spec.base)
+    family_of(config, label)
+    tokenizer = spec.load_tokenizer()
+    check_tokenizer(tokenizer, label)
+    out = Path(args.output_dir) if args.output_dir else default_output(spec, args.gguf_type)
+    check_target(out, Path(spec.adapter or spec.base), args.overwrite)
+    generation_config = _generation_config(spec.base)
+    eos = getattr(generation_config, "eos_token_id", None) if generation_config else None
+    eos_ids = [e for e in ([eos] if isinstance(eos, int) else list(eos or [])) if e is not None]
+    gguf_name = f"model-{args.gguf_type}.gguf"
+    modelfile_text, ollama = None, None
+    if args.to_ollama:
+        from tunewise.export.ollama import modelfile
+
+        modelfile_text, ollama = modelfile(gguf_name, tokenizer, spec.system, generation_config, eos_ids,
+                                           getattr(config, "max_position_embeddings", None))
+    conversations = heldout_conversations(args.dataset)
+
+    model = load(spec, "float32", adapter="merged").eval()  # float32: every weight exactly, whatever it was saved in
+    source = Side("source", model, tokenizer)
+    # The source model is measured in a thread while the file is written and parsed back (transformers' GGUF reader
+    # is Python-bound, the measurements mostly torch): on 2 cores this overlap is a third of the export's time.
+    # The thread has its own tokenizer: a fast tokenizer is not shared between threads.
+    with ThreadPoolExecutor(max_workers=1) as pool, staged_folder(out) as tmp:
+        source_measured = pool.submit(measure, Side("source", model, spec.load_tokenizer()), spec.system,
+                                      conversations)
+        start = time.perf_counter()
+        types = write_gguf(tmp / gguf_name, model.state_dict(), model.config, tokenizer, args.gguf_type,
+                           Path(label).name)
+        written = time.perf_counter()
+        if modelfile_text:
+            (tmp / "Modelfile").write_text(modelfile_text, encoding="utf-8")
+        exported, exported_tokenizer = _load_gguf(tmp, gguf_name)
+        checks = compare(source, Side("gguf", exported, exported_tokenizer), spec.system,
+                         GGUF_TYPES[args.gguf_type].ppl_bound, conversations, source_measured.result())
+        del exported
+        summary = {
+            "kind": "gguf", "output_dir": str(out), "compared": ["source", "gguf"],
+            "source": {"base": spec.base_name, "adapter": spec.adapter, "system": spec.system},
+            "gguf": {"file": gguf_name, "type": args.gguf_type, "about": GGUF_TYPES[args.gguf_type].about,
+                     "tensor_types": types, "architecture": family_of(model.config, label).name},
+            "ollama": ollama,
+            "checks": checks,
+            "seconds": {"write": round(written - start, 2), "checks": round(time.perf_counter() - written, 2)},
+            "run": how_to_run("gguf", out, label, gguf_name, args.to_ollama, spec.system),
+        }
+        write_export_json(tmp, summary)
+    return summary
+
