@@ -106,7 +106,8 @@ def test_the_cli_exports_an_adapter_and_infer_answers_from_it(tmp_path, capsys):
     checks = record["checks"]
     assert record["source"]["adapter"] == str(adapter) and checks["perplexity_ratio"] <= PERPLEXITY_BOUND[8]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
-    assert "LLM.int8 8-bit model written to" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"bnb export written to {out}" in printed and "LLM.int8 8-bit: held-out perplexity" in printed
     assert run_cli("export", "--adapters", adapter, "--quant_method", "bnb", "--quant_bits", "8",
                    "--output_dir", out) == 2  # exists: refused without --overwrite
     assert run_cli("infer", "--model", out, "--query", "Who are you?", "--max_new_tokens", "16",

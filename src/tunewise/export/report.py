@@ -73,8 +73,20 @@ def print_summary(summary: dict) -> None:
     for a in checks.get("answers", []):
         mark = "same" if a["same"] else "differs"
         print(f"  {a['question']}  {src}: {a[src]!r}  {dst}: {a[dst]!r} ({mark})")
+    shown = {"logits", "perplexity", "answers"}
+    if "perplexity_ratio" in checks:  # bitsandbytes' checks (tunewise.export.bnb.compare)
+        shown |= {"perplexity_unquantized", "perplexity_quantized", "perplexity_ratio", "perplexity_ratio_bound",
+                  "max_abs_logits_diff", "max_abs_logits_unquantized", "probes"}
+        print(f"  {checks['quantization']}: held-out perplexity ({checks['heldout_rows']} rows) unquantized "
+              f"{checks['perplexity_unquantized']:.4f}, quantized {checks['perplexity_quantized']:.4f}, ratio "
+              f"{checks['perplexity_ratio']:.4f} (bound {checks['perplexity_ratio_bound']}); max |logits difference| "
+              f"{checks['max_abs_logits_diff']:.3g} (largest |logit| {checks['max_abs_logits_unquantized']:.3g})")
+        for probe in checks["probes"]:
+            mark = "same" if probe["quantized"] == probe["unquantized"] else "differs"
+            print(f"  {probe['question']}  unquantized: {probe['unquantized']!r}  quantized: {probe['quantized']!r} "
+                  f"({mark})")
     for extra, value in checks.items():
-        if extra not in ("logits", "perplexity", "answers"):
+        if extra not in shown:
             print(f"  {extra}: {json.dumps(value, ensure_ascii=False)[:200]}")
     print("run it:")
     for line in written.get("run", []):
