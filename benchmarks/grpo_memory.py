@@ -116,7 +116,10 @@ def row(setting: str, marks: dict) -> dict:
             "ratio": est["total"] / marks["peak"], "peak_phase": est["peak_phase"],
             "generation_estimate": held + phases["generation"], "generation_measured": marks["generation"],
             "loss_estimate": held + phases["loss"], "loss_measured": marks["rest"],
-            "prompt_length": est["settings"]["prompt_length"], "before": marks["before"]}
+            "prompt_length": est["settings"]["prompt_length"], "before": marks["before"],
+            # what the run adds to the process: the estimate without its process part, the peak above the RSS at
+            # the model's load
+            "added_estimate": est["total"] - est["parts"].get("process", 0), "added_measured": marks["peak"] - marks["before"]}
 
 
 def main() -> int:
@@ -135,16 +138,17 @@ def main() -> int:
         model = str(qwen_shape.build_model(model, qwen_shape.cache_root()))
     rows = []
     print("| setting | prompt tokens | estimate GiB | measured peak RSS GiB | estimate / measured | peak phase "
-          "(planned) | generation: estimate / measured GiB | loss: estimate / measured GiB |")
-    print("|---|---|---|---|---|---|---|---|")
+          "(planned) | generation: estimate / measured GiB | loss: estimate / measured GiB | added to the process: "
+          "estimate / measured MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for setting in a.settings.split(","):
         r = row(setting, measure(setting, model, a.steps))
         rows.append(r)
         g = 2 ** 30
         print(f"| {setting} | {r['prompt_length']} | {r['estimate'] / g:.3f} | {r['measured'] / g:.3f} | "
               f"{r['ratio']:.2f} | {r['peak_phase']} | {r['generation_estimate'] / g:.3f} / "
-              f"{r['generation_measured'] / g:.3f} | {r['loss_estimate'] / g:.3f} / {r['loss_measured'] / g:.3f} |",
-              flush=True)
+              f"{r['generation_measured'] / g:.3f} | {r['loss_estimate'] / g:.3f} / {r['loss_measured'] / g:.3f} | "
+              f"{r['added_estimate'] / 2 ** 20:.0f} / {r['added_measured'] / 2 ** 20:.0f} |", flush=True)
     if a.out:
         Path(a.out).write_text(json.dumps(rows, indent=2) + "\n")
     return 0
