@@ -3,7 +3,7 @@
 in a child process per setting, its peak resident memory (VmHWM, whole process and per phase: generation, then the
 log-probabilities, loss and backward pass) against the estimate the plan of that same run printed.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/grpo_memory.py                         # the embedded model, every setting
+    PYTHONPATH=src .venv/bin/python benchmarks/grpo_memory.py               # the embedded model, every setting
     PYTHONPATH=src .venv/bin/python benchmarks/grpo_memory.py --model 0.5B-4L --settings lora-g4-c64
 
 Completions are held to --max_completion_length (min_new_tokens, TRL's generation_kwargs): the plan budgets for the
@@ -119,7 +119,8 @@ def row(setting: str, marks: dict) -> dict:
             "prompt_length": est["settings"]["prompt_length"], "before": marks["before"],
             # what the run adds to the process: the estimate without its process part, the peak above the RSS at
             # the model's load
-            "added_estimate": est["total"] - est["parts"].get("process", 0), "added_measured": marks["peak"] - marks["before"]}
+            "added_estimate": est["total"] - est["parts"].get("process", 0),
+            "added_measured": marks["peak"] - marks["before"]}
 
 
 def main() -> int:

@@ -27,7 +27,6 @@ from tunewise.plan.memory import (CPU_PROCESS_BYTES, DTYPE_BYTES, GiB, MemoryEst
 TILE_TOKENS, TILE_VOCAB = 4096, 32768  # trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE, trl's _CHUNKED_LOGPROB_CHUNK_SIZE
 CPU_TILE_COPIES_BACKWARD = 9.5  # float32 tile-sized tensors the torch fallback holds at once in its backward pass
 DECODE_LOGITS_COPIES = 4  # the last position's float32 logits, the temperature-scaled scores, their softmax, a copy
-VLLM_MODES = ("colocate", "server")
 
 
 @dataclass(frozen=True)
