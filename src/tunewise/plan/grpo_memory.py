@@ -13,8 +13,9 @@ the GPU (--vllm_gpu_memory_utilization of it), which holds vLLM's own copy of th
 cache instead of the policy's.
 
 The CPU figures of the fused output layer (TRL's torch fallback without Triton, which scores every position, not
-only the completions) were measured with `benchmarks/grpo_memory.py`: 4 float32 tile-sized temporaries in the
-forward pass, 9.5 in the backward pass (torch 2.13, TRL 1.16, 2026-12-05).
+only the completions) were measured with `benchmarks/grpo_memory.py --fused_head`: 4 float32 tile-sized temporaries
+in the forward pass, 9.5 in the backward pass (torch 2.13, TRL 1.16, 2026-12-05); benchmarks/GRPO_MEMORY.md holds
+the whole estimate against measured peaks.
 """
 from __future__ import annotations
 
