@@ -3,8 +3,9 @@
 in a child process per setting, its peak resident memory (VmHWM, whole process and per phase: generation, then the
 log-probabilities, loss and backward pass) against the estimate the plan of that same run printed.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/grpo_memory.py                         # the embedded model, every setting
+    PYTHONPATH=src .venv/bin/python benchmarks/grpo_memory.py               # the embedded model, every setting
     PYTHONPATH=src .venv/bin/python benchmarks/grpo_memory.py --model 0.5B-4L --settings lora-g4-c64
+    PYTHONPATH=src .venv/bin/python benchmarks/grpo_memory.py --fused_head    # TRL's output layer alone, on CPU
 
 Completions are held to --max_completion_length (min_new_tokens, TRL's generation_kwargs): the plan budgets for the
 longest completions a round can have, and a run whose completions stop early measures less than that budget.
@@ -83,6 +84,51 @@ print("MEASURED " + json.dumps(marks))
 """
 
 
+HEAD = r"""
+import gc, sys, torch
+from trl.kernels import ChunkedLogProbFunction
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+
+def reset():
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return status("VmRSS")
+
+n, vocab, hidden = (int(x) for x in sys.argv[1:4])
+x = torch.randn(n, hidden, requires_grad=True)
+weight = (torch.randn(vocab, hidden) * 0.02).requires_grad_(False)
+targets = torch.randint(0, vocab, (n,))
+for _ in range(2):  # the second pass: the first also pages in the kernels' code
+    base = reset()
+    logps, entropy, *_ = ChunkedLogProbFunction.apply(x, weight, None, targets, 0.9, 32768, None, 1.0,
+                                                       ("log_probs", "entropy"))
+    forward = status("VmHWM") - base
+    loss = -(logps.sum() + 0.01 * entropy.sum())
+    base = reset()
+    loss.backward()
+    backward = status("VmHWM") - base
+    x.grad = None
+    del loss, logps, entropy
+tile = min(n, 4096) * min(vocab, 32768) * 4
+print(f"| {n} | {vocab} | {tile / 2**20:.1f} | {forward / tile:.2f} | {backward / tile:.2f} |")
+"""
+
+
+def fused_head(shapes=((744, 6144, 256), (2000, 6144, 256), (8000, 6144, 256), (1000, 151936, 896))) -> None:
+    """TRL's fused output layer alone on CPU (its torch fallback): peak memory of its forward and backward passes in
+    float32 tiles (min(positions, 4,096) x min(vocabulary, 32,768) floats), the figures grpo_memory.py plans with."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
+    print("| positions | vocabulary | tile MiB | forward peak (tiles) | backward peak (tiles) |\n|---|---|---|---|---|")
+    for shape in shapes:
+        proc = subprocess.run([sys.executable, "-c", HEAD, *map(str, shape)], capture_output=True, text=True, env=env,
+                              check=True)
+        print(proc.stdout.strip(), flush=True)
+
+
 def flags(setting: str, model: str, out: Path, steps: int = 2) -> list[str]:
     train_type, generations, completion, batch, per_generation, beta = SETTINGS[setting]
     return ["--model", model, "--dataset", "additions#512", "--reward_funcs", "accuracy", "--train_type", train_type,
@@ -116,7 +162,11 @@ def row(setting: str, marks: dict) -> dict:
             "ratio": est["total"] / marks["peak"], "peak_phase": est["peak_phase"],
             "generation_estimate": held + phases["generation"], "generation_measured": marks["generation"],
             "loss_estimate": held + phases["loss"], "loss_measured": marks["rest"],
-            "prompt_length": est["settings"]["prompt_length"], "before": marks["before"]}
+            "prompt_length": est["settings"]["prompt_length"], "before": marks["before"],
+            # what the run adds to the process: the estimate without its process part, the peak above the RSS at
+            # the model's load
+            "added_estimate": est["total"] - est["parts"].get("process", 0),
+            "added_measured": marks["peak"] - marks["before"]}
 
 
 def main() -> int:
@@ -126,7 +176,11 @@ def main() -> int:
     p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of: {', '.join(SETTINGS)}")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--out", help="write the rows as JSON here")
+    p.add_argument("--fused_head", action="store_true", help="measure TRL's fused output layer alone instead")
     a = p.parse_args()
+    if a.fused_head:
+        fused_head()
+        return 0
     model = a.model
     if model != "tunewise-tiny":
         sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -135,16 +189,17 @@ def main() -> int:
         model = str(qwen_shape.build_model(model, qwen_shape.cache_root()))
     rows = []
     print("| setting | prompt tokens | estimate GiB | measured peak RSS GiB | estimate / measured | peak phase "
-          "(planned) | generation: estimate / measured GiB | loss: estimate / measured GiB |")
-    print("|---|---|---|---|---|---|---|---|")
+          "(planned) | generation: estimate / measured GiB | loss: estimate / measured GiB | added to the process: "
+          "estimate / measured MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for setting in a.settings.split(","):
         r = row(setting, measure(setting, model, a.steps))
         rows.append(r)
         g = 2 ** 30
         print(f"| {setting} | {r['prompt_length']} | {r['estimate'] / g:.3f} | {r['measured'] / g:.3f} | "
               f"{r['ratio']:.2f} | {r['peak_phase']} | {r['generation_estimate'] / g:.3f} / "
-              f"{r['generation_measured'] / g:.3f} | {r['loss_estimate'] / g:.3f} / {r['loss_measured'] / g:.3f} |",
-              flush=True)
+              f"{r['generation_measured'] / g:.3f} | {r['loss_estimate'] / g:.3f} / {r['loss_measured'] / g:.3f} | "
+              f"{r['added_estimate'] / 2 ** 20:.0f} / {r['added_measured'] / 2 ** 20:.0f} |", flush=True)
     if a.out:
         Path(a.out).write_text(json.dumps(rows, indent=2) + "\n")
     return 0

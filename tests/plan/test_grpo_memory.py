@@ -135,10 +135,8 @@ def test_grpo_memory_estimate_within_20_percent_of_a_real_cpu_run():
 
     marks = grpo_memory.measure("lora-g4-c64")
     row = grpo_memory.row("lora-g4-c64", marks)
-    held = sum(marks["estimate"]["parts"].values())
     print(row)
-    assert 0.8 <= row["ratio"] <= 1.2, row
-    # what the run adds to the process (the process itself aside), within 20 % as well
-    added = row["estimate"] - marks["estimate"]["parts"]["process"]
-    assert 0.8 <= added / (row["measured"] - row["before"]) <= 1.2, (added, row)
-    assert held < row["estimate"]
+    assert row["peak_phase"] == "loss"
+    assert 0.8 <= row["ratio"] <= 1.2, row  # the whole process (the plan counts it on a CPU)
+    # what the run adds to the process, the process itself aside: measured 0.88 (2026-12-05)
+    assert 0.8 <= row["added_estimate"] / row["added_measured"] <= 1.2, row

@@ -13,8 +13,9 @@ the GPU (--vllm_gpu_memory_utilization of it), which holds vLLM's own copy of th
 cache instead of the policy's.
 
 The CPU figures of the fused output layer (TRL's torch fallback without Triton, which scores every position, not
-only the completions) were measured with `benchmarks/grpo_memory.py`: 4 float32 tile-sized temporaries in the
-forward pass, 9.5 in the backward pass (torch 2.13, TRL 1.16, 2026-12-05).
+only the completions) were measured with `benchmarks/grpo_memory.py --fused_head`: 4 float32 tile-sized temporaries
+in the forward pass, 9.5 in the backward pass (torch 2.13, TRL 1.16, 2026-12-05); benchmarks/GRPO_MEMORY.md holds
+the whole estimate against measured peaks.
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ from tunewise.plan.memory import (CPU_PROCESS_BYTES, DTYPE_BYTES, GiB, MemoryEst
 TILE_TOKENS, TILE_VOCAB = 4096, 32768  # trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE, trl's _CHUNKED_LOGPROB_CHUNK_SIZE
 CPU_TILE_COPIES_BACKWARD = 9.5  # float32 tile-sized tensors the torch fallback holds at once in its backward pass
 DECODE_LOGITS_COPIES = 4  # the last position's float32 logits, the temperature-scaled scores, their softmax, a copy
-VLLM_MODES = ("colocate", "server")
 
 
 @dataclass(frozen=True)
