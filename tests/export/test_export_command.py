@@ -78,7 +78,7 @@ def test_quantized_perplexity_stays_near_f16(tmp_path):
     (["--quant_method", "awq"], "--quant_method awq: expected one of gguf, bnb"),
     (["--quant_method", "gguf", "--gguf_type", "q3_k"], "--gguf_type q3_k: expected one of f16, q8_0, q4_k_m"),
     (["--to_ollama", "true"], "--to_ollama true writes a Modelfile for a GGUF file"),
-    (["--quant_method", "bnb"], "--quant_bits None: --quant_method bnb takes 4 or 8"),
+    (["--quant_method", "bnb"], "--quant_method bnb needs --quant_bits 4 or 8"),
     (["--quant_method", "gguf", "--quant_bits", "4"], "--quant_bits is for --quant_method bnb"),
 ])
 def test_bad_flags(flags, message, tmp_path, capsys):

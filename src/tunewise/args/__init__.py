@@ -146,7 +146,9 @@ class ExportArgs:
         if self.to_ollama and self.quant_method != "gguf":
             problems.append("--to_ollama true writes a Modelfile for a GGUF file: add --quant_method gguf "
                             "(--gguf_type f16|q8_0|q4_k_m).")
-        if self.quant_method == "bnb" and self.quant_bits not in (4, 8):
+        if self.quant_method == "bnb" and self.quant_bits is None:
+            problems.append("--quant_method bnb needs --quant_bits 4 or 8.")
+        elif self.quant_method == "bnb" and self.quant_bits not in (4, 8):
             problems.append(f"--quant_bits {self.quant_bits}: --quant_method bnb takes 4 or 8.")
         if self.quant_bits is not None and self.quant_method != "bnb":
             problems.append("--quant_bits is for --quant_method bnb (a GGUF's bits are --gguf_type).")
