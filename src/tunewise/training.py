@@ -30,6 +30,8 @@ def train(recipe: Recipe, args, sources: dict, argv: list[str], command: str) ->
         from tunewise.models.quantization import check_backend
 
         check_backend(run.args.quant_bits, run.device.device.kind, f"--quant_bits {run.args.quant_bits}")
+    if missing := getattr(run.args, "vllm_missing", lambda: None)():  # GRPO's --use_vllm: the plan only notes it
+        raise UserError(missing)
     rundir.check_new_target(run.args)
     return launch_ranks(run, argv, command) if launch.wants_launch(run.args) else drive(run)
 

@@ -40,13 +40,16 @@ def test_vllm_problems(values, message):
 
 @pytest.mark.skipif(VLLM, reason="vllm is importable here: --use_vllm true is allowed")
 def test_use_vllm_without_vllm_stops_before_anything_is_written(tmp_path, capsys):
-    with pytest.raises(UserError, match="--use_vllm true: the vllm package is not importable here"):
-        GrpoArgs(**BASE, use_vllm=True)
+    assert "the vllm package is not importable here" in GrpoArgs(**BASE, use_vllm=True).vllm_missing()
     out = tmp_path / "run"
     assert run_cli("rlhf", "--rlhf_type", "grpo", "--dataset", "additions#16", "--reward_funcs", "accuracy",
                    "--use_vllm", "true", "--output_dir", out) == 2
     assert "the vllm package is not importable" in capsys.readouterr().err
     assert not out.exists()
+    # a plan made here for a GPU machine that has vLLM: noted, not refused
+    assert run_cli("plan", "--rlhf_type", "grpo", "--dataset", "additions#16", "--reward_funcs", "accuracy",
+                   "--use_vllm", "true", "--gpu_memory", "80GiB", "--output_dir", tmp_path / "plan") == 0
+    assert "A run here stops on it; this plan is for a machine that has it." in capsys.readouterr().out
 
 
 def test_grpo_config_receives_them(tmp_path):

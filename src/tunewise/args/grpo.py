@@ -97,11 +97,15 @@ class GrpoFlags:
                             "GPU's memory, above 0 and at most 1.")
         if not 0 < self.vllm_server_port < 65536:
             problems.append(f"--vllm_server_port {self.vllm_server_port}: a TCP port, 1 to 65535.")
-        if self.use_vllm and not installed("vllm"):
-            problems.append("--use_vllm true: the vllm package is not importable here, and TRL generates with it "
-                            "(install vllm on a CUDA machine, or leave --use_vllm out: transformers' generate then "
-                            "runs the completions, slower, and the plan counts its KV cache).")
         return problems
+
+    def vllm_missing(self) -> str | None:
+        """Why --use_vllm cannot run here (a run stops on it; a plan, made here for a GPU machine, notes it)."""
+        if self.use_vllm and not installed("vllm"):
+            return ("--use_vllm true: the vllm package is not importable here, and TRL generates with it (install "
+                    "vllm on a CUDA machine, or leave --use_vllm out: transformers' generate then runs the "
+                    "completions, slower, and the plan counts its KV cache).")
+        return None
 
     def generation_batch(self) -> int:
         """Completions per generation round on one process (TRL's per-device generation batch)."""

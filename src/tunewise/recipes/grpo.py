@@ -69,8 +69,11 @@ def completions(args: GrpoArgs, rows: list[dict], world_size: int) -> int:
 def check(run_args: GrpoArgs, rows: list[dict], tokenizer) -> list[str]:
     """The plan's notes on GRPO's rows, after the rewards are checked on them."""
     rewards(run_args, rows, tokenizer)
-    return [f"grpo: {len(rows)} prompts x {run_args.num_generations} completions of up to "
-            f"{run_args.max_completion_length} tokens; rewards {', '.join(run_args.reward_funcs)}"]
+    notes = [f"grpo: {len(rows)} prompts x {run_args.num_generations} completions of up to "
+             f"{run_args.max_completion_length} tokens; rewards {', '.join(run_args.reward_funcs)}"]
+    if missing := run_args.vllm_missing():
+        notes.append(f"{missing} A run here stops on it; this plan is for a machine that has it.")
+    return notes
 
 
 def parts(run: Run) -> dict:
