@@ -15,7 +15,8 @@ trainers end up with are compared field by field before anything is timed.
 A step's cost is the wall time from one optimizer step's end to the next (so everything a step does, callbacks and
 logging included), the first step apart: it also pays one-time set-up (on both sides it takes several times a later
 step). Rounds interleave the two sides (tunewise, TRL, tunewise, TRL, ...) in this one process so that the machine's
-load drifts over both; the median of the later steps over all rounds is compared. Generated lengths are printed
+load drifts over both; the median of the later steps over all rounds is compared, in wall seconds (the goal) and in
+CPU seconds of all threads (which other jobs on a shared machine move less). Generated lengths are printed
 too, since a step's cost follows them.
 """
 from __future__ import annotations
@@ -75,7 +76,7 @@ def trl_trainer(steps: int, out: Path, model: str, rows: list[dict]):
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from tunewise.models.load import resolve_model
@@ -90,9 +91,11 @@ def trl_trainer(steps: int, out: Path, model: str, rows: list[dict]):
     lora = LoraConfig(r=LORA["lora_rank"], lora_alpha=LORA["lora_alpha"], lora_dropout=LORA["lora_dropout"],
                       target_modules="all-linear", task_type="CAUSAL_LM")
     reward = Accuracy(RewardArgs(max_completion_length=SHARED["max_completion_length"]))
-    return GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), reward_funcs=[reward],
-                       args=config, train_dataset=Dataset.from_list(rows), processing_class=AutoTokenizer.from_pretrained(path),
-                       peft_config=lora)
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), reward_funcs=[reward],
+                          args=config, train_dataset=Dataset.from_list(rows),
+                          processing_class=AutoTokenizer.from_pretrained(path), peft_config=lora)
+    trainer.remove_callback(PrinterCallback)  # a printed dict per step (tunewise's side draws a progress bar)
+    return trainer
 
 
 def settings(trainer) -> dict:
@@ -108,7 +111,8 @@ def settings(trainer) -> dict:
 
 
 def step_timer():
-    """A callback recording the wall time at the start of training and at each optimizer step's end."""
+    """A callback recording the wall and CPU time (all threads) at the start of training and at each optimizer
+    step's end."""
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
@@ -116,19 +120,19 @@ def step_timer():
             self.marks = []
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.marks = [time.perf_counter()]
+            self.marks = [(time.perf_counter(), time.process_time())]
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.marks.append(time.perf_counter())
+            self.marks.append((time.perf_counter(), time.process_time()))
 
-        def steps(self) -> list[float]:
-            return [b - a for a, b in zip(self.marks, self.marks[1:])]
+        def steps(self) -> list[tuple[float, float]]:
+            return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(self.marks, self.marks[1:])]
 
     return StepTimer()
 
 
-def timed(trainer, train) -> list[float]:
-    """Each step's wall seconds (the first one first)."""
+def timed(trainer, train) -> list[tuple[float, float]]:
+    """Each step's (wall, CPU) seconds, the first one first."""
     timer = step_timer()
     trainer.add_callback(timer)
     train()
@@ -157,7 +161,8 @@ def main() -> int:
         p.error("--steps: at least 2 (the first step is set apart)")
     torch.set_num_threads(a.threads)
     rows = trl_rows(load_prompts(["additions"], seed=SEED))
-    times = {"tunewise": [], "trl": []}  # the later steps of every round
+    times = {"tunewise": [], "trl": []}  # the later steps of every round: wall seconds
+    cpu = {"tunewise": [], "trl": []}  # and CPU seconds of all threads (less moved by other jobs on the machine)
     first = {"tunewise": [], "trl": []}
     gen = {"tunewise": [], "trl": []}
     compared = None
@@ -165,15 +170,17 @@ def main() -> int:
         for r in range(a.rounds):
             trainer, run, run_dir = tunewise_trainer(a.steps, Path(tmp) / f"tw{r}", a.model)
             steps = timed(trainer, lambda: fit(trainer, run, run_dir, None))
-            first["tunewise"].append(steps[0])
-            times["tunewise"] += steps[1:]
+            first["tunewise"].append(steps[0][0])
+            times["tunewise"] += [w for w, _ in steps[1:]]
+            cpu["tunewise"] += [c for _, c in steps[1:]]
             gen["tunewise"].append(lengths(trainer))
             ours = settings(trainer)
             del trainer
             trainer = trl_trainer(a.steps, Path(tmp) / f"trl{r}", a.model, rows)
             steps = timed(trainer, trainer.train)
-            first["trl"].append(steps[0])
-            times["trl"] += steps[1:]
+            first["trl"].append(steps[0][0])
+            times["trl"] += [w for w, _ in steps[1:]]
+            cpu["trl"] += [c for _, c in steps[1:]]
             gen["trl"].append(lengths(trainer))
             theirs = settings(trainer)
             del trainer
@@ -188,20 +195,23 @@ def main() -> int:
                   f"(mean length {gen['tunewise'][-1]:.1f}), TRL {later['trl']:.2f} after {first['trl'][-1]:.2f} "
                   f"(mean length {gen['trl'][-1]:.1f})", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = med["tunewise"] / med["trl"]
-    command = "PYTHONPATH=src .venv/bin/python benchmarks/grpo_vs_trl.py " + " ".join(sys.argv[1:])
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    ratio, ratio_cpu = med["tunewise"] / med["trl"], med_cpu["tunewise"] / med_cpu["trl"]
+    shown = [arg for i, arg in enumerate(sys.argv[1:]) if arg != "--markdown" and sys.argv[i] != "--markdown"]
+    command = "PYTHONPATH=src .venv/bin/python benchmarks/grpo_vs_trl.py " + " ".join(shown)
     table = "\n".join([
         f"`{command}` ({datetime.date.today()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPU cores, torch {a.threads} threads; {a.model}, {a.rounds} rounds x {a.steps} steps)",
         "",
-        "| | s/step after the first, median (min-max) | first step, median | mean completion tokens |",
-        "|---|---|---|---|",
-        *(f"| {name} | {med[k]:.2f} ({min(times[k]):.2f}-{max(times[k]):.2f}) | {statistics.median(first[k]):.2f} | "
-          f"{statistics.mean(gen[k]):.1f} |"
+        "| | s/step after the first, median (min-max) | CPU s/step, median | first step, median | mean completion "
+        "tokens |",
+        "|---|---|---|---|---|",
+        *(f"| {name} | {med[k]:.2f} ({min(times[k]):.2f}-{max(times[k]):.2f}) | {med_cpu[k]:.2f} | "
+          f"{statistics.median(first[k]):.2f} | {statistics.mean(gen[k]):.1f} |"
           for k, name in (("tunewise", "tunewise (`tunewise rlhf --rlhf_type grpo`, whole run)"),
                           ("trl", "TRL GRPOTrainer alone"))),
         "",
-        f"ratio tunewise / TRL: **{ratio:.3f}** (goal <= 1.1)",
+        f"ratio tunewise / TRL: **{ratio:.3f}** wall, {ratio_cpu:.3f} CPU (goal <= 1.1)",
     ])
     print(table)
     if a.markdown:
