@@ -11,6 +11,17 @@ GRPO_FLAGS = ["rlhf", "--rlhf_type", "grpo", "--model_name", "N", "--model_autho
 GRPO = [*GRPO_FLAGS, "--report_to", "none"]
 
 
+@pytest.fixture(autouse=True)
+def restore_reward_registry():
+    """The plugin files these runs load register their rewards in this process: taken away again after each test."""
+    from tunewise.rewards import plugins
+
+    saved = dict(plugins.REGISTRY)
+    yield
+    plugins.REGISTRY.clear()
+    plugins.REGISTRY.update(saved)
+
+
 @pytest.mark.parametrize("prompts,batch,generations,per_generation,accumulation", [
     (10, 8, 4, 1, 1), (10, 8, 4, 2, 1), (13, 8, 4, 1, 2), (7, 4, 2, 1, 1), (9, 8, 8, 1, 1)])
 def test_the_plan_counts_the_batches_trls_sampler_deals(prompts, batch, generations, per_generation, accumulation,
