@@ -82,11 +82,14 @@ def parts(run: Run) -> dict:
 
     from tunewise.models.load import load_model
     from tunewise.models.lora import lora_config
+    from tunewise.models.quantization import quantization_of
 
     args = run.args
     funcs, _ = rewards(args)
     set_seed(args.seed)  # LoRA's A matrices are drawn in GRPOTrainer's __init__, before the Trainer seeds
-    model = load_model(run.model_dir, args.torch_dtype, run.device.attn_impl)
+    # as sft.build_model loads it (--quant_bits: QLoRA's base, made ready for adapters), without the adapter
+    model = load_model(run.model_dir, args.torch_dtype, run.device.attn_impl, quantization_of(args),
+                       args.gradient_checkpointing)
     return {"model": model, "reward_funcs": funcs,
             "peft_config": lora_config(args) if args.train_type == "lora" else None}
 
