@@ -5,17 +5,19 @@
 
 Both sides train the same LoRA (r 8, alpha 32, dropout 0.05, all-linear) of the same model in float32 on the same
 prompts (the built-in `additions`), with the same GRPO settings (num_generations, max_completion_length,
-temperature, beta and so the reference pass, per-device batch, accumulation, lr, seed) and the same reward (the
-built-in accuracy). tunewise's side is a whole `tunewise rlhf --rlhf_type grpo` run as the CLI builds it: the flags
+temperature, beta and so the reference pass, per-device batch, accumulation, lr, seed; no gradient checkpointing) and
+the same reward (the built-in accuracy). tunewise's side is a whole `tunewise rlhf --rlhf_type grpo` run as the CLI builds it: the flags
 parsed and planned, its run directory, the trainer with every callback (logging.jsonl, schedule guard, NaN guard,
 checkpoint publishing, ...) trained within the device plan's context (tunewise.train.fit). TRL's side is
 GRPOTrainer(model=the model, peft_config=LoraConfig) with a GRPOConfig written out by hand. The settings both
 trainers end up with are compared field by field before anything is timed.
 
-A step's cost is the wall time of Trainer.train divided by its steps (loading excluded, the first step included on
-both sides); rounds interleave the two sides (tunewise, TRL, tunewise, TRL, ...) in this one process so that the
-machine's load drifts over both; the median over rounds is compared. Generated lengths are printed too, since a
-step's cost follows them.
+A step's cost is the wall time from one optimizer step's end to the next (so everything a step does, callbacks and
+logging included), the first step apart: it also pays one-time set-up (on both sides it takes several times a later
+step). Rounds interleave the two sides (tunewise, TRL, tunewise, TRL, ...) in this one process so that the machine's
+load drifts over both; the median of the later steps over all rounds is compared, in wall seconds (the goal) and in
+CPU seconds of all threads (which other jobs on a shared machine move less). Generated lengths are printed
+too, since a step's cost follows them.
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ def trl_trainer(steps: int, out: Path, model: str, rows: list[dict]):
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from tunewise.models.load import resolve_model
@@ -84,13 +86,16 @@ def trl_trainer(steps: int, out: Path, model: str, rows: list[dict]):
     config = GRPOConfig(output_dir=str(out), max_steps=steps, lr_scheduler_type="constant", warmup_steps=0,
                         weight_decay=0.1, max_grad_norm=1.0, seed=SEED, data_seed=SEED, save_strategy="no",
                         logging_steps=1, report_to=[], use_cpu=True, bf16=False, disable_tqdm=True,
+                        gradient_checkpointing=False,  # TRL's default is on, tunewise's (and this run's) off
                         remove_unused_columns=False, **SHARED)
     lora = LoraConfig(r=LORA["lora_rank"], lora_alpha=LORA["lora_alpha"], lora_dropout=LORA["lora_dropout"],
                       target_modules="all-linear", task_type="CAUSAL_LM")
     reward = Accuracy(RewardArgs(max_completion_length=SHARED["max_completion_length"]))
-    return GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), reward_funcs=[reward],
-                       args=config, train_dataset=Dataset.from_list(rows), processing_class=AutoTokenizer.from_pretrained(path),
-                       peft_config=lora)
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), reward_funcs=[reward],
+                          args=config, train_dataset=Dataset.from_list(rows),
+                          processing_class=AutoTokenizer.from_pretrained(path), peft_config=lora)
+    trainer.remove_callback(PrinterCallback)  # a printed dict per step (tunewise's side draws a progress bar)
+    return trainer
 
 
 def settings(trainer) -> dict:
@@ -105,10 +110,33 @@ def settings(trainer) -> dict:
     return out
 
 
-def timed(train) -> float:
-    start = time.perf_counter()
+def step_timer():
+    """A callback recording the wall and CPU time (all threads) at the start of training and at each optimizer
+    step's end."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.marks = []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.marks = [(time.perf_counter(), time.process_time())]
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append((time.perf_counter(), time.process_time()))
+
+        def steps(self) -> list[tuple[float, float]]:
+            return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(self.marks, self.marks[1:])]
+
+    return StepTimer()
+
+
+def timed(trainer, train) -> list[tuple[float, float]]:
+    """Each step's (wall, CPU) seconds, the first one first."""
+    timer = step_timer()
+    trainer.add_callback(timer)
     train()
-    return time.perf_counter() - start
+    return timer.steps()
 
 
 def lengths(trainer) -> float:
@@ -124,25 +152,35 @@ def main() -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--steps", type=int, default=6, help="steps a round (at least 2: the first is set apart)")
     p.add_argument("--model", default="tunewise-tiny")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--markdown", help="append the result table to this file")
     a = p.parse_args()
+    if a.steps < 2:
+        p.error("--steps: at least 2 (the first step is set apart)")
     torch.set_num_threads(a.threads)
     rows = trl_rows(load_prompts(["additions"], seed=SEED))
-    times = {"tunewise": [], "trl": []}
+    times = {"tunewise": [], "trl": []}  # the later steps of every round: wall seconds
+    cpu = {"tunewise": [], "trl": []}  # and CPU seconds of all threads (less moved by other jobs on the machine)
+    first = {"tunewise": [], "trl": []}
     gen = {"tunewise": [], "trl": []}
     compared = None
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.rounds):
             trainer, run, run_dir = tunewise_trainer(a.steps, Path(tmp) / f"tw{r}", a.model)
-            times["tunewise"].append(timed(lambda: fit(trainer, run, run_dir, None)) / a.steps)
+            steps = timed(trainer, lambda: fit(trainer, run, run_dir, None))
+            first["tunewise"].append(steps[0][0])
+            times["tunewise"] += [w for w, _ in steps[1:]]
+            cpu["tunewise"] += [c for _, c in steps[1:]]
             gen["tunewise"].append(lengths(trainer))
             ours = settings(trainer)
             del trainer
             trainer = trl_trainer(a.steps, Path(tmp) / f"trl{r}", a.model, rows)
-            times["trl"].append(timed(trainer.train) / a.steps)
+            steps = timed(trainer, trainer.train)
+            first["trl"].append(steps[0][0])
+            times["trl"] += [w for w, _ in steps[1:]]
+            cpu["trl"] += [c for _, c in steps[1:]]
             gen["trl"].append(lengths(trainer))
             theirs = settings(trainer)
             del trainer
@@ -152,23 +190,28 @@ def main() -> int:
                     print(f"the two sides' settings differ: {differ}", file=sys.stderr)
                     return 1
                 compared = ours
-            print(f"round {r + 1}: tunewise {times['tunewise'][-1]:.2f} s/step (mean length "
-                  f"{gen['tunewise'][-1]:.1f}), TRL {times['trl'][-1]:.2f} s/step (mean length {gen['trl'][-1]:.1f})",
-                  flush=True)
+            later = {k: statistics.median(v[-(a.steps - 1):]) for k, v in times.items()}
+            print(f"round {r + 1}: tunewise {later['tunewise']:.2f} s/step after a first of {first['tunewise'][-1]:.2f} "
+                  f"(mean length {gen['tunewise'][-1]:.1f}), TRL {later['trl']:.2f} after {first['trl'][-1]:.2f} "
+                  f"(mean length {gen['trl'][-1]:.1f})", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = med["tunewise"] / med["trl"]
-    command = "PYTHONPATH=src .venv/bin/python benchmarks/grpo_vs_trl.py " + " ".join(sys.argv[1:])
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    ratio, ratio_cpu = med["tunewise"] / med["trl"], med_cpu["tunewise"] / med_cpu["trl"]
+    shown = [arg for i, arg in enumerate(sys.argv[1:]) if arg != "--markdown" and sys.argv[i] != "--markdown"]
+    command = "PYTHONPATH=src .venv/bin/python benchmarks/grpo_vs_trl.py " + " ".join(shown)
     table = "\n".join([
         f"`{command}` ({datetime.date.today()}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPU cores, torch {a.threads} threads; {a.model}, {a.rounds} rounds x {a.steps} steps)",
         "",
-        "| | s/step, median (min-max) | mean completion tokens |",
-        "|---|---|---|",
-        *(f"| {name} | {med[k]:.2f} ({min(times[k]):.2f}-{max(times[k]):.2f}) | {statistics.mean(gen[k]):.1f} |"
+        "| | s/step after the first, median (min-max) | CPU s/step, median | first step, median | mean completion "
+        "tokens |",
+        "|---|---|---|---|---|",
+        *(f"| {name} | {med[k]:.2f} ({min(times[k]):.2f}-{max(times[k]):.2f}) | {med_cpu[k]:.2f} | "
+          f"{statistics.median(first[k]):.2f} | {statistics.mean(gen[k]):.1f} |"
           for k, name in (("tunewise", "tunewise (`tunewise rlhf --rlhf_type grpo`, whole run)"),
                           ("trl", "TRL GRPOTrainer alone"))),
         "",
-        f"ratio tunewise / TRL: **{ratio:.3f}** (goal <= 1.1)",
+        f"ratio tunewise / TRL: **{ratio:.3f}** wall, {ratio_cpu:.3f} CPU (goal <= 1.1)",
     ])
     print(table)
     if a.markdown:

@@ -19,6 +19,17 @@ def short(prompts, completions, completion_ids, **kwargs):
 """
 
 
+@pytest.fixture(autouse=True)
+def restore_reward_registry():
+    """The plugin files these runs load register their rewards in this process: taken away again after each test."""
+    from tunewise.rewards import plugins
+
+    saved = dict(plugins.REGISTRY)
+    yield
+    plugins.REGISTRY.clear()
+    plugins.REGISTRY.update(saved)
+
+
 @pytest.mark.slow  # 200 greedy replies
 def test_the_accuracy_reward_on_the_heldout_additions_is_the_general_skill(base_model):
     """The same 200 greedy replies scored twice: by `accuracy` against each row's solution (the sum) and by the

@@ -11,6 +11,17 @@ GRPO_FLAGS = ["rlhf", "--rlhf_type", "grpo", "--model_name", "N", "--model_autho
 GRPO = [*GRPO_FLAGS, "--report_to", "none"]
 
 
+@pytest.fixture(autouse=True)
+def restore_reward_registry():
+    """The plugin files these runs load register their rewards in this process: taken away again after each test."""
+    from tunewise.rewards import plugins
+
+    saved = dict(plugins.REGISTRY)
+    yield
+    plugins.REGISTRY.clear()
+    plugins.REGISTRY.update(saved)
+
+
 @pytest.mark.parametrize("prompts,batch,generations,per_generation,accumulation", [
     (10, 8, 4, 1, 1), (10, 8, 4, 2, 1), (13, 8, 4, 1, 2), (7, 4, 2, 1, 1), (9, 8, 8, 1, 1)])
 def test_the_plan_counts_the_batches_trls_sampler_deals(prompts, batch, generations, per_generation, accumulation,
@@ -146,3 +157,28 @@ def test_the_sampling_flags_reach_grpos_config():
     for bad in ({"top_k": -2}, {"top_p": 0.0}, {"repetition_penalty": 0.0}):
         with pytest.raises(UserError, match="--top_k must be -1"):
             GrpoArgs(**base, **bad)
+
+
+def test_lora_grpo_keeps_one_adapter_and_its_reference_is_the_adapter_disabled(tmp_path):
+    """GRPOTrainer wraps the model with the new adapter itself: no frozen "ref" copy of it (which TRL makes for a
+    PeftModel it is handed, and runs in every reference pass), no second model; the same seed draws the same
+    adapter."""
+    from tunewise.args import GrpoArgs
+    from tunewise.flags import parse
+    from tunewise.plan.resolve import resolve
+    from tunewise.recipes.grpo import RECIPE
+    from tunewise.train.build import build_trainer
+
+    def trainer(name):
+        args, sources, _ = parse(GrpoArgs, ["--dataset", "additions#8", "--reward_funcs", "accuracy",
+                                            "--num_generations", "4", "--per_device_train_batch_size", "8",
+                                            "--gradient_accumulation_steps", "1", "--max_steps", "1",
+                                            "--report_to", "none", "--output_dir", str(tmp_path / name)])
+        return build_trainer(resolve(RECIPE, args, sources), tmp_path / name, callbacks=[])
+
+    first, second = trainer("a"), trainer("b")
+    assert list(first.model.peft_config) == ["default"] and first.ref_model is None and first.beta > 0
+    lora = {n: p for n, p in first.model.named_parameters() if "lora_A" in n}
+    assert lora and all(p.requires_grad for p in lora.values())
+    again = dict(second.model.named_parameters())
+    assert all((p == again[n]).all() for n, p in lora.items())

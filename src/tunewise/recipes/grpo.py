@@ -3,8 +3,8 @@
 What grpo declares: prompt rows (tunewise.data.prompts) whose other fields (the `solution` above all) reach the
 reward functions; the rewards (tunewise.rewards: built-ins, weights, plugin files), checked on the rows and called
 once on their own solutions before anything is written; how many completions an epoch trains (the plan counts
-them); the policy as sft builds it (with LoRA, the reference is the policy with its adapter disabled); and
-GRPOConfig's own fields.
+them); the policy as sft builds it, its LoRA adapter made by GRPOTrainer (the reference is the policy with the adapter
+disabled); and GRPOConfig's own fields.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tunewise.data.prompts import load_prompts, trl_rows
 from tunewise.errors import UserError
 from tunewise.plan.run import Run
 from tunewise.recipes import Recipe, trl_trainer
-from tunewise.recipes.sft import build_model, start_from_base
+from tunewise.recipes.sft import start_from_base
 
 
 @dataclass
@@ -77,8 +77,24 @@ def check(run_args: GrpoArgs, rows: list[dict], tokenizer) -> list[str]:
 
 
 def parts(run: Run) -> dict:
-    funcs, _ = rewards(run.args)
-    return {"model": build_model(run), "reward_funcs": funcs}
+    """The model and, with LoRA, the new adapter's peft_config: GRPOTrainer wraps the model itself, and its
+    reference is the model with the adapter disabled. (Handed a PeftModel with --beta > 0, TRL copies the adapter to
+    a frozen "ref" adapter and runs it in every reference pass: for a new adapter the same values as the adapter
+    disabled, at the cost of LoRA's compute in each pass and a copy in each checkpoint; benchmarks/grpo_vs_trl.py.)"""
+    from transformers import set_seed
+
+    from tunewise.models.load import load_model
+    from tunewise.models.lora import lora_config
+    from tunewise.models.quantization import quantization_of
+
+    args = run.args
+    funcs, _ = rewards(args)
+    set_seed(args.seed)  # LoRA's A matrices are drawn in GRPOTrainer's __init__, before the Trainer seeds
+    # as sft.build_model loads it (--quant_bits: QLoRA's base, made ready for adapters), without the adapter
+    model = load_model(run.model_dir, args.torch_dtype, run.device.attn_impl, quantization_of(args),
+                       args.gradient_checkpointing)
+    return {"model": model, "reward_funcs": funcs,
+            "peft_config": lora_config(args) if args.train_type == "lora" else None}
 
 
 def config_fields(args: GrpoArgs) -> dict:
