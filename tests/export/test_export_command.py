@@ -32,7 +32,7 @@ def test_a_merged_export_is_compared_with_the_adapter(lora_checkpoint, tmp_path,
     info = export_json(out)
     assert info["kind"] == "merged" and info["source"]["adapter"] == str(lora_checkpoint)
     checks = info["checks"]
-    assert checks["logits"]["token_ids_equal"] and checks["logits"]["max_abs_diff"] < MERGE_MAX_ABS_DIFF
+    assert all(checks["tokenizer"].values()) and checks["logits"]["max_abs_diff"] < MERGE_MAX_ABS_DIFF
     assert checks["perplexity"]["ratio"] == pytest.approx(1.0, abs=1e-4)
     assert [a["same"] for a in checks["answers"]] == [True, True, True]
     files = {f["name"]: f["bytes"] for f in info["files"]}
@@ -47,8 +47,9 @@ def test_a_gguf_export_with_an_ollama_modelfile(lora_checkpoint, tmp_path, capsy
     info = export_json(out)
     assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "export.json", "model-f16.gguf"]
     assert info["gguf"]["tensor_types"] == {"F16": 29, "F32": 21}
-    logits = info["checks"]["logits"]
-    assert logits["token_ids_equal"] and 0 < logits["max_abs_diff"] < F16_MAX_ABS_DIFF
+    assert info["checks"]["tokenizer"] == {"chat_template_equal": True, "probe_prompt_ids_equal": True,
+                                           "heldout_row_ids_equal": True, "end_of_turn_ids_equal": True}
+    assert 0 < info["checks"]["logits"]["max_abs_diff"] < F16_MAX_ABS_DIFF
     assert info["checks"]["perplexity"]["ratio"] < 1.01
     modelfile = (out / "Modelfile").read_text()
     assert "FROM ./model-f16.gguf" in modelfile and info["ollama"]["template"] in modelfile
