@@ -7,12 +7,11 @@ import pytest
 
 from cli_runs import run_cli
 
-# merging in float32 changes only the rounding of the sums: measured max |merged - adapter| = 1.8e-5 on the probe
-# prompts (logits up to 24)
+# Largest |logit difference| on the probe prompts (logits up to 24), measured with the test adapter: merging in
+# float32 changes only the rounding of the sums, 1.1e-5 (bound: 1e-3); its f16 GGUF, 0.0087 (tunewise-tiny alone
+# 0.0065); deterministic on one CPU kind, bounded at 3x.
 MERGE_MAX_ABS_DIFF = 1e-3
-# the f16 GGUF of tunewise-tiny: measured 0.042 (the model's own, and with the test adapter merged 0.043);
-# deterministic on one CPU kind, bounded at 3x
-F16_MAX_ABS_DIFF = 0.13
+F16_MAX_ABS_DIFF = 0.026
 
 
 def export_json(out):
@@ -100,7 +99,7 @@ def test_an_unmapped_family_is_refused_before_anything_is_written(tmp_path, caps
     out = tmp_path / "out"
     assert run_cli("export", "--model", model_dir, "--quant_method", "gguf", "--output_dir", out) == 2
     err = capsys.readouterr().err
-    assert "a LlamaForCausalLM model; the GGUF writer maps Qwen2ForCausalLM, Qwen3ForCausalLM" in err
+    assert "a LlamaForCausalLM model; the GGUF writer maps Qwen2ForCausalLM (Qwen2/Qwen2.5 and tunewise-tiny) only" in err
     assert "Traceback" not in err and not out.exists() and no_temporaries(tmp_path)
 
 
@@ -162,3 +161,22 @@ def test_the_demo_fine_tune_answers_the_same_from_its_gguf(identity_run, tmp_pat
     assert [a["question"] for a in answers] == ["你是谁？", "Who are you?", "12+34=?"]
     assert "小黄" in answers[0]["source"] and "Xiao Huang" in answers[1]["source"]
     assert [a["gguf"] for a in answers] == [a["source"] for a in answers]
+
+
+def test_a_gguf_whose_tokenizer_differs_is_not_published(tmp_path, capsys, monkeypatch):
+    """Fault injection: the file's chat template loses its generation prompt; the read-back tokenizer renders the
+    probe prompts to other ids, so the export is refused."""
+    import tunewise.export.gguf_file as gguf_file
+
+    metadata = gguf_file.tokenizer_metadata
+
+    def altered(*args, **kwargs):
+        meta = metadata(*args, **kwargs)
+        return {**meta, "chat_template": meta["chat_template"].replace("<|im_start|>assistant\\n", "")}
+
+    monkeypatch.setattr(gguf_file, "tokenizer_metadata", altered)
+    out = tmp_path / "out"
+    assert run_cli("export", "--model", "tunewise-tiny", "--quant_method", "gguf", "--output_dir", out) == 2
+    err = capsys.readouterr().err
+    assert "its tokenizer differs from the source's (chat template: no)" in err
+    assert "(probe prompt ids: no)" in err and not out.exists() and no_temporaries(tmp_path)

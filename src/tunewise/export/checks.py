@@ -179,7 +179,7 @@ def compare(labels: tuple[str, str], ref: Measured, got: Measured, encoding: dic
                        dst: ppl_export["perplexity"], "ratio": ratio, "bound": bound},
         "answers": answers,
     }
-    problems = [f"its tokenizer differs from the source's ({name.replace('_', ' ')}: no)"
+    problems = [f"its tokenizer differs from the source's ({name.removesuffix('_equal').replace('_', ' ')}: no)"
                 for name, ok in encoding.items() if not ok]
     if not logits["finite"] or ppl_export["perplexity"] is None or not math.isfinite(ppl_export["loss"]):
         problems.append("its logits are not finite (NaN or inf)")

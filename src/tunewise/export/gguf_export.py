@@ -85,7 +85,8 @@ def _load_gguf_tokenizer(folder: Path, name: str):
 def export_gguf(args: ExportArgs) -> dict:
     from transformers import AutoConfig
 
-    from tunewise.export.checks import Side, compare, encoding_check, heldout_conversations, measure
+    from tunewise.errors import brief
+    from tunewise.export.checks import Broken, Side, compare, encoding_check, heldout_conversations, measure
     from tunewise.export.ggml_quants import GGUF_TYPES, check_available
     from tunewise.export.gguf_file import check_tokenizer, family_of, write_gguf
     from tunewise.export.report import how_to_run, write_export_json
@@ -128,7 +129,11 @@ def export_gguf(args: ExportArgs) -> dict:
         written = time.perf_counter()
         if modelfile_text:
             (tmp / "Modelfile").write_text(modelfile_text, encoding="utf-8")
-        exported = _load_gguf_model(tmp, gguf_name)
+        try:
+            exported = _load_gguf_model(tmp, gguf_name)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise Broken(f"the export is broken, so nothing was written: transformers cannot read the file back "
+                         f"({brief(e, 300)}).") from e
         export_measured = pool.submit(measure, Side(exported, spec.load_tokenizer()), spec.system, conversations)
         encoding = encoding_check(tokenizer, _load_gguf_tokenizer(tmp, gguf_name), spec.system, conversations)
         checks = compare(("source", "gguf"), source_measured.result(), export_measured.result(), encoding, bound,
