@@ -107,7 +107,7 @@ def tokenizer_metadata(tokenizer, vocab_size: int, config_bos: int | None = None
     }
 
 
-def _hyper_parameters(writer, config, family: Family) -> None:
+def _hyper_parameters(writer, config) -> None:
     import gguf
 
     heads = config.num_attention_heads
@@ -179,7 +179,7 @@ def write_gguf(path: Path, state_dict: dict, config, tokenizer, gguf_type: str, 
     writer.add_file_type(gguf.LlamaFileType[GGUF_TYPES[gguf_type].file_type])
     if gguf_type != "f16":
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    _hyper_parameters(writer, config, family)
+    _hyper_parameters(writer, config)
     _tokenizer(writer, meta)
     tied = bool(getattr(config, "tie_word_embeddings", False))
     counts: dict[str, int] = {}
