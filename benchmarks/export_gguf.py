@@ -45,8 +45,11 @@ def timed(cmd: list[str], env: dict) -> dict:
 
 
 def llama_cpp_converter(root: Path) -> Path:
-    """convert_hf_to_gguf.py from the llama-cpp-python sdist (llama.cpp vendored), unpacked once."""
+    """convert_hf_to_gguf.py from the llama-cpp-python sdist (llama.cpp vendored), unpacked once, with sentencepiece
+    (the converter imports it for every Qwen2 model) installed beside it, for its process only."""
     def fetch(tmp: Path):
+        subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(tmp / "deps"),
+                        "sentencepiece"], check=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:", "--quiet",
                         LLAMA_SDIST, "-d", str(tmp)], check=True)
         sdist = next(tmp.glob("llama_cpp_python-*.tar.gz"))
@@ -109,8 +112,9 @@ def main(argv=None) -> int:
                                   "tensor_types": info["gguf"]["tensor_types"]}}
             if converter is not None and gguf_type in ("f16", "q8_0"):
                 theirs = Path(tmp) / f"llama-cpp-{gguf_type}.gguf"
+                deps = converter.parents[3] / "deps"
                 base = timed([sys.executable, str(converter), str(model), "--outtype", gguf_type, "--outfile",
-                              str(theirs)], {**env, "PYTHONPATH": str(converter.parent / "gguf-py")})
+                              str(theirs)], {**env, "PYTHONPATH": f"{converter.parent / 'gguf-py'}{os.pathsep}{deps}"})
                 entry["llama_cpp_convert"] = {**base, "bytes": theirs.stat().st_size}
                 entry["same_as_llama_cpp"] = compare_files(out / info["gguf"]["file"], theirs)
             results["exports"][gguf_type] = entry

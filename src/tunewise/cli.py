@@ -12,7 +12,7 @@ COMMANDS = {  # name -> (module, its Command attribute, description)
              "cpo (no reference model) | grpo (verifiable rewards)"),
     "plan": ("tunewise.training", "PLAN", "show the run plan (steps, warmup, LR curve) without training; --rlhf_type dpo|grpo|kto|orpo|simpo|cpo for those"),
     "infer": ("tunewise.infer.chat", "COMMAND", "chat with a base model or a checkpoint"),
-    "export": ("tunewise.export", "COMMAND", "merge a LoRA checkpoint into a plain Hugging Face model"),
+    "export": ("tunewise.export", "COMMAND", "merge a LoRA checkpoint, or write it as GGUF (+ Ollama Modelfile) or quantized"),
     "eval": ("tunewise.evaluate.cli", "COMMAND", "identity, general skills, repetition and loss of a model or checkpoint; --compare two"),
     "serve": ("tunewise.serve.app", "COMMAND", "OpenAI-compatible API server: base model + LoRA adapters, batched (or vLLM)"),
     "webui": ("tunewise.webui.app", "COMMAND", "web UI: chat, train (sft, dpo, rlhf), evaluate, export and compare in the browser"),

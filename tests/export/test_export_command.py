@@ -7,12 +7,11 @@ import pytest
 
 from cli_runs import run_cli
 
-# merging in float32 changes only the rounding of the sums: measured max |merged - adapter| = 1.8e-5 on the probe
-# prompts (logits up to 24)
+# Largest |logit difference| on the probe prompts (logits up to 24), measured with the test adapter: merging in
+# float32 changes only the rounding of the sums, 1.1e-5 (bound: 1e-3); its f16 GGUF, 0.0087 (tunewise-tiny alone
+# 0.0065); deterministic on one CPU kind, bounded at 3x.
 MERGE_MAX_ABS_DIFF = 1e-3
-# the f16 GGUF of tunewise-tiny: measured 0.042 (the model's own, and with the test adapter merged 0.043);
-# deterministic on one CPU kind, bounded at 3x
-F16_MAX_ABS_DIFF = 0.13
+F16_MAX_ABS_DIFF = 0.026
 
 
 def export_json(out):
@@ -32,7 +31,7 @@ def test_a_merged_export_is_compared_with_the_adapter(lora_checkpoint, tmp_path,
     info = export_json(out)
     assert info["kind"] == "merged" and info["source"]["adapter"] == str(lora_checkpoint)
     checks = info["checks"]
-    assert checks["logits"]["token_ids_equal"] and checks["logits"]["max_abs_diff"] < MERGE_MAX_ABS_DIFF
+    assert all(checks["tokenizer"].values()) and checks["logits"]["max_abs_diff"] < MERGE_MAX_ABS_DIFF
     assert checks["perplexity"]["ratio"] == pytest.approx(1.0, abs=1e-4)
     assert [a["same"] for a in checks["answers"]] == [True, True, True]
     files = {f["name"]: f["bytes"] for f in info["files"]}
@@ -47,8 +46,9 @@ def test_a_gguf_export_with_an_ollama_modelfile(lora_checkpoint, tmp_path, capsy
     info = export_json(out)
     assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "export.json", "model-f16.gguf"]
     assert info["gguf"]["tensor_types"] == {"F16": 29, "F32": 21}
-    logits = info["checks"]["logits"]
-    assert logits["token_ids_equal"] and 0 < logits["max_abs_diff"] < F16_MAX_ABS_DIFF
+    assert info["checks"]["tokenizer"] == {"chat_template_equal": True, "probe_prompt_ids_equal": True,
+                                           "heldout_row_ids_equal": True, "end_of_turn_ids_equal": True}
+    assert 0 < info["checks"]["logits"]["max_abs_diff"] < F16_MAX_ABS_DIFF
     assert info["checks"]["perplexity"]["ratio"] < 1.01
     modelfile = (out / "Modelfile").read_text()
     assert "FROM ./model-f16.gguf" in modelfile and info["ollama"]["template"] in modelfile
@@ -99,7 +99,7 @@ def test_an_unmapped_family_is_refused_before_anything_is_written(tmp_path, caps
     out = tmp_path / "out"
     assert run_cli("export", "--model", model_dir, "--quant_method", "gguf", "--output_dir", out) == 2
     err = capsys.readouterr().err
-    assert "a LlamaForCausalLM model; the GGUF writer maps Qwen2ForCausalLM, Qwen3ForCausalLM" in err
+    assert "a LlamaForCausalLM model; the GGUF writer maps Qwen2ForCausalLM (Qwen2/Qwen2.5 and tunewise-tiny) only" in err
     assert "Traceback" not in err and not out.exists() and no_temporaries(tmp_path)
 
 
@@ -161,3 +161,22 @@ def test_the_demo_fine_tune_answers_the_same_from_its_gguf(identity_run, tmp_pat
     assert [a["question"] for a in answers] == ["你是谁？", "Who are you?", "12+34=?"]
     assert "小黄" in answers[0]["source"] and "Xiao Huang" in answers[1]["source"]
     assert [a["gguf"] for a in answers] == [a["source"] for a in answers]
+
+
+def test_a_gguf_whose_tokenizer_differs_is_not_published(tmp_path, capsys, monkeypatch):
+    """Fault injection: the file's chat template loses its generation prompt; the read-back tokenizer renders the
+    probe prompts to other ids, so the export is refused."""
+    import tunewise.export.gguf_file as gguf_file
+
+    metadata = gguf_file.tokenizer_metadata
+
+    def altered(*args, **kwargs):
+        meta = metadata(*args, **kwargs)
+        return {**meta, "chat_template": meta["chat_template"].replace("<|im_start|>assistant\\n", "")}
+
+    monkeypatch.setattr(gguf_file, "tokenizer_metadata", altered)
+    out = tmp_path / "out"
+    assert run_cli("export", "--model", "tunewise-tiny", "--quant_method", "gguf", "--output_dir", out) == 2
+    err = capsys.readouterr().err
+    assert "its tokenizer differs from the source's (chat template: no)" in err
+    assert "(probe prompt ids: no)" in err and not out.exists() and no_temporaries(tmp_path)

@@ -3,6 +3,7 @@ one GGUF file, with an Ollama Modelfile when --to_ollama true, published only on
 transformers (`from_pretrained(dir, gguf_file=...)`, which dequantizes it), computes what the model does."""
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -47,31 +48,45 @@ def _generation_config(model_dir: str):
         return None
 
 
-def _load_gguf(folder: Path, name: str):
-    """The GGUF file as transformers reads it (dequantized to float32), and its tokenizer."""
+@contextlib.contextmanager
+def _quiet_gguf_loading():
+    """transformers' progress bars off, its GGUF reader's own tqdm bar too (the switch misses it)."""
     import functools
 
     import transformers.modeling_gguf_pytorch_utils as gguf_loading
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     shown, bar = hf_logging.is_progress_bar_enabled(), gguf_loading.tqdm
     hf_logging.disable_progress_bar()
-    gguf_loading.tqdm = functools.partial(bar, disable=True)  # its own tqdm bar, which the switch above misses
+    gguf_loading.tqdm = functools.partial(bar, disable=True)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name, dtype="float32").eval()
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=name)
+        yield
     finally:
         gguf_loading.tqdm = bar
         if shown:
             hf_logging.enable_progress_bar()
-    return model, tokenizer
+
+
+def _load_gguf_model(folder: Path, name: str):
+    """The GGUF file as transformers reads it: config from its metadata, weights dequantized to float32."""
+    from transformers import AutoModelForCausalLM
+
+    with _quiet_gguf_loading():
+        return AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name, dtype="float32").eval()
+
+
+def _load_gguf_tokenizer(folder: Path, name: str):
+    from transformers import AutoTokenizer
+
+    with _quiet_gguf_loading():
+        return AutoTokenizer.from_pretrained(str(folder), gguf_file=name)
 
 
 def export_gguf(args: ExportArgs) -> dict:
     from transformers import AutoConfig
 
-    from tunewise.export.checks import Side, compare, heldout_conversations, measure
+    from tunewise.errors import brief
+    from tunewise.export.checks import Broken, Side, compare, encoding_check, heldout_conversations, measure
     from tunewise.export.ggml_quants import GGUF_TYPES, check_available
     from tunewise.export.gguf_file import check_tokenizer, family_of, write_gguf
     from tunewise.export.report import how_to_run, write_export_json
@@ -101,22 +116,28 @@ def export_gguf(args: ExportArgs) -> dict:
     conversations = heldout_conversations(args.dataset)
 
     model = load(spec, "float32", adapter="merged").eval()  # float32: every weight exactly, whatever it was saved in
-    source = Side("source", model, tokenizer)
-    # The source model is measured in a thread while the file is written and parsed back (transformers' GGUF reader
-    # is Python-bound, the measurements mostly torch): on 2 cores this overlap is a third of the export's time.
-    # The thread has its own tokenizer: a fast tokenizer is not shared between threads.
-    with ThreadPoolExecutor(max_workers=1) as pool, staged_folder(out) as tmp:
-        source_measured = pool.submit(measure, Side("source", model, spec.load_tokenizer()), spec.system,
-                                      conversations)
+    bound = GGUF_TYPES[args.gguf_type].ppl_bound
+    # transformers' GGUF reader is Python-bound and parses the file three times (config, weights, tokenizer), the
+    # measurements are torch: the source model is measured while the file is written and read back, the export's
+    # model while its tokenizer is read back (on the source's token ids, which encoding_check then shows equal to
+    # the file's). Each thread has a tokenizer of its own (a fast tokenizer is not shared between threads).
+    with ThreadPoolExecutor(max_workers=2) as pool, staged_folder(out) as tmp:
+        source_measured = pool.submit(measure, Side(model, spec.load_tokenizer()), spec.system, conversations)
         start = time.perf_counter()
         types = write_gguf(tmp / gguf_name, model.state_dict(), model.config, tokenizer, args.gguf_type,
                            Path(label).name)
         written = time.perf_counter()
         if modelfile_text:
             (tmp / "Modelfile").write_text(modelfile_text, encoding="utf-8")
-        exported, exported_tokenizer = _load_gguf(tmp, gguf_name)
-        checks = compare(source, Side("gguf", exported, exported_tokenizer), spec.system,
-                         GGUF_TYPES[args.gguf_type].ppl_bound, conversations, source_measured.result())
+        try:
+            exported = _load_gguf_model(tmp, gguf_name)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise Broken(f"the export is broken, so nothing was written: transformers cannot read the file back "
+                         f"({brief(e, 300)}).") from e
+        export_measured = pool.submit(measure, Side(exported, spec.load_tokenizer()), spec.system, conversations)
+        encoding = encoding_check(tokenizer, _load_gguf_tokenizer(tmp, gguf_name), spec.system, conversations)
+        checks = compare(("source", "gguf"), source_measured.result(), export_measured.result(), encoding, bound,
+                         len(conversations))
         del exported
         summary = {
             "kind": "gguf", "output_dir": str(out), "compared": ["source", "gguf"],

@@ -4,8 +4,8 @@ bos/eos/pad, the trained chat template) and the tensors under GGUF's names (gguf
 type tunewise.export.ggml_quants picks. What llama.cpp's convert_hf_to_gguf.py writes for the same families, so
 llama.cpp, Ollama and transformers (`from_pretrained(dir, gguf_file=...)`) load it.
 
-Families: Qwen2 (Qwen2, Qwen2.5 and tunewise-tiny) and Qwen3, with Qwen2's byte-level BPE pre-tokenizer. Another
-family, or a tokenizer that splits text otherwise, is a UserError before anything is written.
+Families: Qwen2 (Qwen2, Qwen2.5 and tunewise-tiny), with Qwen2's byte-level BPE pre-tokenizer. Another family, or a
+tokenizer that splits text otherwise, is a UserError before anything is written.
 """
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from pathlib import Path
 
 from tunewise.errors import UserError
 
-# architecture in config.json -> gguf.MODEL_ARCH member
-ARCHITECTURES = {"Qwen2ForCausalLM": "QWEN2", "Qwen3ForCausalLM": "QWEN3"}
+# architecture in config.json -> gguf.MODEL_ARCH member. Qwen3 is not offered: its GGUF needs attention.key_length
+# (head_dim 128 != hidden/heads), which transformers 5.23's GGUF reader ignores for qwen3, so the read-back that
+# proves an export could not load it.
+ARCHITECTURES = {"Qwen2ForCausalLM": "QWEN2"}
 
 # Qwen2's pre-tokenizer (tokenizer.json): NFC, this split, byte-level; llama.cpp calls it "qwen2"
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
@@ -37,7 +39,7 @@ def family_of(config, where: str) -> Family:
     found = next((ARCHITECTURES[a] for a in archs if a in ARCHITECTURES), None)
     if found is None:
         raise UserError(f"{where}: a {', '.join(archs) or getattr(config, 'model_type', 'unknown')} model; the GGUF "
-                        f"writer maps {', '.join(ARCHITECTURES)} (Qwen2/Qwen2.5/Qwen3 and tunewise-tiny) only. Export "
+                        f"writer maps {', '.join(ARCHITECTURES)} (Qwen2/Qwen2.5 and tunewise-tiny) only. Export "
                         "it merged (without --quant_method) and convert it with llama.cpp's convert_hf_to_gguf.py.")
     problems = []
     rope = dict(getattr(config, "rope_parameters", None) or {})
@@ -105,7 +107,7 @@ def tokenizer_metadata(tokenizer, vocab_size: int, config_bos: int | None = None
     }
 
 
-def _hyper_parameters(writer, config, family: Family) -> None:
+def _hyper_parameters(writer, config) -> None:
     import gguf
 
     heads = config.num_attention_heads
@@ -177,7 +179,7 @@ def write_gguf(path: Path, state_dict: dict, config, tokenizer, gguf_type: str, 
     writer.add_file_type(gguf.LlamaFileType[GGUF_TYPES[gguf_type].file_type])
     if gguf_type != "f16":
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    _hyper_parameters(writer, config, family)
+    _hyper_parameters(writer, config)
     _tokenizer(writer, meta)
     tied = bool(getattr(config, "tie_word_embeddings", False))
     counts: dict[str, int] = {}

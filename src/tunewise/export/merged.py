@@ -10,7 +10,7 @@ PPL_BOUND = 1.01  # merging in the same dtype changes nothing but rounding
 
 
 def export_merged(args: ExportArgs) -> dict:
-    from tunewise.export.checks import Side, compare, heldout_conversations
+    from tunewise.export.checks import Side, compare, encoding_check, heldout_conversations, measure
     from tunewise.export.report import how_to_run, write_export_json
     from tunewise.models.checkpoint import load
     from tunewise.models.load import load_model, load_tokenizer
@@ -20,9 +20,12 @@ def export_merged(args: ExportArgs) -> dict:
     summary: dict = {}
 
     def finish(tmp: Path, out: Path, spec) -> None:
-        adapter = Side("adapter", load(spec, args.torch_dtype).eval(), spec.load_tokenizer())
-        merged = Side("merged", load_model(str(tmp), args.torch_dtype).eval(), load_tokenizer(str(tmp)))
-        checks = compare(adapter, merged, spec.system, PPL_BOUND, conversations)
+        source_tokenizer, merged_tokenizer = spec.load_tokenizer(), load_tokenizer(str(tmp))
+        adapter = measure(Side(load(spec, args.torch_dtype).eval(), source_tokenizer), spec.system, conversations)
+        merged = measure(Side(load_model(str(tmp), args.torch_dtype).eval(), merged_tokenizer), spec.system,
+                         conversations)
+        encoding = encoding_check(source_tokenizer, merged_tokenizer, spec.system, conversations)
+        checks = compare(("adapter", "merged"), adapter, merged, encoding, PPL_BOUND, len(conversations))
         summary.update({
             "kind": "merged", "output_dir": str(out), "compared": ["adapter", "merged"],
             "source": {"base": spec.base_name, "adapter": spec.adapter, "system": spec.system},

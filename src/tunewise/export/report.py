@@ -63,6 +63,9 @@ def print_summary(summary: dict) -> None:
         print(f"  {f['name']:<32} {_size(f['bytes']):>10}")
     checks = written.get("checks", {})
     src, dst = written.get("compared", ("source", kind))
+    if tok := checks.get("tokenizer"):
+        same = [name.removesuffix("_equal").replace("_", " ") for name, ok in tok.items() if ok]
+        print(f"  tokenizer read back, equal to the source's: {', '.join(same) or 'nothing'}")
     if logits := checks.get("logits"):
         print(f"  logits on {logits['prompts']} probe prompts ({logits['positions']} positions): max |{dst} - {src}| = "
               f"{logits['max_abs_diff']:.3g} (largest |logit| {logits['source_max_abs_logit']:.3g}); argmax agrees "
@@ -73,7 +76,7 @@ def print_summary(summary: dict) -> None:
     for a in checks.get("answers", []):
         mark = "same" if a["same"] else "differs"
         print(f"  {a['question']}  {src}: {a[src]!r}  {dst}: {a[dst]!r} ({mark})")
-    shown = {"logits", "perplexity", "answers"}
+    shown = {"tokenizer", "logits", "perplexity", "answers"}
     if "perplexity_ratio" in checks:  # bitsandbytes' checks (tunewise.export.bnb.compare)
         shown |= {"perplexity_unquantized", "perplexity_quantized", "perplexity_ratio", "perplexity_ratio_bound",
                   "max_abs_logits_diff", "max_abs_logits_unquantized", "probes"}
