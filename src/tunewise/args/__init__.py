@@ -118,8 +118,7 @@ class InferArgs(ModelArgs, Sampling):
 
 @dataclass
 class ExportArgs:
-    """Write a checkpoint or model as a plain Hugging Face directory, a GGUF file (+ Ollama Modelfile) or a
-    quantized model (`tunewise export`)."""
+    """Export a checkpoint or model: merged Hugging Face directory, GGUF (+ Ollama Modelfile) or quantized (`tunewise export`)."""
 
     adapters: list[str] = flag_field([], "the LoRA checkpoint to export")
     model: str | None = flag_field(None, "base model; read from the run's args.json when omitted. Alone (no "
