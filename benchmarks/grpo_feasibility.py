@@ -65,7 +65,7 @@ def exact_sum(prompts, completions, solution, **kwargs) -> list[float]:
 
 
 def identity_replies(model, tokenizer) -> list[str]:
-    from tunewise.evaluate.generate import greedy_replies
+    from tunewise.models.generate import greedy_replies
     from tunewise.evaluate.identity import identity_questions
 
     return greedy_replies(model, tokenizer, [[{"role": "user", "content": q["query"]}] for q in identity_questions()],

@@ -90,3 +90,53 @@ def test_placeholders_are_replaced(tmp_path):
                                             "solution": "yes"}])
     (row,) = trl_rows(load_prompts([f], model_name=["小维", "Wise"], model_author=["A", "B"]))
     assert row["prompt"][0]["content"] == "Are you Wise?"
+
+
+def hard_additions():
+    """additions_hard's prompts, checked: never a held-out pair, each once, its solution the sum."""
+    import re
+
+    from tunewise.evaluate.skills import heldout_addition_pairs
+
+    heldout = set(heldout_addition_pairs())
+    rows = trl_rows(load_prompts(["additions_hard"]))
+    asked = [row["prompt"][0]["content"] for row in rows]
+    assert 500 < len(rows) < 2000 and len(set(asked)) == len(rows)
+    for row in rows:
+        digits = [int(x) for x in re.findall(r"\d+", row["prompt"][0]["content"])]
+        assert int(row["solution"]) == sum(digits) and tuple(digits) not in heldout
+    return asked
+
+
+def test_builtin_hard_additions_are_held_out_free_and_solved():
+    assert hard_additions()
+
+
+@pytest.mark.slow  # loads the embedded model and scores 40 prompts (8 CPU-seconds)
+def test_builtin_hard_additions_are_the_ones_the_shipped_model_is_unsure_of():
+    """The file still matches the embedded model (scripts/make_grpo_hard_additions.py): a sample of its prompts
+    scores below 0.9, a sample of the other non-held-out prompts not."""
+    import importlib.util
+    import random
+    import re
+    from pathlib import Path
+
+    from tunewise.evaluate.skills import ADDITION_TEMPLATES, addition_answer, addition_prompt, heldout_addition_pairs
+    from tunewise.models.load import load_model, load_tokenizer, resolve_model
+
+    asked = hard_additions()
+    heldout = set(heldout_addition_pairs())
+
+    script = Path(__file__).parents[2] / "scripts" / "make_grpo_hard_additions.py"
+    spec = importlib.util.spec_from_file_location("make_grpo_hard_additions", script)
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    every = [addition_prompt(a, b, k) for a in range(50) for b in range(50) for k in range(len(ADDITION_TEMPLATES))
+             if (a, b) not in heldout]
+    rng = random.Random(0)
+    hard, easy = rng.sample(asked, 20), rng.sample(sorted(set(every) - set(asked)), 20)
+    path = resolve_model("tunewise-tiny")
+    model, tokenizer = load_model(path, dtype="float32").eval(), load_tokenizer(path)
+    reply = lambda prompt: addition_answer(*(int(x) for x in re.findall(r"\d+", prompt))) + "<|im_end|>"
+    probs = make.reply_probabilities(model, tokenizer, hard + easy, [reply(p) for p in hard + easy])
+    assert all(p < 0.9 for p in probs[:20]) and all(p >= 0.9 for p in probs[20:])

@@ -13,8 +13,10 @@ field content to the ORM").
 The prompt is checked like an `sft` conversation without its last reply: a system message only first, roles
 alternating, ending with the user's turn. `{{NAME}}`/`{{AUTHOR}}` are replaced in it.
 
-Built-in set: `additions`, the embedded model's additions a+b (a, b < 50) outside the 200 held-out pairs, each with
-its sum as solution (scripts/make_grpo_additions.py).
+Built-in sets: `additions`, the embedded model's additions a+b (a, b < 50) outside the 200 held-out pairs, each with
+its sum as solution (scripts/make_grpo_additions.py); `additions_hard`, those additions in each of the five trained
+phrasings that the embedded model answers exactly with probability below 0.9 (1,051 prompts; the others give GRPO
+groups of all-correct completions, which carry no gradient; scripts/make_grpo_hard_additions.py).
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ from tunewise.data.template import with_system
 from tunewise.data.tools import uses_tools
 from tunewise.errors import UserError
 
-PROMPT_SETS = {"additions": Path(__file__).parent / "builtin" / "additions.jsonl"}
+_BUILTIN = Path(__file__).parent / "builtin"
+PROMPT_SETS = {"additions": _BUILTIN / "additions.jsonl", "additions_hard": _BUILTIN / "additions_hard.jsonl"}
 SOLUTION = "solution"
 ORIGIN = "row_origin"  # the column holding each row's file:line (rewards name the row with it)
 _QUERY_ALIASES = ("question", "problem")  # ms-swift's query names beyond ours
