@@ -56,17 +56,16 @@ def note(key):  # the peak since the last reset, into marks[key]; then reset
     marks[key] = max(marks[key], status("VmHWM"))
     reset()
 
-build = grpo.build_model
-def measured_build(run):  # everything but the model, its training state and the steps is loaded by now
+parts = grpo.RECIPE.models
+def measured_parts(run):  # everything but the model, its training state and the steps is loaded by now
     gc.collect()
     reset()
     marks["before"] = status("VmRSS")
     marks["estimate"] = run.memory.as_dict()
-    return build(run)
-grpo.build_model = measured_build
+    return parts(run)
 complete = int(sys.argv[1])
 fields = grpo.RECIPE.config_fields
-grpo.RECIPE = dataclasses.replace(grpo.RECIPE, config_fields=lambda a: {
+grpo.RECIPE = dataclasses.replace(grpo.RECIPE, models=measured_parts, config_fields=lambda a: {
     **fields(a), "generation_kwargs": {"min_new_tokens": complete}})
 
 generate = GRPOTrainer._generate_single_turn
