@@ -30,3 +30,14 @@ def one_process_run(tmp_path_factory):
     from parallel_runs import one_process
 
     return one_process(tmp_path_factory.mktemp("parallel") / "one")
+
+
+@pytest.fixture
+def restore_reward_registry():
+    """Runs that load plugin files register their rewards in this process: taken away again after the test."""
+    from tunewise.rewards import plugins
+
+    saved = dict(plugins.REGISTRY)
+    yield
+    plugins.REGISTRY.clear()
+    plugins.REGISTRY.update(saved)

@@ -19,15 +19,7 @@ def short(prompts, completions, completion_ids, **kwargs):
 """
 
 
-@pytest.fixture(autouse=True)
-def restore_reward_registry():
-    """The plugin files these runs load register their rewards in this process: taken away again after each test."""
-    from tunewise.rewards import plugins
-
-    saved = dict(plugins.REGISTRY)
-    yield
-    plugins.REGISTRY.clear()
-    plugins.REGISTRY.update(saved)
+pytestmark = pytest.mark.usefixtures("restore_reward_registry")  # tests/conftest.py
 
 
 @pytest.mark.slow  # 200 greedy replies

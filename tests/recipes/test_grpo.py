@@ -11,15 +11,7 @@ GRPO_FLAGS = ["rlhf", "--rlhf_type", "grpo", "--model_name", "N", "--model_autho
 GRPO = [*GRPO_FLAGS, "--report_to", "none"]
 
 
-@pytest.fixture(autouse=True)
-def restore_reward_registry():
-    """The plugin files these runs load register their rewards in this process: taken away again after each test."""
-    from tunewise.rewards import plugins
-
-    saved = dict(plugins.REGISTRY)
-    yield
-    plugins.REGISTRY.clear()
-    plugins.REGISTRY.update(saved)
+pytestmark = pytest.mark.usefixtures("restore_reward_registry")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("prompts,batch,generations,per_generation,accumulation", [
