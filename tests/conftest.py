@@ -41,3 +41,21 @@ def restore_reward_registry():
     yield
     plugins.REGISTRY.clear()
     plugins.REGISTRY.update(saved)
+
+
+LAUNCH_VARIABLES = ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+LAUNCH_AT_START = {name: os.environ.get(name) for name in LAUNCH_VARIABLES}
+
+
+@pytest.fixture(autouse=True)
+def launch_variables_restored():
+    """tunewise reads ms-swift's launch variables (NPROC_PER_NODE, MASTER_PORT, ...) as flags, and an in-process
+    one-process DeepSpeed run sets MASTER_ADDR/MASTER_PORT for its gloo group (train/build.py): without this, a later
+    test's subprocess would inherit them and see its --master_port contradicted. Restored to the session's start
+    (a module-scoped fixture may have set them before a test's own snapshot could)."""
+    yield
+    for name, value in LAUNCH_AT_START.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

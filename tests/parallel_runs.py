@@ -40,9 +40,9 @@ class Result:
         self.weights = load_file(run_dir / f"checkpoint-{STEPS}" / "adapter_model.safetensors")
 
 
-def train(out: Path, *extra) -> Result:
+def train(out: Path, *extra, env=None) -> Result:
     """One run on this machine, written straight into `out` (--add_version false)."""
-    return Result(out, finish(start(out, "--add_version", "false", *extra)))
+    return Result(out, finish(start(out, "--add_version", "false", *extra, env=env)))
 
 
 def one_process(out: Path) -> Result:

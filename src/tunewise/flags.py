@@ -1,7 +1,9 @@
 """Reading flags into an argument dataclass: `--flag v1 v2` and `--flag=v`, `--config run.yaml` (the flags win),
 type conversion, every problem reported at once, and where each value came from.
 
-`parse(SftArgs, argv)` returns (args, sources, extra). A value's source is "default", "yaml" or "flag" here; the
+`parse(SftArgs, argv)` returns (args, sources, extra). A value's source is "default", "yaml", "flag" or, for a field declared with `env=NAME`
+(ms-swift's launch variables, e.g. NPROC_PER_NODE), "env NAME" here: a flag or YAML value that disagrees with the
+variable is an error, not a silent choice; the
 run's resolution adds "model" (a built-in model's recommended value) and "adapters" (read from a checkpoint's run);
 `args.json` in the run directory records both. The argument classes themselves are in tunewise.args.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import typing
 from dataclasses import field
 from pathlib import Path
@@ -151,6 +154,22 @@ def _read_yaml(path: str, table: dict, problems: list[str]) -> dict:
     return out
 
 
+def _env_problem(name: str, env_name: str, scalar: type, source: str | None, given: dict, config_values: dict):
+    """A flag or YAML value for `name` that disagrees with its environment variable (ms-swift's way of saying it)."""
+    if source is None:
+        return None
+    raw = given[name][0] if source == "flag" and given[name] else config_values.get(name) if source == "yaml" else None
+    try:
+        same = convert_value(name, raw, scalar, False) == convert_value(name, os.environ[env_name].strip(), scalar, False)
+    except ValueError:
+        return None  # the bad value is reported by the parse itself
+    if same:
+        return None
+    where = f"--{name} {raw}" if source == "flag" else f"{given['config'][0]}: {name}: {raw}"
+    return (f"{where} and the environment's {env_name}={os.environ[env_name].strip()} disagree: give one of them "
+            f"(unset {env_name}, or drop --{name}).")
+
+
 def parse(cls, argv: list[str], extra_flags: dict | None = None):
     """Parse `argv` into `cls`. Returns (args, sources, extra) where `extra` holds values of `extra_flags`
     (flags a command accepts besides its dataclass, name -> default)."""
@@ -173,9 +192,20 @@ def parse(cls, argv: list[str], extra_flags: dict | None = None):
     for f in dataclasses.fields(cls):
         scalar, is_list, optional = field_kind(hints[f.name])
         source = "flag" if f.name in given else "yaml" if f.name in config_values else None
+        env_name = f.metadata.get("env")
+        if env_name and os.environ.get(env_name, "").strip():
+            problem = _env_problem(f.name, env_name, scalar, source, given, config_values)
+            if problem:
+                problems.append(problem)
+                continue
+            if source is None:
+                source, raw = f"env {env_name}", os.environ[env_name].strip()
         if source is None:
             continue
-        raw = given[f.name] if source == "flag" else config_values[f.name]
+        if source == "flag":
+            raw = given[f.name]
+        elif source == "yaml":
+            raw = config_values[f.name]
         try:
             if is_list:
                 items = raw if isinstance(raw, list) else [raw]
@@ -191,7 +221,8 @@ def parse(cls, argv: list[str], extra_flags: dict | None = None):
                 values[f.name] = convert_value(f.name, raw, scalar, optional)
             sources[f.name] = source
         except ValueError as e:
-            where = "--" + f.name if source == "flag" else f"{given['config'][0]}: {f.name}"
+            where = ("--" + f.name if source == "flag" else f"{given['config'][0]}: {f.name}" if source == "yaml"
+                     else f"{env_name} (the environment variable read as --{f.name})")
             problems.append(f"{where}: {e}.")
     raise_problems(problems)
     args = cls(**values)

@@ -60,3 +60,27 @@ def test_yaml_errors_name_file_and_line(tmp_path):
     cfg.write_text("lerning_rate: 1e-4\n")
     with pytest.raises(UserError, match="unknown key 'lerning_rate'.*learning_rate"):
         parse(SftArgs, ["--config", str(cfg)])
+
+
+def test_ms_swift_launch_variables_are_read_and_named_as_the_source(monkeypatch, tmp_path):
+    """NPROC_PER_NODE=2 swift sft ... is how ms-swift's examples start data parallel; read silently as 1 before."""
+    monkeypatch.setenv("NPROC_PER_NODE", "2")
+    monkeypatch.setenv("MASTER_PORT", "29123")
+    args, sources, _ = parse(SftArgs, [])
+    assert (args.nproc_per_node, sources["nproc_per_node"]) == (2, "env NPROC_PER_NODE")
+    assert (args.master_port, sources["master_port"]) == (29123, "env MASTER_PORT")
+    args, sources, _ = parse(SftArgs, ["--nproc_per_node", "2"])  # the same value twice is fine
+    assert sources["nproc_per_node"] == "flag"
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("nproc_per_node: 4\n")
+    for argv, said in ((["--nproc_per_node", "1"], "--nproc_per_node 1"), (["--config", str(yaml_file)],
+                                                                             f"{yaml_file}: nproc_per_node: 4")):
+        with pytest.raises(UserError) as e:
+            parse(SftArgs, argv)
+        assert str(e.value) == (f"{said} and the environment's NPROC_PER_NODE=2 disagree: give one of them "
+                                "(unset NPROC_PER_NODE, or drop --nproc_per_node).")
+    monkeypatch.setenv("NPROC_PER_NODE", "two")
+    with pytest.raises(UserError) as e:
+        parse(SftArgs, [])
+    assert str(e.value) == ("NPROC_PER_NODE (the environment variable read as --nproc_per_node): expected an "
+                            "integer, got 'two'.")

@@ -7,6 +7,8 @@ Measured (LoRA, 3 steps, lr 1e-3, 2026-12-02, AMD EPYC): step-1 loss equal to th
 ZeRO-3; steps 2-3 within 5.5e-4 relative of one process, and DDP equal to ZeRO-2/3 to the last digit; adapter
 weights of DDP within 3.4e-5 of ZeRO-2 and ZeRO-3, and 3.9e-3 (mean 1.9e-4) of one process, where Adam turns float
 noise in near-zero gradients into updates of +-lr."""
+import os
+
 import pytest
 from parallel_runs import max_diff, train
 
@@ -22,10 +24,15 @@ def assert_equal_to_one_process(run, one):
 
 @pytest.fixture(scope="module")
 def ddp(tmp_path_factory):
-    return train(tmp_path_factory.mktemp("ddp") / "run", *TWO, "--master_port", "29671")
+    """Started as ms-swift's commands say it (NPROC_PER_NODE=2 MASTER_PORT=... swift sft ...): before the
+    variables were read, this ran one process and nothing said so."""
+    env = {**os.environ, "NPROC_PER_NODE": "2", "MASTER_PORT": "29671"}
+    return train(tmp_path_factory.mktemp("ddp") / "run", "--gradient_accumulation_steps", "1", env=env)
 
 
 def test_ddp_on_two_processes_equals_one_process(ddp, one_process_run):
+    assert "world size              2                     env NPROC_PER_NODE" in ddp.output
+    assert "--nproc_per_node=2" in ddp.output and "--master_port=29671" in ddp.output  # the torchrun command
     assert "parallel_mode != ParallelMode.DISTRIBUTED" not in ddp.output
     assert_equal_to_one_process(ddp, one_process_run)
     # one writer: the run folder holds what a one-process run writes, nothing per rank; the checkpoint holds each

@@ -20,11 +20,12 @@ class DistributedArgs:
                                    "(a bare --fsdp: full_shard auto_wrap, as transformers)", const="full_shard auto_wrap")
     fsdp_config: str | None = flag_field(None, "transformers' fsdp_config for --fsdp: a JSON file or an inline JSON object "
                                           '(e.g. \'{"transformer_layer_cls_to_wrap": ["Qwen2DecoderLayer"]}\')')
-    nproc_per_node: int = flag_field(1, "processes on this machine (data parallel; launched with torchrun)")
-    nnodes: int = flag_field(1, "machines taking part (torchrun --nnodes)")
-    node_rank: int = flag_field(0, "this machine's rank among --nnodes (torchrun --node_rank)")
-    master_addr: str = flag_field("127.0.0.1", "address of the rank-0 machine (torchrun --master_addr)")
-    master_port: int = flag_field(29500, "port of the rank-0 machine (torchrun --master_port)")
+    nproc_per_node: int = flag_field(1, "processes on this machine (data parallel; launched with torchrun); "
+                                "ms-swift's NPROC_PER_NODE variable is read too", env="NPROC_PER_NODE")
+    nnodes: int = flag_field(1, "machines taking part (torchrun --nnodes; or NNODES)", env="NNODES")
+    node_rank: int = flag_field(0, "this machine's rank among --nnodes (torchrun --node_rank; or NODE_RANK)", env="NODE_RANK")
+    master_addr: str = flag_field("127.0.0.1", "address of the rank-0 machine (torchrun --master_addr; or MASTER_ADDR)", env="MASTER_ADDR")
+    master_port: int = flag_field(29500, "port of the rank-0 machine (torchrun --master_port; or MASTER_PORT)", env="MASTER_PORT")
     gpu_memory: str | None = flag_field(None, "GPU memory per device for the plan's memory estimate, e.g. 24GiB or 80GB (default: the visible GPU's)")
     local_rank: int = flag_field(-1, "set by the deepspeed launcher (torchrun uses the LOCAL_RANK variable); not for users")
 

@@ -63,6 +63,7 @@ def resolve(recipe, args, sources: Mapping[str, str]) -> Run:
     notes += recipe.check(args, train_rows, tokenizer)
     samples = recipe.samples(args, train_rows, planned_world_size(args))
     step_plan, schedule, deepspeed, sources = plan_schedule(args, sources, samples, notes)
+    sources = {**sources, "world_size": world_size_source(args, sources)}
     from tunewise.plan.probes import build_probes
 
     probes = build_probes(args, start.base, zero_stage(deepspeed))
@@ -169,6 +170,14 @@ def revalidated(args, changes: dict):
 def planned_world_size(args) -> int:
     """The world size the run will have: torchrun's when running under it, else the one asked for."""
     return ranks.world_size() if ranks.under_launcher() else args.nproc_per_node * args.nnodes
+
+
+def world_size_source(args, sources: Mapping[str, str]) -> str:
+    """Where the plan's world size came from: torchrun's, or the flags (or ms-swift's NPROC_PER_NODE/NNODES)."""
+    if ranks.under_launcher():
+        return "torchrun"
+    given = [sources.get(name, "default") for name in ("nproc_per_node", "nnodes") if getattr(args, name) > 1]
+    return ", ".join(dict.fromkeys(source for source in given if source != "default")) or "default"
 
 
 def plan_fsdp(recipe, args, sources: dict, start: Checkpoint, notes: list):
