@@ -22,6 +22,9 @@ from tunewise.errors import UserError
      "--padding_free true: an sft option; dpo pads its preference pairs and TRL computes their "
      "log-probabilities over every position. --packing true: an sft option; dpo pads its preference pairs "
      "and TRL computes their log-probabilities over every position."),
+    # alone: one message (sft's "--packing needs padding-free batches" was appended before, about an sft rule)
+    ({"packing": True}, "--packing true: an sft option; dpo pads its preference pairs and TRL computes their "
+                        "log-probabilities over every position."),
 ])
 def test_preference_problems(values, message):
     with pytest.raises(UserError) as e:

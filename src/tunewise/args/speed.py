@@ -43,6 +43,8 @@ class TrainerLossArgs:
     def problems(self) -> list[str]:
         """The sft-only flags given, then the problems of the classes after this one (cooperative: the command's
         class lists this group before SftArgs)."""
-        return [f"--{flag} true: an sft option; {self.PADS} and TRL computes their log-probabilities over every "
-                "position." for flag in ("padding_free", "chunked_loss", "packing") if getattr(self, flag)] \
-            + super().problems()
+        given = [flag for flag in ("padding_free", "chunked_loss", "packing") if getattr(self, flag)]
+        own = [f"--{flag} true: an sft option; {self.PADS} and TRL computes their log-probabilities over every "
+               "position." for flag in given]
+        # sft's own rules about these flags (e.g. --packing needs padding-free batches) do not apply here
+        return own + [p for p in super().problems() if not any(p.startswith(f"--{flag} ") for flag in given)]
