@@ -16,9 +16,10 @@ SERVER = ["--rlhf_type", "grpo", "--dataset", "additions#16", "--reward_funcs", 
           "--vllm_mode", "server", "--vllm_server_host", "127.0.0.1"]
 NCCL = "pushes the trained weights to the vLLM server after every step over NCCL"
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine: TRL's server mode can sync there")
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine: TRL's server mode can sync there")
 
 
+@NO_CUDA
 def test_server_mode_without_cuda_stops_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "run"
     assert run_cli("rlhf", *SERVER, "--output_dir", out) == 2
@@ -39,6 +40,7 @@ def test_colocate_keeps_its_own_reason():
     assert "the vllm package is not importable here" in message and "NCCL" not in message
 
 
+@NO_CUDA
 def test_a_plan_for_a_gpu_machine_notes_it(tmp_path, capsys):
     assert run_cli("plan", *SERVER, "--gpu_memory", "80GiB", "--output_dir", tmp_path / "plan") == 0
     notes = json.loads((tmp_path / "plan" / "plan.json").read_text())["extra"]["notes"]
