@@ -101,12 +101,32 @@ class GrpoFlags:
 
     def vllm_missing(self) -> str | None:
         """Why --use_vllm cannot run here (a run stops on it; a plan, made here for a GPU machine, notes it)."""
-        if self.use_vllm and not installed("vllm"):
-            return ("--use_vllm true: the vllm package is not importable here, and TRL generates with it (install "
-                    "vllm on a CUDA machine, or leave --use_vllm out: transformers' generate then runs the "
+        if not self.use_vllm:
+            return None
+        if self.vllm_mode == "server" and not cuda_here():
+            # trl/generation/vllm_client.py: init_communicator refuses a device that is not CUDA, and trl vllm-serve
+            # starts vLLM with --weight-transfer-config '{"backend": "nccl"}' (trl/scripts/vllm_serve.py)
+            return ("--use_vllm true --vllm_mode server: TRL's GRPOTrainer pushes the trained weights to the vLLM "
+                    "server after every step over NCCL (VLLMClient.init_communicator needs a CUDA device, and `trl "
+                    "vllm-serve` starts vLLM's NCCL weight-transfer engine), and this machine has no CUDA GPU: there "
+                    "is no CPU path, and a server that is never synced would keep sampling from the starting weights. "
+                    "On CPU leave --use_vllm out: transformers' generate runs the completions (the default, counted "
+                    "in the plan's memory); `tunewise serve --engine vllm` serves a finished model with vLLM's CPU "
+                    "build.")
+        if not installed("vllm"):
+            server = (" (in server mode too: TRL's VLLMClient imports it in the training process)"
+                      if self.vllm_mode == "server" else "")
+            return (f"--use_vllm true: the vllm package is not importable here, and TRL generates with it{server} "
+                    "(install vllm on a CUDA machine, or leave --use_vllm out: transformers' generate then runs the "
                     "completions, slower, and the plan counts its KV cache).")
         return None
 
     def generation_batch(self) -> int:
         """Completions per generation round on one process (TRL's per-device generation batch)."""
         return self.per_device_train_batch_size * (self.steps_per_generation or self.gradient_accumulation_steps)
+
+
+def cuda_here() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
