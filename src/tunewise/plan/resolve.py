@@ -48,6 +48,11 @@ def resolve(recipe, args, sources: Mapping[str, str]) -> Run:
     if value_of(args, changes, "warmup_ratio") is None and value_of(args, changes, "warmup_steps") is None:
         changes["warmup_ratio"] = (DEFAULT_WARMUP_RATIO, "default")
     args = revalidated(args, changes)
+    adjusted, adjust_notes = recipe.adjust(args, sources, planned_world_size(args))
+    if adjusted:
+        args = revalidated(args, adjusted)
+        sources.update({name: source for name, (_, source) in adjusted.items()})
+        notes += adjust_notes
     if args.train_type == "lora" and not start.adapter:  # a new adapter: its target modules must exist
         check_target_modules(start.base, args.target_modules)
     args, sources, fsdp = plan_fsdp(recipe, args, sources, start, notes)
