@@ -159,6 +159,7 @@ def test_ms_swifts_kto_example_runs_its_batch_of_1_as_2_with_half_the_accumulati
     log = [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
     (first,) = [r for r in log if "loss" in r]  # --logging_steps 5: the first step, then the end-of-run summary
     assert first["step"] == 1 and first["lr"] == first["planned_lr"] == 0.0  # warm-up: 1 step of 2
+    assert first["epoch"] == 0.5  # 16 of the 32 training rows
     assert {"kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"} \
         <= set(first)
     assert any("eval_kl" in r for r in log) and log[-1]["step"] == 2 and "train_loss" in log[-1]
