@@ -2,9 +2,9 @@
 
     parsed flags (cli.py) -> where the policy starts (dpo --adapters: that run's base model and system prompt)
     -> the model's recommended values and the default warm-up -> one new, re-validated args object (every problem
-    at once) -> FSDP reconciliation -> the device's choices -> tokenizer and encoded rows -> step plan, warm-up, LR
-    schedule, DeepSpeed reconciliation and retention probes -> a frozen Run (tunewise.plan.run), with gradient
-    checkpointing turned on where the memory estimate needs it
+    at once) -> the recipe's adjustments (KTO's batch of 1 run as 2, said) -> FSDP reconciliation -> the device's
+    choices -> tokenizer and encoded rows -> step plan, warm-up, LR schedule, DeepSpeed reconciliation and retention
+    probes -> a frozen Run (tunewise.plan.run), with gradient checkpointing turned on where the memory estimate needs it
 
 The recipe (tunewise.recipes) says how its rows are read and encoded and where its policy starts.
 """
