@@ -42,11 +42,13 @@ def test_a_short_run_follows_the_plan(tmp_path):
 def test_one_kind_of_row_is_said_and_a_row_without_a_label_stops_the_run(tmp_path, capsys):
     out = tmp_path / "plan"
     data = rows(tmp_path, [True] * 8)
-    assert run_cli("plan", "--rlhf_type", "kto", "--dataset", data, "--output_dir", out) == 2  # batches of 1
-    assert "KTO estimates its KL term from the other rows of a batch" in capsys.readouterr().err
-    assert run_cli("plan", "--rlhf_type", "kto", "--dataset", data, "--per_device_train_batch_size", "2",
-                   "--output_dir", out) == 0
-    assert "every row is desirable" in capsys.readouterr().out
+    assert run_cli("plan", "--rlhf_type", "kto", "--dataset", data, "--gradient_accumulation_steps", "3",
+                   "--output_dir", out) == 2  # a batch of 1 that cannot run as 2 (tests/recipes/test_kto_regrouping.py)
+    assert "KTO estimates its KL term from the other rows of a per-device batch" in capsys.readouterr().err
+    assert not out.exists()
+    assert run_cli("plan", "--rlhf_type", "kto", "--dataset", data, "--output_dir", out) == 0  # 1 x 16 runs as 2 x 8
+    printed = capsys.readouterr().out
+    assert "every row is desirable" in printed and "runs as 2 x 8 (the same 16-row global batch)" in printed
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"messages": [{"role": "user", "content": "1+1=?"},
                                             {"role": "assistant", "content": "2"}]}) + "\n")

@@ -5,10 +5,11 @@ lists them.
 
   examples/train/grpo/internal/transformers.sh  GRPO, LoRA, rewards accuracy and format, the system prompt read from
                                                  examples/train/grpo/prompt.txt, --log_completions: runs
-  examples/train/rlhf/kto.sh                    KTO on 2 processes, --per_device_train_batch_size 1: refused before
-                                                 anything is written, since TRL's KTOTrainer (which tunewise runs)
-                                                 takes the KL term's mismatched replies from the same per-device batch
-                                                 (ms-swift pairs rows over the whole global batch before training)
+  examples/train/rlhf/kto.sh                    KTO, LoRA, DeepSpeed ZeRO-2 on 2 processes (NPROC_PER_NODE=2),
+                                                 --per_device_train_batch_size 1 x --gradient_accumulation_steps 8:
+                                                 runs as 2 x 4, the same 16-row global batch, since TRL's KTOTrainer
+                                                 (which tunewise runs) takes the KL term's mismatched replies from the
+                                                 other rows of a per-device batch; the plan says so
 
 The other GRPO examples of ms-swift generate with vLLM or LMDeploy (--use_vllm, --vllm_mode, ...).
 """
@@ -132,15 +133,37 @@ def test_ms_swifts_grpo_example_runs(tmp_path):
     assert any("--dataset_num_proc and --load_from_cache_file" in note for note in plan["extra"]["notes"])
 
 
-def test_ms_swifts_kto_example_is_refused_with_its_reason(tmp_path):
+@pytest.mark.slow  # two DeepSpeed ZeRO-2 processes (gloo on the CPU) start, each with a policy and its reference
+def test_ms_swifts_kto_example_runs_its_batch_of_1_as_2_with_half_the_accumulation(tmp_path):
     lines = [{"messages": [{"role": "user", "content": f"{i}+3=?"},
                            {"role": "assistant", "content": f"{i + 3}." if i % 2 else f"It might be {i + 2}, maybe."}],
-              "label": bool(i % 2)} for i in range(16)]
+              "label": bool(i % 2)} for i in range(33)]  # --split_dataset_ratio 0.01 holds 1 out: 2 steps of 16 rows
     (tmp_path / "kto.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     done = run_script(KTO, tmp_path)
-    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "--per_device_train_batch_size 1: KTO estimates its KL term from the other rows of a batch" in done.stderr
-    assert "Traceback" not in done.stderr and not (tmp_path / "output").exists()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    note = ("note: KTO estimates its KL term from the other rows of a per-device batch; --per_device_train_batch_size "
+            "1 x --gradient_accumulation_steps 8 runs as 2 x 4 (the same 16-row global batch, 8 rows a process).")
+    assert note in done.stdout
+    (run,) = (tmp_path / "output").iterdir()
+    plan = json.loads((run / "plan.json").read_text())
+    assert note in plan["extra"]["notes"] and plan["extra"]["engine"].startswith("DeepSpeed ZeRO-2")
+    steps = plan["steps"]
+    assert (steps["world_size"], steps["per_device_train_batch_size"], steps["gradient_accumulation_steps"],
+            steps["global_batch_size"], steps["num_samples"], steps["total_steps"]) == (2, 2, 4, 16, 32, 2)
+    assert plan["trainer_kwargs"]["per_device_train_batch_size"] == 2  # what the trainer was given
+    record = json.loads((run / "args.json").read_text())
+    assert (record["args"]["per_device_train_batch_size"], record["args"]["gradient_accumulation_steps"]) == (2, 4)
+    assert record["sources"]["per_device_train_batch_size"] == "flag 1, regrouped for KTO's KL term"
+    assert record["sources"]["gradient_accumulation_steps"] == "flag 8, regrouped for KTO's KL term"
+    assert record["sources"]["world_size"] == "env NPROC_PER_NODE"
+    log = [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
+    (first,) = [r for r in log if "loss" in r]  # --logging_steps 5: the first step, then the end-of-run summary
+    assert first["step"] == 1 and first["lr"] == first["planned_lr"] == 0.0  # warm-up: 1 step of 2
+    assert first["epoch"] == 0.5  # 16 of the 32 training rows
+    assert {"kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"} \
+        <= set(first)
+    assert any("eval_kl" in r for r in log) and log[-1]["step"] == 2 and "train_loss" in log[-1]
+    assert (run / "last").resolve().name == "checkpoint-2"
 
 
 def test_a_system_file_that_cannot_be_read_is_named(tmp_path, capsys):

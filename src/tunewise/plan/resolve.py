@@ -2,9 +2,9 @@
 
     parsed flags (cli.py) -> where the policy starts (dpo --adapters: that run's base model and system prompt)
     -> the model's recommended values and the default warm-up -> one new, re-validated args object (every problem
-    at once) -> FSDP reconciliation -> the device's choices -> tokenizer and encoded rows -> step plan, warm-up, LR
-    schedule, DeepSpeed reconciliation and retention probes -> a frozen Run (tunewise.plan.run), with gradient
-    checkpointing turned on where the memory estimate needs it
+    at once) -> the recipe's adjustments (KTO's batch of 1 run as 2, said) -> FSDP reconciliation -> the device's
+    choices -> tokenizer and encoded rows -> step plan, warm-up, LR schedule, DeepSpeed reconciliation and retention
+    probes -> a frozen Run (tunewise.plan.run), with gradient checkpointing turned on where the memory estimate needs it
 
 The recipe (tunewise.recipes) says how its rows are read and encoded and where its policy starts.
 """
@@ -48,6 +48,11 @@ def resolve(recipe, args, sources: Mapping[str, str]) -> Run:
     if value_of(args, changes, "warmup_ratio") is None and value_of(args, changes, "warmup_steps") is None:
         changes["warmup_ratio"] = (DEFAULT_WARMUP_RATIO, "default")
     args = revalidated(args, changes)
+    adjusted, adjust_notes = recipe.adjust(args, sources, planned_world_size(args))
+    if adjusted:
+        args = revalidated(args, adjusted)
+        sources.update({name: source for name, (_, source) in adjusted.items()})
+        notes += adjust_notes
     if args.train_type == "lora" and not start.adapter:  # a new adapter: its target modules must exist
         check_target_modules(start.base, args.target_modules)
     args, sources, fsdp = plan_fsdp(recipe, args, sources, start, notes)

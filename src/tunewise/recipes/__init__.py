@@ -42,6 +42,10 @@ def rows_counted(args, rows: list, world_size: int) -> int:
     return len(rows)
 
 
+def as_given(args, sources: dict, world_size: int) -> tuple[dict, list[str]]:
+    return {}, []
+
+
 def no_check(args, rows: list, tokenizer) -> list[str]:
     return []
 
@@ -87,6 +91,8 @@ class Recipe:
     # the plan, where a recipe's rows are not its samples
     samples: Callable = rows_counted  # (args, rows, world size) -> the samples an epoch trains (the plan's steps)
     check: Callable = no_check  # (args, rows, tokenizer) -> the plan's notes; a UserError for rows it cannot train
+    adjust: Callable = as_given  # (args, sources, world size) -> ({flag: (value, source)}, notes): values its trainer
+    #                              cannot take as given, replaced by ones that train the same (KTO's batch of 1)
     pairs: bool = False  # rows are preference pairs (a chosen and a rejected sequence each)
     sft_rules: bool = True  # the advice's epoch and learning-rate rules (measured on identity SFT) apply
     dropout: bool = True  # the trainer keeps the model's dropout active (DPOConfig(disable_dropout=True) does not)
