@@ -119,6 +119,31 @@ def test_llama_cpp_answers_the_demo_questions_as_the_merged_model(ran, exports, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("gguf_type", TYPES)
+def test_the_demo_fine_tune_answers_in_llama_cpp_as_the_adapter(identity_run, tmp_path, gguf_type):
+    """The demo's identity fine-tune (tests/conftest.py identity_run) exported as each type: llama.cpp's greedy
+    answers to the demo's three questions are the adapter's (export.json's "source", transformers)."""
+    out = tmp_path / gguf_type
+    assert run_cli("export", "--adapters", identity_run / "last", "--quant_method", "gguf", "--gguf_type", gguf_type,
+                   "--output_dir", out) == 0
+    source = [a["source"] for a in json.loads((out / "export.json").read_text())["checks"]["answers"]]
+    assert "小黄" in source[0] and "Xiao Huang" in source[1]
+    system = open_checkpoint_system(identity_run / "last")
+    convs = [{"messages": ([{"role": "system", "content": system}] if system else []) + [{"role": "user",
+                                                                                         "content": q}]}
+             for q in PROBES]
+    got = llamacpp(out / f"model-{gguf_type}.gguf", convs, "--max_tokens", PROBE_TOKENS)["results"]
+    print(f"{gguf_type}: llama.cpp answers the demo's questions: {[r['reply'] for r in got]}")
+    assert [r["reply"] for r in got] == source
+
+
+def open_checkpoint_system(checkpoint) -> str | None:
+    from tunewise.models.checkpoint import open_checkpoint
+
+    return open_checkpoint(None, [str(checkpoint)]).system
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gguf_type", TYPES)
 def test_llama_cpp_logits_match_transformers_on_the_same_file(ran, exports, probe_prompts, gguf_type):
     from transformers import AutoModelForCausalLM
 
