@@ -14,7 +14,7 @@ venv=.venv-llamacpp
 py="${PYTHON:-python3}"
 pins=("cffi==2.1.1" "pycparser==3.12")
 stamp="$venv/.tunewise-llamacpp-installed"
-if [ -f "$stamp" ] && [ ! "$0" -nt "$stamp" ]; then
+if [ -f "$stamp" ] && [ ! scripts/setup_llamacpp.sh -nt "$stamp" ]; then
   echo "$venv: up to date ($($venv/bin/python -c 'import importlib.metadata as m; print("llama-cpp-cffi", m.version("llama-cpp-cffi"))'))"
   exit 0
 fi

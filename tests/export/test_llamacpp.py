@@ -1,8 +1,9 @@
 """GGUF exports run by llama.cpp itself (build b4965, the prebuilt CPU llama.cpp of llama-cpp-cffi 0.4.42 in
 .venv-llamacpp/, through src/tunewise/export/llamacpp_run.py): it loads each type, tokenizes the prompts to the
-Hugging Face tokenizer's ids, answers the demo's three questions as the merged model does, and its logits stay
-near transformers' on the same file. Skipped when there is no .venv-llamacpp (`bash scripts/setup_llamacpp.sh`;
-CI has none: it is a 291 MB wheel)."""
+Hugging Face tokenizer's ids (Qwen2.5's real tokenizer too), answers the demo's three questions as the merged model
+(and the demo's fine-tune as its adapter) does, its logits stay near transformers' on the same file and its held-out
+perplexity within the bound tunewise states for the type. Skipped when there is no .venv-llamacpp
+(`bash scripts/setup_llamacpp.sh`; CI has none: it is a 291 MB wheel)."""
 import json
 import subprocess
 from pathlib import Path
@@ -53,7 +54,7 @@ def test_a_file_llama_cpp_cannot_load_is_an_error_with_its_log(tmp_path):
     done = subprocess.run([str(PYTHON), str(RUNNER), str(bad), str(tmp_path / "p.json")], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and f"llama.cpp could not load {bad}" in done.stderr
-    assert "gguf" in done.stderr.split(":", 2)[-1].lower()  # llama.cpp's own words follow
+    assert "llama_model_load: error loading model" in done.stderr  # llama.cpp's own log follows
 
 
 @pytest.fixture(scope="module")
