@@ -82,7 +82,7 @@ def test_rows_margins_reach_the_dataset_and_a_missing_one_names_its_line(tmp_pat
     assert "margin" not in rows[0]  # no margins: TRL's loss without one
 
 
-@pytest.mark.parametrize("train_type", ["lora", "full"])
+@pytest.mark.parametrize("train_type", ["lora", pytest.param("full", marks=pytest.mark.slow)])  # full: ~15 s
 def test_a_checkpoint_loads_back_as_the_reward_model_it_was(tmp_path, train_type):
     """After a few steps the saved checkpoint (LoRA: an adapter with the score head in it) loads as a sequence
     classifier that gives the trained model's rewards, not those of a new head."""
