@@ -204,3 +204,29 @@ def test_the_web_uis_rm_stage_runs_the_rm_command():
     args = parse(STAGES["rm"].args_class, argv[2:])[0]
     assert isinstance(args, RmArgs) and args.dataset == ["concise"]
     assert args.center_rewards_coefficient == 0.01 and args.adapters == ["output/v0/checkpoint-8"]
+
+
+@pytest.mark.slow  # two short runs, 30-60 s on the shared cores
+def test_a_resumed_run_repeats_the_uninterrupted_one(tmp_path):
+    """The shared run path: checkpoints every 2 steps, logging.jsonl with TRL's accuracy and margin, TensorBoard;
+    resuming from checkpoint-2 gives step 4's loss and checkpoint-4's rewards again."""
+    import torch
+
+    from cli_runs import read_log
+    from tunewise.recipes.rm import load_reward_model, pair_rewards
+
+    out = tmp_path / "run"
+    flags = ["rlhf", "--rlhf_type", "rm", "--dataset", "concise#24", "--per_device_train_batch_size", "4",
+             "--gradient_accumulation_steps", "1", "--max_steps", "4", "--save_steps", "2", "--logging_steps", "1",
+             "--learning_rate", "5e-3", "--report_to", "tensorboard", "--add_version", "false", "--output_dir", out]
+    assert run_cli(*flags) == 0
+    first = {r["step"]: r for r in read_log(out) if "loss" in r}
+    assert {"accuracy", "margin", "mean_reward"} <= first[4].keys()
+    assert (out / "checkpoint-2").is_dir() and any((out / "runs").iterdir())
+    rows = heldout_rows()
+    rewards = pair_rewards(*load_reward_model([str(out / "checkpoint-4")]), rows)
+    assert run_cli(*flags, "--resume_from_checkpoint", out / "checkpoint-2") == 0
+    resumed = {r["step"]: r for r in read_log(out) if "loss" in r}
+    assert resumed[4]["train_runtime"] != first[4]["train_runtime"]  # steps 3 and 4 were trained and logged again
+    assert resumed[4]["loss"] == pytest.approx(first[4]["loss"], rel=1e-5)
+    assert torch.allclose(pair_rewards(*load_reward_model([str(out / "checkpoint-4")]), rows), rewards, atol=1e-5)

@@ -178,13 +178,10 @@ def pair_rewards(model, tokenizer, rows: list[dict], batch_size: int = 16):
 
 
 def summary(metrics) -> list[str]:
-    """RewardTrainer's accuracy (reward(chosen) > reward(rejected)) and mean margin, last logged."""
+    """RewardTrainer's accuracy (reward(chosen) > reward(rejected)) and mean margin at the last logged step."""
     last = metrics.latest
-    lines = []
-    for prefix, what in (("", "train"), ("eval_", "eval")):
-        if f"{prefix}accuracy" in last:
-            lines.append(f"last logged {what} step: accuracy {last[prefix + 'accuracy']:.2f}, margin "
-                         f"{last[prefix + 'margin']:.3f}")
+    lines = [f"last logged step: accuracy {last['accuracy']:.2f}, margin {last['margin']:.3f}"] \
+        if "accuracy" in last else []
     return lines + ["score pairs with it: tunewise.recipes.rm.load_reward_model([CHECKPOINT]) and pair_rewards"]
 
 
