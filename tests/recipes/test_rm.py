@@ -230,3 +230,24 @@ def test_a_resumed_run_repeats_the_uninterrupted_one(tmp_path):
     assert resumed[4]["train_runtime"] != first[4]["train_runtime"]  # steps 3 and 4 were trained and logged again
     assert resumed[4]["loss"] == pytest.approx(first[4]["loss"], rel=1e-5)
     assert torch.allclose(pair_rewards(*load_reward_model([str(out / "checkpoint-4")]), rows), rewards, atol=1e-5)
+
+
+def test_chat_commands_refuse_a_reward_model_instead_of_dropping_its_head(tmp_path, capsys):
+    """infer (and every command that loads a chat model: export, eval, serve, dpo's --adapters) stops with exit 2 on
+    an rm checkpoint, LoRA or full, rather than generate from its backbone without the score head."""
+    from peft import get_peft_model
+
+    from tunewise.args import RmArgs
+    from tunewise.flags import parse
+    from tunewise.models.checkpoint import open_checkpoint
+    from tunewise.recipes.rm import reward_lora_config, reward_model
+
+    checkpoint = open_checkpoint("tunewise-tiny")
+    tokenizer = checkpoint.load_tokenizer()
+    model = reward_model(checkpoint, tokenizer)
+    model.save_pretrained(tmp_path / "full")
+    tokenizer.save_pretrained(tmp_path / "full")
+    get_peft_model(model, reward_lora_config(parse(RmArgs, [])[0])).save_pretrained(tmp_path / "lora")
+    for flags in (["--adapters", tmp_path / "lora"], ["--model", tmp_path / "full"]):
+        assert run_cli("infer", *flags, "--query", "hi") == 2
+        assert "a reward model (a sequence classifier" in capsys.readouterr().err
