@@ -136,6 +136,28 @@ def test_an_sft_adapter_keeps_training_with_the_score_head_beside_it(tmp_path):
     assert {n for n in trained if n not in lora} == {"score.modules_to_save.default.weight"}
 
 
+def test_full_training_from_an_sft_adapter_merges_it_and_trains_every_weight(tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from tunewise.models.load import load_model, resolve_model
+
+    torch.manual_seed(0)
+    sft = get_peft_model(load_model(resolve_model("tunewise-tiny")),
+                         LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in sft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    sft.save_pretrained(tmp_path / "sft")
+    merged = sft.merge_and_unload().model.layers[0].self_attn.q_proj.weight.detach().clone()
+    model = trainer_for(tmp_path, "--adapters", str(tmp_path / "sft"), "--model", "tunewise-tiny", "--train_type",
+                        "full").model
+    assert type(model).__name__ == "Qwen2ForSequenceClassification"  # no peft wrapper left
+    assert torch.allclose(model.model.layers[0].self_attn.q_proj.weight, merged, atol=1e-6)
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def test_a_model_config_without_pad_token_id_gets_the_tokenizers_and_says_so(tmp_path, capsys):
     from tunewise.models.checkpoint import open_checkpoint
     from tunewise.models.load import resolve_model

@@ -114,7 +114,10 @@ def reward_model(checkpoint, tokenizer, dtype: str = "auto", attn_impl: str | No
         model = with_causal_adapter(model, checkpoint.adapter, config)
         if adapter == "attached":
             model.requires_grad_(False)
-    return model.merge_and_unload() if adapter == "merged" else model
+    if adapter != "merged":
+        return model
+    # peft froze the base weights under the adapter: merged in, the model is one to train whole (full training)
+    return model.merge_and_unload().requires_grad_(True)
 
 
 def with_causal_adapter(model, adapter: str, config):
