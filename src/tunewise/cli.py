@@ -9,8 +9,8 @@ COMMANDS = {  # name -> (module, its Command attribute, description)
     "sft": ("tunewise.training", "SFT", "supervised fine-tuning (LoRA or full)"),
     "dpo": ("tunewise.training", "DPO", "preference alignment (DPO and TRL's other pairwise losses) with LoRA or full"),
     "rlhf": ("tunewise.training", "RLHF", "ms-swift's entry: --rlhf_type dpo | kto (unpaired rows) | orpo | simpo | "
-             "cpo (no reference model) | grpo (verifiable rewards)"),
-    "plan": ("tunewise.training", "PLAN", "show the run plan (steps, warmup, LR curve) without training; --rlhf_type dpo|grpo|kto|orpo|simpo|cpo for those"),
+             "cpo (no reference model) | grpo (verifiable rewards) | rm (a reward model)"),
+    "plan": ("tunewise.training", "PLAN", "show the run plan (steps, warmup, LR curve) without training; --rlhf_type dpo|grpo|kto|orpo|simpo|cpo|rm for those"),
     "infer": ("tunewise.infer.chat", "COMMAND", "chat with a base model or a checkpoint"),
     "export": ("tunewise.export", "COMMAND", "merge a LoRA checkpoint, or write it as GGUF (+ Ollama Modelfile) or quantized"),
     "eval": ("tunewise.evaluate.cli", "COMMAND", "identity, general skills, repetition and loss of a model or checkpoint; --compare two"),

@@ -95,7 +95,7 @@ def training(name: str) -> Command:
 
 SFT = training("sft")
 DPO = training("dpo")
-RLHF_TYPES = ("dpo", "grpo", "kto", "orpo", "simpo", "cpo")  # ms-swift's --rlhf_type values tunewise trains (recipes)
+RLHF_TYPES = ("dpo", "grpo", "kto", "orpo", "simpo", "cpo", "rm")  # ms-swift's --rlhf_type values tunewise trains (recipes)
 
 
 def rlhf_recipe(argv: list[str], required: bool = True) -> Recipe | None:

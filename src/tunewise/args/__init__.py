@@ -25,6 +25,7 @@ from tunewise.args.orpo import OrpoFlags
 from tunewise.args.policy import AdapterStartArgs, PolicyStartArgs
 from tunewise.args.preference import LOSS_TYPES, PreferenceArgs
 from tunewise.args.quantization import QUANT_BITS, QuantizationArgs
+from tunewise.args.rm import RmFlags
 from tunewise.args.run_dir import REPORT_TO, RunDirArgs, installed
 from tunewise.args.sampling import Sampling
 from tunewise.args.speed import SpeedArgs, TrainerLossArgs
@@ -34,7 +35,7 @@ from tunewise.flags import flag_field, not_one_of
 __all__ = ["SftArgs", "DpoArgs", "GrpoArgs", "KtoArgs", "OrpoArgs", "CpoArgs", "SimpoArgs", "InferArgs", "ExportArgs",
            "Sampling", "ModelArgs", "DataArgs", "LoraArgs", "OptimisationArgs", "SpeedArgs", "TrainerLossArgs",
            "DistributedArgs", "EvaluationArgs", "RunDirArgs", "PreferenceArgs", "PolicyStartArgs", "AdapterStartArgs",
-           "GrpoFlags", "KtoFlags", "OrpoFlags", "CpoFlags", "SimpoFlags", "installed", "TORCH_DTYPES", "ATTN_IMPLS",
+           "GrpoFlags", "KtoFlags", "OrpoFlags", "CpoFlags", "SimpoFlags", "RmArgs", "RmFlags", "installed", "TORCH_DTYPES", "ATTN_IMPLS",
            "TEMPLATE_NAMES", "TRAIN_TYPES", "TRUNCATION", "GUARD_MODES", "NAN_POLICIES", "DEFAULT_LEARNING_RATE",
            "DS_SCHEDULER_MODES", "EARLY_STOP_ON", "REPORT_TO", "LOSS_TYPES", "CPO_LOSS_TYPES",
            "QuantizationArgs", "QUANT_BITS"]
@@ -101,6 +102,11 @@ class CpoArgs(CpoFlags, AdapterStartArgs, TrainerLossArgs, SftArgs):
 @dataclass(frozen=True)
 class SimpoArgs(SimpoFlags, AdapterStartArgs, TrainerLossArgs, SftArgs):
     """SimPO on preference pairs, no reference model (`tunewise rlhf --rlhf_type simpo`): the sft flags plus SimPO's."""
+
+
+@dataclass(frozen=True)
+class RmArgs(RmFlags, AdapterStartArgs, TrainerLossArgs, SftArgs):
+    """A reward model on preference pairs (`tunewise rlhf --rlhf_type rm`): the sft flags plus the rm ones."""
 
 
 @dataclass(frozen=True)

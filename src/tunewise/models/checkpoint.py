@@ -165,6 +165,7 @@ def load(checkpoint: Checkpoint, dtype: str = "auto", attn_impl: str | None = No
         raise ValueError(f"adapter must be one of {ADAPTER_MODES}, got {adapter!r}")
     if quantization is not None and adapter == "merged" and checkpoint.adapter is not None:
         raise ValueError("a LoRA adapter is not merged into quantized weights")
+    refuse_reward_model(checkpoint.base)
     model = load_model(checkpoint.base, dtype, attn_impl, quantization, gradient_checkpointing)
     if checkpoint.adapter is None or adapter == "none":
         return model
@@ -177,10 +178,24 @@ def attach_adapter(model, checkpoint: str, name: str = "default", trainable: boo
     the ones a peft model already has after that (serve's adapters by name)."""
     from peft import PeftModel
 
+    refuse_reward_model(checkpoint)
     if isinstance(model, PeftModel):
         model.load_adapter(checkpoint, adapter_name=name, is_trainable=trainable)
         return model
     return PeftModel.from_pretrained(model, checkpoint, adapter_name=name, is_trainable=trainable)
+
+
+def refuse_reward_model(folder: str) -> None:
+    """A reward model's checkpoint (`tunewise rlhf --rlhf_type rm`: a SEQ_CLS adapter, or a sequence classifier) has a
+    score head and no language-model head: loaded as a causal LM it would generate from its backbone, its head dropped
+    without a word. A UserError instead (tunewise.recipes.rm.load_reward_model loads it)."""
+    path = Path(folder)
+    task = (read_json(path / "adapter_config.json") or {}).get("task_type") if is_lora(path) else None
+    architectures = (read_json(path / "config.json") or {}).get("architectures") or []
+    if task == "SEQ_CLS" or any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        raise UserError(f"{folder}: a reward model (a sequence classifier, as `tunewise rlhf --rlhf_type rm` trains "
+                        "one): it scores a conversation and cannot generate or be loaded as a chat model. Score pairs "
+                        "with tunewise.recipes.rm.load_reward_model and pair_rewards.")
 
 
 def holds_run(folder: Path) -> bool:

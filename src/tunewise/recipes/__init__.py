@@ -19,6 +19,7 @@ RECIPES = {  # command -> the module whose RECIPE it is
     "orpo": "tunewise.recipes.orpo",
     "simpo": "tunewise.recipes.simpo",
     "cpo": "tunewise.recipes.cpo",
+    "rm": "tunewise.recipes.rm",
 }
 
 

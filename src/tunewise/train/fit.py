@@ -81,7 +81,8 @@ def summarise(trainer, run: Run, run_dir: Path) -> None:
     print(f"last checkpoint: {last_cp}")
     if best.best_step is not None:
         print(f"best checkpoint: {best_cp} ({best.best_metric} {best.best_value:.4f})")
-    print(f"try it: tunewise infer --adapters {last_cp}", flush=True)
+    if run.recipe.rlhf_type != "rm":  # a reward model scores sequences, it does not chat (tunewise.recipes.rm)
+        print(f"try it: tunewise infer --adapters {last_cp}", flush=True)
     if signals.stopped_at is not None:
         raise signals.result(last_cp)
 

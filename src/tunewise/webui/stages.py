@@ -61,6 +61,8 @@ STAGES = {stage.name: stage for stage in (
                                                             "adapters")),
     Stage("grpo", _rlhf("grpo"), "grpo_dataset", "prompts with a solution (e.g. additions#200)",
           ("reward_funcs", "num_generations", "max_completion_length", "beta", "loss_type")),
+    # a reward model: --center_rewards_coefficient goes in the form's other-flags box
+    Stage("rm", _rlhf("rm"), "pref_dataset", PAIRS_HINT, ("adapters",)),
 )}
 # every stage's own form fields, and the form's data boxes and fields a stage sets (each once)
 STAGE_FLAGS = tuple(dict.fromkeys(flag for stage in STAGES.values() for flag in stage.flags))
