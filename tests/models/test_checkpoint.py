@@ -176,3 +176,20 @@ def test_adapter_config_is_read_in_one_place(tmp_path):
     assert adapter_base(ckpt) == "tunewise-tiny" and lora_dropout(ckpt) == 0.05
     name_base(tmp_path, "x")  # no adapter here: nothing written
     assert not is_lora(tmp_path) and not (tmp_path / "adapter_config.json").exists()
+
+
+@pytest.mark.parametrize("mode, trainable", [("merged", "all"), ("trainable", "adapter"), ("attached", "none")])
+def test_what_each_adapter_mode_leaves_trainable(mode, trainable, tmp_path):
+    """"merged" is a plain model again, every weight trainable: peft froze the base when it attached the adapter,
+    and `dpo --adapters CKPT --train_type full` crashed on its first backward pass ("does not require grad")."""
+    from peft import LoraConfig, get_peft_model
+
+    from tunewise.models.checkpoint import Checkpoint, load
+    from tunewise.models.load import load_model
+
+    base = resolve_model("tunewise-tiny")
+    get_peft_model(load_model(base, "float32"), LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path)
+    model = load(Checkpoint(base, str(tmp_path), None, "t", "tunewise-tiny"), "float32", adapter=mode)
+    grads = {name: p.requires_grad for name, p in model.named_parameters()}
+    expected = {"all": lambda name: True, "adapter": lambda name: "lora_" in name, "none": lambda name: False}
+    assert grads == {name: expected[trainable](name) for name in grads}

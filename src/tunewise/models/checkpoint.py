@@ -170,7 +170,11 @@ def load(checkpoint: Checkpoint, dtype: str = "auto", attn_impl: str | None = No
     if checkpoint.adapter is None or adapter == "none":
         return model
     model = attach_adapter(model, checkpoint.adapter, trainable=adapter == "trainable")
-    return model.merge_and_unload() if adapter == "merged" else model
+    if adapter != "merged":
+        return model
+    # peft froze the base when the adapter was attached; merged, it is a plain model again, every weight trainable
+    # as load_model gives it (dpo/orpo/... --train_type full from an adapter crashed on "does not require grad")
+    return model.merge_and_unload().requires_grad_(True)
 
 
 def attach_adapter(model, checkpoint: str, name: str = "default", trainable: bool = False):
