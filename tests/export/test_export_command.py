@@ -40,6 +40,9 @@ def test_a_merged_export_is_compared_with_the_adapter(lora_checkpoint, tmp_path,
 
 
 def test_a_gguf_export_with_an_ollama_modelfile(lora_checkpoint, tmp_path, capsys):
+    import torch
+
+    threads = torch.get_num_threads()
     out = tmp_path / "gguf"
     assert run_cli("export", "--adapters", lora_checkpoint, "--quant_method", "gguf", "--gguf_type", "f16",
                    "--to_ollama", "true", "--output_dir", out) == 0
@@ -57,6 +60,7 @@ def test_a_gguf_export_with_an_ollama_modelfile(lora_checkpoint, tmp_path, capsy
     assert f"llama-cli -m {out / 'model-f16.gguf'}" in info["run"]
     assert "gguf export written to" in capsys.readouterr().out
     assert no_temporaries(tmp_path)
+    assert torch.get_num_threads() == threads  # split between the measuring threads during the export only
 
 
 @pytest.mark.slow

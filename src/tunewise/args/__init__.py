@@ -143,8 +143,8 @@ class ExportArgs:
     NOT_OFFERED = {
         "gptq": "GPTQ would come from GPTQModel, which PyPI has as source only (C++ kernels compiled at install, no "
                 "wheel): its newest release, 7.7.0, needs torch >= 2.14.1 where tunewise pins torch 2.13, and 7.6.0 "
-                "would add torchao, maturin, ninja and five more packages and a compiler step, so it is not a "
-                "dependency of tunewise and no GPTQ export could be read back and checked here.",
+                "would bring eight more packages (torchao, maturin and six small ones) and a compiler step, so it is "
+                "not a dependency of tunewise and no GPTQ export could be read back and checked here.",
         "awq": "AWQ would come from AutoAWQ, which its authors have deprecated: its last release, 0.2.9 (source only), "
                "was last tested with torch 2.6 and transformers 4.51 (tunewise runs transformers 5.23), it requires "
                "triton, the compiler of its GPU kernels, and its CPU support is inference through "
