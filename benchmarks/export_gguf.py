@@ -3,7 +3,7 @@
 read-back checks), against llama.cpp's own converter on the same model, and whether the two files agree.
 
     .venv/bin/python benchmarks/export_gguf.py [--model 0.5B-4L] [--types f16,q8_0,q4_k_m] [--baseline auto|none]
-        [--json FILE]
+        [--before SRC] [--json FILE]
 
 Each export is its own process (`tunewise export --model FIXTURE --quant_method gguf --gguf_type T`); the parent
 takes its wall time and CPU seconds (os.wait4), and export.json's own split (seconds.write, seconds.checks).
@@ -11,10 +11,14 @@ Baseline: llama.cpp's `convert_hf_to_gguf.py --outtype f16|q8_0` (its Python con
 sdist on PyPI, which vendors llama.cpp; fetched once into the fixture cache), timed the same way; then every tensor
 of the two files is compared byte for byte and the metadata key by key. q4_k_m has no Python baseline (llama.cpp
 makes it with the compiled llama-quantize).
+--before SRC: another tunewise checkout (e.g. `git worktree add /tmp/tw-before COMMIT`) whose src/ runs the same
+export just before this checkout's, in the same conditions; both are reported with their commits and the load
+average around each run.
 """
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import shutil
@@ -32,7 +36,15 @@ import qwen_shape  # noqa: E402
 LLAMA_SDIST = "llama-cpp-python==0.3.36"
 
 
+def commit_of(checkout: Path) -> str:
+    found = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return (found.stdout.strip() or "unknown") + ("+uncommitted" if dirty else "")
+
+
 def timed(cmd: list[str], env: dict) -> dict:
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = proc.stdout.read()
@@ -41,7 +53,8 @@ def timed(cmd: list[str], env: dict) -> dict:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out[-3000:]}")
     return {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-            "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2)}
+            "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),
+            "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
 
 
 def llama_cpp_converter(root: Path) -> Path:
@@ -91,25 +104,47 @@ def main(argv=None) -> int:
     parser.add_argument("--types", default="f16,q8_0,q4_k_m")
     parser.add_argument("--baseline", default="auto", choices=["auto", "none"])
     parser.add_argument("--cache", help="fixture folder (default: qwen_shape's)")
+    parser.add_argument("--before", help="another tunewise checkout to run the same exports with, for comparison")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     root = qwen_shape.cache_root(args.cache)
     model = qwen_shape.build_model(args.model, root)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent / "src"), os.environ.get("PYTHONPATH")]))}
+    def env_for(checkout: Path) -> dict:
+        return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(checkout / "src"), os.environ.get("PYTHONPATH")]))}
+
+    env = env_for(HERE.parent)
     converter = llama_cpp_converter(root) if args.baseline == "auto" else None
-    results = {"model": args.model, "cpus": os.cpu_count(), "load_average": os.getloadavg(), "exports": {}}
+    results = {"model": args.model, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+               "commit": commit_of(HERE.parent), "exports": {}}
+    if args.before:
+        results["before_commit"] = commit_of(Path(args.before))
+
+    def export(gguf_type: str, out: Path, environment: dict) -> dict:
+        run = timed([sys.executable, "-m", "tunewise.cli", "export", "--model", str(model), "--quant_method",
+                     "gguf", "--gguf_type", gguf_type, "--to_ollama", "true", "--output_dir", str(out)], environment)
+        info = json.loads((out / "export.json").read_text())
+        return {**run, **{f"{k}_s": v for k, v in info["seconds"].items()},
+                "bytes": (out / info["gguf"]["file"]).stat().st_size,
+                "logits_max_abs_diff": info["checks"]["logits"]["max_abs_diff"],
+                "perplexity_ratio": info["checks"]["perplexity"]["ratio"],
+                "answers_same": [a["same"] for a in info["checks"]["answers"]],
+                "tensor_types": info["gguf"]["tensor_types"]}
+
     with tempfile.TemporaryDirectory(prefix="export-gguf-") as tmp:
         for gguf_type in args.types.split(","):
             out = Path(tmp) / f"tunewise-{gguf_type}"
-            run = timed([sys.executable, "-m", "tunewise.cli", "export", "--model", str(model), "--quant_method",
-                         "gguf", "--gguf_type", gguf_type, "--to_ollama", "true", "--output_dir", str(out)], env)
+            entry = {}
+            if args.before:
+                earlier = Path(tmp) / f"before-{gguf_type}"
+                entry["before"] = export(gguf_type, earlier, env_for(Path(args.before)))
+            entry["tunewise"] = export(gguf_type, out, env)
+            if args.before:
+                entry["before"]["same_file"] = filecmp.cmp(earlier / f"model-{gguf_type}.gguf",
+                                                           out / f"model-{gguf_type}.gguf", shallow=False)
+                entry["cpu_ratio_before_over_now"] = round(entry["before"]["cpu_s"] / entry["tunewise"]["cpu_s"], 2)
+                shutil.rmtree(earlier, ignore_errors=True)
             info = json.loads((out / "export.json").read_text())
-            entry = {"tunewise": {**run, **{f"{k}_s": v for k, v in info["seconds"].items()},
-                                  "bytes": (out / info["gguf"]["file"]).stat().st_size,
-                                  "logits_max_abs_diff": info["checks"]["logits"]["max_abs_diff"],
-                                  "perplexity_ratio": info["checks"]["perplexity"]["ratio"],
-                                  "tensor_types": info["gguf"]["tensor_types"]}}
             if converter is not None and gguf_type in ("f16", "q8_0"):
                 theirs = Path(tmp) / f"llama-cpp-{gguf_type}.gguf"
                 deps = converter.parents[3] / "deps"

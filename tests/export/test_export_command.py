@@ -40,6 +40,9 @@ def test_a_merged_export_is_compared_with_the_adapter(lora_checkpoint, tmp_path,
 
 
 def test_a_gguf_export_with_an_ollama_modelfile(lora_checkpoint, tmp_path, capsys):
+    import torch
+
+    threads = torch.get_num_threads()
     out = tmp_path / "gguf"
     assert run_cli("export", "--adapters", lora_checkpoint, "--quant_method", "gguf", "--gguf_type", "f16",
                    "--to_ollama", "true", "--output_dir", out) == 0
@@ -57,6 +60,7 @@ def test_a_gguf_export_with_an_ollama_modelfile(lora_checkpoint, tmp_path, capsy
     assert f"llama-cli -m {out / 'model-f16.gguf'}" in info["run"]
     assert "gguf export written to" in capsys.readouterr().out
     assert no_temporaries(tmp_path)
+    assert torch.get_num_threads() == threads  # split between the measuring threads during the export only
 
 
 @pytest.mark.slow
@@ -75,7 +79,7 @@ def test_quantized_perplexity_stays_near_f16(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--quant_method", "awq"], "--quant_method awq: expected one of gguf, bnb"),
+    (["--quant_method", "int3"], "--quant_method int3: expected one of gguf, bnb"),
     (["--quant_method", "gguf", "--gguf_type", "q3_k"], "--gguf_type q3_k: expected one of f16, q8_0, q4_k_m"),
     (["--to_ollama", "true"], "--to_ollama true writes a Modelfile for a GGUF file"),
     (["--quant_method", "bnb"], "--quant_method bnb needs --quant_bits 4 or 8"),
@@ -84,6 +88,21 @@ def test_quantized_perplexity_stays_near_f16(tmp_path):
 def test_bad_flags(flags, message, tmp_path, capsys):
     assert run_cli("export", "--model", "tunewise-tiny", *flags, "--output_dir", tmp_path / "out") == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("method, why", [
+    ("gptq", "GPTQModel, which PyPI has as source only"),
+    ("awq", "AutoAWQ, which its authors have deprecated"),
+])
+def test_gptq_and_awq_are_refused_with_the_reason(method, why, tmp_path, capsys):
+    """ms-swift's --quant_method gptq|awq: refused in one paragraph saying why and what to use instead."""
+    assert run_cli("export", "--model", "tunewise-tiny", "--quant_method", method, "--quant_bits", "4",
+                   "--output_dir", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert f"--quant_method {method}: not available in tunewise." in err and why in err
+    assert "--quant_method gguf --gguf_type q4_k_m" in err and "--quant_method bnb --quant_bits 4" in err
+    assert "expected one of" not in err and "Traceback" not in err and "\n\n" not in err.strip()
     assert not (tmp_path / "out").exists()
 
 

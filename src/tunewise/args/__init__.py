@@ -144,8 +144,27 @@ class ExportArgs:
 
     QUANT_METHODS = ("gguf", "bnb")  # not fields (no annotation): the flags' choices
     GGUF_TYPES = ("f16", "q8_0", "q4_k_m")
+    # ms-swift's other two, looked into on 2026-12-05 (`pip download` / a `pip install --dry-run` against
+    # constraints.txt): why each is refused
+    NOT_OFFERED = {
+        "gptq": "GPTQ would come from GPTQModel, which PyPI has as source only (C++ kernels compiled at install, no "
+                "wheel): its newest release, 7.7.0, needs torch >= 2.14.1 where tunewise pins torch 2.13, and 7.6.0 "
+                "would bring eight more packages (torchao, maturin and six small ones) and a compiler step, so it is "
+                "not a dependency of tunewise and no GPTQ export could be read back and checked here.",
+        "awq": "AWQ would come from AutoAWQ, which its authors have deprecated: its last release, 0.2.9 (source only), "
+               "was last tested with torch 2.6 and transformers 4.51 (tunewise runs transformers 5.23), it requires "
+               "triton, the compiler of its GPU kernels, and its CPU support is inference through "
+               "intel-extension-for-pytorch, so it is not a dependency of tunewise and no AWQ export could be read "
+               "back and checked here.",
+    }
 
     def __post_init__(self):
+        if self.quant_method in self.NOT_OFFERED:
+            raise_problems([f"--quant_method {self.quant_method}: not available in tunewise.",
+                            self.NOT_OFFERED[self.quant_method],
+                            "For 4 bits use --quant_method gguf --gguf_type q4_k_m (llama.cpp, Ollama) or "
+                            "--quant_method bnb --quant_bits 4 (transformers, vLLM); or export the merged model "
+                            "(without --quant_method) and quantize that where the library runs."])
         problems = not_one_of(self, {"torch_dtype": TORCH_DTYPES, "quant_method": self.QUANT_METHODS,
                                      "gguf_type": self.GGUF_TYPES})
         if self.to_ollama and self.quant_method != "gguf":

@@ -6,8 +6,8 @@ with the model it came from before it is published, and described in OUTPUT/expo
   tunewise export --model M --quant_method gguf --gguf_type f16                       # a plain model as GGUF
   tunewise export --adapters CKPT --quant_method bnb --quant_bits 4                   # bitsandbytes (export/bnb.py)
 
-The merge itself is tunewise.models.merge; the GGUF writer gguf_file.py (types: ggml_quants.py), the Modelfile
-ollama.py, the comparison checks.py, export.json and the printed summary report.py.
+The merge itself is tunewise.models.merge; the GGUF writer gguf_file.py (types: ggml_quants.py), its read-back
+gguf_readback.py, the Modelfile ollama.py, the comparison checks.py, export.json and the printed summary report.py.
 """
 from __future__ import annotations
 

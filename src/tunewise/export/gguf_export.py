@@ -4,6 +4,7 @@ transformers (`from_pretrained(dir, gguf_file=...)`, which dequantizes it), comp
 from __future__ import annotations
 
 import contextlib
+import copy
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,46 +50,38 @@ def _generation_config(model_dir: str):
 
 
 @contextlib.contextmanager
-def _quiet_gguf_loading():
-    """transformers' progress bars off, its GGUF reader's own tqdm bar too (the switch misses it)."""
-    import functools
+def _cores_shared(ways: int):
+    """torch's threads split between the export's `ways` concurrent workers. Its default, every core for each,
+    oversubscribes the cores, and OpenMP's waiting threads spin: measured at Qwen2.5-0.5B's shape on 2 shared cores,
+    the greedy probe answers cost 22.4 CPU s with 2 threads and 7.9 with 1 (perplexity 10.2 and 3.7), and the
+    wall time was shorter with 1 as well."""
+    import torch
 
-    import transformers.modeling_gguf_pytorch_utils as gguf_loading
-    from transformers.utils import logging as hf_logging
-
-    shown, bar = hf_logging.is_progress_bar_enabled(), gguf_loading.tqdm
-    hf_logging.disable_progress_bar()
-    gguf_loading.tqdm = functools.partial(bar, disable=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // ways))
     try:
-        yield
+        yield max(1, threads // ways)
     finally:
-        gguf_loading.tqdm = bar
-        if shown:
-            hf_logging.enable_progress_bar()
+        torch.set_num_threads(threads)
 
 
-def _load_gguf_model(folder: Path, name: str):
-    """The GGUF file as transformers reads it: config from its metadata, weights dequantized to float32."""
-    from transformers import AutoModelForCausalLM
+def _measured_in_thread(threads: int, side, system, conversations):
+    import torch
 
-    with _quiet_gguf_loading():
-        return AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name, dtype="float32").eval()
+    from tunewise.export.checks import measure
 
-
-def _load_gguf_tokenizer(folder: Path, name: str):
-    from transformers import AutoTokenizer
-
-    with _quiet_gguf_loading():
-        return AutoTokenizer.from_pretrained(str(folder), gguf_file=name)
+    torch.set_num_threads(threads)  # a pool thread sets up its own OpenMP team
+    return measure(side, system, conversations)
 
 
 def export_gguf(args: ExportArgs) -> dict:
     from transformers import AutoConfig
 
     from tunewise.errors import brief
-    from tunewise.export.checks import Broken, Side, compare, encoding_check, heldout_conversations, measure
+    from tunewise.export.checks import Broken, Side, compare, encoding_check, heldout_conversations
     from tunewise.export.ggml_quants import GGUF_TYPES, check_available
     from tunewise.export.gguf_file import check_tokenizer, family_of, write_gguf
+    from tunewise.export.gguf_readback import load_gguf_model, load_gguf_tokenizer, parsed_once
     from tunewise.export.report import how_to_run, write_export_json
     from tunewise.models.checkpoint import load
     from tunewise.models.merge import check_target, staged_folder
@@ -117,25 +110,28 @@ def export_gguf(args: ExportArgs) -> dict:
 
     model = load(spec, "float32", adapter="merged").eval()  # float32: every weight exactly, whatever it was saved in
     bound = GGUF_TYPES[args.gguf_type].ppl_bound
-    # transformers' GGUF reader is Python-bound and parses the file three times (config, weights, tokenizer), the
-    # measurements are torch: the source model is measured while the file is written and read back, the export's
-    # model while its tokenizer is read back (on the source's token ids, which encoding_check then shows equal to
-    # the file's). Each thread has a tokenizer of its own (a fast tokenizer is not shared between threads).
-    with ThreadPoolExecutor(max_workers=2) as pool, staged_folder(out) as tmp:
-        source_measured = pool.submit(measure, Side(model, spec.load_tokenizer()), spec.system, conversations)
+    # transformers' GGUF reader is Python-bound (gguf_readback.py), the measurements are torch: the source model is
+    # measured while the file is written and read back, the export's model while its tokenizer is read back (on the
+    # source's token ids, which encoding_check then shows equal to the file's). Each thread has a tokenizer of its
+    # own (a fast tokenizer is not shared between threads): copies of the one loaded, not parsed again.
+    with _cores_shared(2) as threads, ThreadPoolExecutor(max_workers=2) as pool, staged_folder(out) as tmp:
+        source_measured = pool.submit(_measured_in_thread, threads, Side(model, copy.deepcopy(tokenizer)),
+                                      spec.system, conversations)
         start = time.perf_counter()
         types = write_gguf(tmp / gguf_name, model.state_dict(), model.config, tokenizer, args.gguf_type,
                            Path(label).name)
         written = time.perf_counter()
         if modelfile_text:
             (tmp / "Modelfile").write_text(modelfile_text, encoding="utf-8")
-        try:
-            exported = _load_gguf_model(tmp, gguf_name)
-        except (OSError, ValueError, RuntimeError, KeyError) as e:
-            raise Broken(f"the export is broken, so nothing was written: transformers cannot read the file back "
-                         f"({brief(e, 300)}).") from e
-        export_measured = pool.submit(measure, Side(exported, spec.load_tokenizer()), spec.system, conversations)
-        encoding = encoding_check(tokenizer, _load_gguf_tokenizer(tmp, gguf_name), spec.system, conversations)
+        with parsed_once(tmp / gguf_name):
+            try:
+                exported = load_gguf_model(tmp, gguf_name)
+            except (OSError, ValueError, RuntimeError, KeyError) as e:
+                raise Broken(f"the export is broken, so nothing was written: transformers cannot read the file "
+                             f"back ({brief(e, 300)}).") from e
+            export_measured = pool.submit(_measured_in_thread, threads, Side(exported, copy.deepcopy(tokenizer)),
+                                          spec.system, conversations)
+            encoding = encoding_check(tokenizer, load_gguf_tokenizer(tmp, gguf_name), spec.system, conversations)
         checks = compare(("source", "gguf"), source_measured.result(), export_measured.result(), encoding, bound,
                          len(conversations))
         del exported

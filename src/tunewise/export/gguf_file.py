@@ -53,8 +53,9 @@ def family_of(config, where: str) -> Family:
     return Family(arch, gguf.MODEL_ARCH_NAMES[arch])
 
 
-def check_tokenizer(tokenizer, where: str) -> None:
-    """The tokenizer must be byte-level BPE with Qwen2's pre-tokenizer, which is what llama.cpp's "qwen2" splits."""
+def check_tokenizer(tokenizer, where: str) -> dict:
+    """The tokenizer must be byte-level BPE with Qwen2's pre-tokenizer, which is what llama.cpp's "qwen2" splits.
+    Returns its tokenizer.json, parsed (Qwen's is 7 MB: ~1 CPU s a parse)."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     model = spec.get("model") or {}
     pre = spec.get("pre_tokenizer") or {}
@@ -67,12 +68,13 @@ def check_tokenizer(tokenizer, where: str) -> None:
     if not ok:
         raise UserError(f"{where}: the tokenizer is not byte-level BPE with Qwen2's pre-tokenizer, so llama.cpp "
                         "would split text differently from it; the GGUF writer handles Qwen2-family tokenizers only.")
+    return spec
 
 
-def tokenizer_metadata(tokenizer, vocab_size: int, config_bos: int | None = None) -> dict:
+def tokenizer_metadata(tokenizer, vocab_size: int, config_bos: int | None = None, spec: dict | None = None) -> dict:
     """What goes under tokenizer.ggml.*: tokens padded to the model's vocab_size ([PADn], unused), their types,
     the merges, the special ids (bos from config.json when the tokenizer has none, as llama.cpp's converter does)
-    and whether bos/eos are added, and the chat template."""
+    and whether bos/eos are added, and the chat template. `spec`: the tokenizer's tokenizer.json, parsed."""
     import gguf
 
     vocab = tokenizer.get_vocab()
@@ -93,7 +95,8 @@ def tokenizer_metadata(tokenizer, vocab_size: int, config_bos: int | None = None
             types.append(gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED)
         else:
             types.append(gguf.TokenType.NORMAL)
-    merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+    spec = spec if spec is not None else json.loads(tokenizer.backend_tokenizer.to_str())
+    merges = spec["model"]["merges"]
     merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
     probe = tokenizer("a", add_special_tokens=True)["input_ids"]
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
@@ -172,8 +175,8 @@ def write_gguf(path: Path, state_dict: dict, config, tokenizer, gguf_type: str, 
     from tunewise.export.ggml_quants import GGUF_TYPES, encode, tensor_type
 
     family = family_of(config, name)
-    check_tokenizer(tokenizer, name)
-    meta = tokenizer_metadata(tokenizer, config.vocab_size, getattr(config, "bos_token_id", None))
+    spec = check_tokenizer(tokenizer, name)
+    meta = tokenizer_metadata(tokenizer, config.vocab_size, getattr(config, "bos_token_id", None), spec)
     writer = gguf.GGUFWriter(str(path), family.name)
     writer.add_name(name)
     writer.add_file_type(gguf.LlamaFileType[GGUF_TYPES[gguf_type].file_type])
