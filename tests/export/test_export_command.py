@@ -118,7 +118,8 @@ def test_an_unmapped_family_is_refused_before_anything_is_written(tmp_path, caps
     out = tmp_path / "out"
     assert run_cli("export", "--model", model_dir, "--quant_method", "gguf", "--output_dir", out) == 2
     err = capsys.readouterr().err
-    assert "a LlamaForCausalLM model; the GGUF writer maps Qwen2ForCausalLM (Qwen2/Qwen2.5 and tunewise-tiny) only" in err
+    assert ("a LlamaForCausalLM model; the GGUF writer maps Qwen2ForCausalLM (Qwen2/Qwen2.5 and tunewise-tiny) and "
+            "Qwen3ForCausalLM (dense Qwen3) only") in err
     assert "Traceback" not in err and not out.exists() and no_temporaries(tmp_path)
 
 

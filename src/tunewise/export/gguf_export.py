@@ -1,6 +1,8 @@
 """`tunewise export --quant_method gguf`: a LoRA checkpoint (merged in memory) or a plain model (--model alone) as
 one GGUF file, with an Ollama Modelfile when --to_ollama true, published only once the file, read back by
-transformers (`from_pretrained(dir, gguf_file=...)`, which dequantizes it), computes what the model does."""
+transformers (`from_pretrained(dir, gguf_file=...)`, which dequantizes it), computes what the model does, and its
+architecture keys and tensor list, read with gguf's GGUFReader, are the model's (for Qwen3 the only proof of them:
+transformers' reader ignores qwen3.attention.key_length, so its read-back is given the model's config)."""
 from __future__ import annotations
 
 import contextlib
@@ -81,6 +83,7 @@ def export_gguf(args: ExportArgs) -> dict:
     from tunewise.export.checks import Broken, Side, compare, encoding_check, heldout_conversations
     from tunewise.export.ggml_quants import GGUF_TYPES, check_available
     from tunewise.export.gguf_file import check_tokenizer, family_of, write_gguf
+    from tunewise.export.gguf_metadata import check_metadata
     from tunewise.export.gguf_readback import load_gguf_model, load_gguf_tokenizer, parsed_once
     from tunewise.export.report import how_to_run, write_export_json
     from tunewise.models.checkpoint import load
@@ -91,7 +94,7 @@ def export_gguf(args: ExportArgs) -> dict:
     spec = gguf_source(args)
     label = spec.adapter or spec.base_name
     config = AutoConfig.from_pretrained(spec.base)
-    family_of(config, label)
+    family = family_of(config, label)
     tokenizer = spec.load_tokenizer()
     check_tokenizer(tokenizer, label)
     out = Path(args.output_dir) if args.output_dir else default_output(spec, args.gguf_type)
@@ -124,8 +127,9 @@ def export_gguf(args: ExportArgs) -> dict:
         if modelfile_text:
             (tmp / "Modelfile").write_text(modelfile_text, encoding="utf-8")
         with parsed_once(tmp / gguf_name):
+            metadata = check_metadata(tmp / gguf_name, model.config, model.state_dict(), family)
             try:
-                exported = load_gguf_model(tmp, gguf_name)
+                exported = load_gguf_model(tmp, gguf_name, None if family.config_read_back else model.config)
             except (OSError, ValueError, RuntimeError, KeyError) as e:
                 raise Broken(f"the export is broken, so nothing was written: transformers cannot read the file "
                              f"back ({brief(e, 300)}).") from e
@@ -135,11 +139,16 @@ def export_gguf(args: ExportArgs) -> dict:
         checks = compare(("source", "gguf"), source_measured.result(), export_measured.result(), encoding, bound,
                          len(conversations))
         del exported
+        checks = {"metadata": metadata, **checks}
         summary = {
             "kind": "gguf", "output_dir": str(out), "compared": ["source", "gguf"],
             "source": {"base": spec.base_name, "adapter": spec.adapter, "system": spec.system},
             "gguf": {"file": gguf_name, "type": args.gguf_type, "about": GGUF_TYPES[args.gguf_type].about,
-                     "tensor_types": types, "architecture": family_of(model.config, label).name},
+                     "tensor_types": types, "architecture": family.name,
+                     "config_read_back": "from the file's metadata" if family.config_read_back else
+                     "given the source model's config: transformers' GGUF reader ignores "
+                     f"{family.name}.attention.key_length; the architecture keys are checked by reading them with "
+                     "gguf's GGUFReader (checks.metadata)"},
             "ollama": ollama,
             "checks": checks,
             "seconds": {"write": round(written - start, 2), "checks": round(time.perf_counter() - written, 2)},

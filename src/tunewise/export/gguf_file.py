@@ -4,8 +4,10 @@ bos/eos/pad, the trained chat template) and the tensors under GGUF's names (gguf
 type tunewise.export.ggml_quants picks. What llama.cpp's convert_hf_to_gguf.py writes for the same families, so
 llama.cpp, Ollama and transformers (`from_pretrained(dir, gguf_file=...)`) load it.
 
-Families: Qwen2 (Qwen2, Qwen2.5 and tunewise-tiny), with Qwen2's byte-level BPE pre-tokenizer. Another family, or a
-tokenizer that splits text otherwise, is a UserError before anything is written.
+Families: Qwen2 (Qwen2, Qwen2.5 and tunewise-tiny) and dense Qwen3 (its q_norm/k_norm as attn_q_norm/attn_k_norm, its
+head_dim as attention.key_length/value_length, as convert_hf_to_gguf.py writes them), with Qwen2's byte-level BPE
+pre-tokenizer (llama.cpp's "qwen2", Qwen3's too). Another family, or a tokenizer that splits text otherwise, is a
+UserError before anything is written.
 """
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ from pathlib import Path
 
 from tunewise.errors import UserError
 
-# architecture in config.json -> gguf.MODEL_ARCH member. Qwen3 is not offered: its GGUF needs attention.key_length
-# (head_dim 128 != hidden/heads), which transformers 5.23's GGUF reader ignores for qwen3, so the read-back that
-# proves an export could not load it.
-ARCHITECTURES = {"Qwen2ForCausalLM": "QWEN2"}
+# architecture in config.json -> gguf.MODEL_ARCH member (Qwen3's MoE, Qwen3MoeForCausalLM, is not mapped)
+ARCHITECTURES = {"Qwen2ForCausalLM": "QWEN2", "Qwen3ForCausalLM": "QWEN3"}
+# Families whose file transformers 5.23 cannot rebuild the model's config from: its GGUF reader ignores
+# qwen3.attention.key_length (Qwen3's head_dim, 128, is not hidden/heads) and takes Qwen3Config's default. Their
+# read-back is given the source model's config, and tunewise.export.gguf_metadata checks the file's keys instead.
+CONFIG_NOT_READ_BACK = {"qwen3"}
 
 # Qwen2's pre-tokenizer (tokenizer.json): NFC, this split, byte-level; llama.cpp calls it "qwen2"
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
@@ -28,7 +32,12 @@ QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[
 @dataclass(frozen=True)
 class Family:
     arch: object  # gguf.MODEL_ARCH
-    name: str  # llama.cpp's architecture name ("qwen2")
+    name: str  # llama.cpp's architecture name ("qwen2", "qwen3")
+
+    @property
+    def config_read_back(self) -> bool:
+        """Whether transformers rebuilds the model's config from the file's metadata (see CONFIG_NOT_READ_BACK)."""
+        return self.name not in CONFIG_NOT_READ_BACK
 
 
 def family_of(config, where: str) -> Family:
@@ -39,14 +48,17 @@ def family_of(config, where: str) -> Family:
     found = next((ARCHITECTURES[a] for a in archs if a in ARCHITECTURES), None)
     if found is None:
         raise UserError(f"{where}: a {', '.join(archs) or getattr(config, 'model_type', 'unknown')} model; the GGUF "
-                        f"writer maps {', '.join(ARCHITECTURES)} (Qwen2/Qwen2.5 and tunewise-tiny) only. Export "
-                        "it merged (without --quant_method) and convert it with llama.cpp's convert_hf_to_gguf.py.")
+                        "writer maps Qwen2ForCausalLM (Qwen2/Qwen2.5 and tunewise-tiny) and Qwen3ForCausalLM (dense "
+                        "Qwen3) only. Export it merged (without --quant_method) and convert it with "
+                        "llama.cpp's convert_hf_to_gguf.py.")
     problems = []
     rope = dict(getattr(config, "rope_parameters", None) or {})
     if rope.get("rope_type", "default") not in ("default", "linear", "yarn"):
         problems.append(f"RoPE scaling {rope.get('rope_type')!r} (the writer handles default, linear and yarn)")
     if any(t != "full_attention" for t in (getattr(config, "layer_types", None) or [])):
-        problems.append("sliding-window attention layers (llama.cpp's qwen2 attends to the full context)")
+        problems.append("sliding-window attention layers (llama.cpp's qwen2/qwen3 attend to the full context)")
+    if found == "QWEN3" and getattr(config, "attention_bias", False):
+        problems.append("attention biases (Qwen3's q/k/v/o projections have none; the writer maps Qwen3 as it is)")
     if problems:
         raise UserError(f"{where}: {'; '.join(problems)}: a GGUF of it would not compute what the model does.")
     arch = gguf.MODEL_ARCH[found]
@@ -110,7 +122,7 @@ def tokenizer_metadata(tokenizer, vocab_size: int, config_bos: int | None = None
     }
 
 
-def _hyper_parameters(writer, config) -> None:
+def _hyper_parameters(writer, config, family: Family) -> None:
     import gguf
 
     heads = config.num_attention_heads
@@ -124,7 +136,7 @@ def _hyper_parameters(writer, config) -> None:
     rope = dict(getattr(config, "rope_parameters", None) or {})
     writer.add_rope_freq_base(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
     head_dim = getattr(config, "head_dim", None)
-    if head_dim and head_dim != config.hidden_size // heads:
+    if head_dim and (family.name == "qwen3" or head_dim != config.hidden_size // heads):  # qwen3: as llama.cpp's
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
     if rope.get("rope_type") == "linear":
@@ -152,20 +164,26 @@ def _tokenizer(writer, meta: dict) -> None:
         writer.add_chat_template(meta["chat_template"])
 
 
-def gguf_tensors(state_dict: dict, config, family: Family):
-    """(GGUF name, float32 numpy array) for each weight; a tied lm_head is the token embedding and is not written."""
+def gguf_names(state_dict: dict, config, family: Family):
+    """(GGUF name, Hugging Face name) for each weight written; a tied lm_head is the token embedding and is not."""
     import gguf
 
     names = gguf.get_tensor_name_map(family.arch, config.num_hidden_layers)
     tied = bool(getattr(config, "tie_word_embeddings", False))
-    for name, tensor in state_dict.items():
+    for name in state_dict:
         if tied and name == "lm_head.weight":
             continue
         mapped = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if mapped is None:
             raise UserError(f"weight {name}: no GGUF name for it in gguf's {family.name} tensor map; the model is not "
                             f"the {family.name} layout the writer knows.")
-        yield mapped, tensor.detach().float().cpu().numpy()
+        yield mapped, name
+
+
+def gguf_tensors(state_dict: dict, config, family: Family):
+    """(GGUF name, float32 numpy array) for each weight written."""
+    for mapped, name in gguf_names(state_dict, config, family):
+        yield mapped, state_dict[name].detach().float().cpu().numpy()
 
 
 def write_gguf(path: Path, state_dict: dict, config, tokenizer, gguf_type: str, name: str) -> dict:
@@ -182,7 +200,7 @@ def write_gguf(path: Path, state_dict: dict, config, tokenizer, gguf_type: str, 
     writer.add_file_type(gguf.LlamaFileType[GGUF_TYPES[gguf_type].file_type])
     if gguf_type != "f16":
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    _hyper_parameters(writer, config)
+    _hyper_parameters(writer, config, family)
     _tokenizer(writer, meta)
     tied = bool(getattr(config, "tie_word_embeddings", False))
     counts: dict[str, int] = {}

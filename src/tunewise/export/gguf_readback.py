@@ -92,12 +92,22 @@ def parsed_once(gguf_path: Path):
         metadata.clear()
 
 
-def load_gguf_model(folder: Path, name: str):
-    """The GGUF file as transformers reads it: config from its metadata, weights dequantized to float32."""
+def load_gguf_model(folder: Path, name: str, config=None):
+    """The GGUF file as transformers reads it: config from its metadata (or `config`, given), weights dequantized to
+    float32. With a config given, a weight of the model the file does not fill (or a tensor of the file the model
+    has no place for) is a ValueError, where transformers would only log it."""
     from transformers import AutoModelForCausalLM
 
     with _quiet_gguf_loading():
-        return AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name, dtype="float32").eval()
+        if config is None:
+            return AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name, dtype="float32").eval()
+        model, info = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=name, config=config,
+                                                           dtype="float32", output_loading_info=True)
+    unfilled = sorted(info["missing_keys"]) + sorted(info["mismatched_keys"])
+    if unfilled or info["unexpected_keys"]:
+        raise ValueError(f"the file does not fill {unfilled[:5]} and has no place in the model for "
+                         f"{sorted(info['unexpected_keys'])[:5]}")
+    return model.eval()
 
 
 def load_gguf_tokenizer(folder: Path, name: str):
