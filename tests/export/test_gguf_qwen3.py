@@ -134,3 +134,22 @@ def test_qwen3_variants_the_writer_does_not_map_are_refused():
     with pytest.raises(UserError, match="a Qwen3MoeForCausalLM model; the GGUF writer maps"):
         family_of(Qwen3MoeConfig(architectures=["Qwen3MoeForCausalLM"]), "moe")
     assert family_of(qwen3_config(), "dense").name == "qwen3"
+
+
+def test_the_metadata_check_names_each_key_and_tensor_that_differs(qwen3, tmp_path):
+    from transformers import Qwen3ForCausalLM
+
+    from tunewise.export.checks import Broken
+    from tunewise.export.gguf_metadata import check_metadata
+
+    _, model, tok = qwen3
+    write_gguf(tmp_path / "m.gguf", model.state_dict(), model.config, tok, "f16", "qwen3-small")
+    family = family_of(model.config, "qwen3-small")
+    assert check_metadata(tmp_path / "m.gguf", model.config, model.state_dict(), family)["tensors"] == 24
+    other = Qwen3ForCausalLM(qwen3_config(intermediate_size=384, rms_norm_eps=1e-5, tie_word_embeddings=False))
+    with pytest.raises(Broken) as refused:
+        check_metadata(tmp_path / "m.gguf", other.config, other.state_dict(), family)
+    message = str(refused.value)
+    assert "qwen3.feed_forward_length is 512, the model's is 384" in message
+    assert "qwen3.attention.layer_norm_rms_epsilon is" in message and "tensor output.weight is missing" in message
+    assert "tensor blk.0.ffn_up.weight has shape [512, 256], the model's is [384, 256]" in message
