@@ -12,6 +12,7 @@ Measured against one process (3 steps, 2026-12-02, AMD EPYC; ATEN_CPU_CAPABILITY
 * DPO LoRA: losses equal, adapter within 0 / 3.7e-9 / 0 (with a warm-up step, not this test's: 4.4e-7 and 2.3e-6).
 """
 import json
+import re
 import subprocess
 import sys
 
@@ -80,9 +81,9 @@ def test_a_bad_combination_exits_2_and_writes_no_run_directory(tmp_path, capsys,
 def test_plan_shows_the_engine_the_world_size_and_the_global_batch(tmp_path, capsys):
     assert run_cli("plan", *BASE, *FSDP, "--per_device_train_batch_size", 2, "--gradient_accumulation_steps", 3,
                    "--output_dir", tmp_path) == 0
-    rows = {line.split("  ")[1].strip(): line.split()[-1] for line in capsys.readouterr().out.splitlines()
-            if line.startswith("  ") and len(line.split("  ")) > 2}
-    assert rows["world size"] == "2" and rows["global batch"] == "12"
+    cells = [re.split(r" {2,}", line.strip()) for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    rows = {row[0]: row[1:] for row in cells if len(row) > 1}  # label: [value, source if any]
+    assert rows["world size"] == ["2", "flag"] and rows["global batch"] == ["12"]
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["extra"]["engine"] == ENGINE
     assert plan["steps"]["world_size"] == 2 and plan["steps"]["global_batch_size"] == 12
