@@ -1,11 +1,11 @@
 """Reading flags into an argument dataclass: `--flag v1 v2` and `--flag=v`, `--config run.yaml` (the flags win),
 type conversion, every problem reported at once, and where each value came from.
 
-`parse(SftArgs, argv)` returns (args, sources, extra). A value's source is "default", "yaml", "flag" or, for a field declared with `env=NAME`
-(ms-swift's launch variables, e.g. NPROC_PER_NODE), "env NAME" here: a flag or YAML value that disagrees with the
-variable is an error, not a silent choice; the
-run's resolution adds "model" (a built-in model's recommended value) and "adapters" (read from a checkpoint's run);
-`args.json` in the run directory records both. The argument classes themselves are in tunewise.args.
+`parse(SftArgs, argv)` returns (args, sources, extra). A value's source is "default", "yaml", "flag" or, for a field
+declared with `env=NAME` (ms-swift's launch variables, e.g. NPROC_PER_NODE), "env NAME" here: a flag or YAML value
+that disagrees with the variable is an error, not a silent choice. The run's resolution adds "model" (a built-in
+model's recommended value) and "adapters" (read from a checkpoint's run); `args.json` in the run directory records
+both. The argument classes themselves are in tunewise.args.
 """
 from __future__ import annotations
 
