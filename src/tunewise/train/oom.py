@@ -115,12 +115,27 @@ def planned(run) -> str:
     return f"the plan estimated {human(estimate.total)} per device"
 
 
+def batch_remedy(args) -> str:
+    """How a smaller per-device batch cuts memory for this run. KTO's KL term needs 2 rows a device batch: a batch of
+    1 would run as 2 again (tunewise.args.kto), so at 2 only the loss without that term goes lower."""
+    from tunewise.args import KtoArgs
+    from tunewise.args.kto import NO_KL_TERM
+
+    bs, acc = args.per_device_train_batch_size, args.gradient_accumulation_steps
+    smaller = (f"a smaller --per_device_train_batch_size (now {bs}; raise --gradient_accumulation_steps, now {acc}, "
+               "by the same factor to keep the global batch)")
+    kto_loss = args.loss_type if isinstance(args, KtoArgs) else None
+    if kto_loss is None or kto_loss in NO_KL_TERM:
+        return smaller
+    if bs > 2:
+        return smaller.replace(" (now", " of 2 or more (KTO's KL term pairs the rows of a device batch; now", 1)
+    return (f"--loss_type apo_zero_unpaired, which has no KL term and so runs a per-device batch of 1 (now --loss_type "
+            f"{kto_loss}, whose KL term needs 2 rows a device batch: a batch of 1 runs as 2)")
+
+
 def remedies(args) -> str:
     """The flags that cut memory, each with its value now."""
-    bs, acc = args.per_device_train_batch_size, args.gradient_accumulation_steps
-    parts = [f"a smaller --per_device_train_batch_size (now {bs}; raise --gradient_accumulation_steps, now {acc}, "
-             "by the same factor to keep the global batch)",
-             f"a shorter --max_length (now {args.max_length})"]
+    parts = [batch_remedy(args), f"a shorter --max_length (now {args.max_length})"]
     if getattr(args, "packing", False):
         parts.append(f"a smaller --packing budget (each pack holds up to --max_length {args.max_length} tokens)")
     if not args.gradient_checkpointing:
