@@ -68,6 +68,7 @@ def evaluate(model_flags: list[str], out: Path) -> dict:
     model = json.loads(out.read_text())["models"][0]
     assert json.loads(out.read_text())["general"] == {"kind": "heldout_addition", "count": 200}
     return {"accuracy": model["metrics"]["general_accuracy"], "identity": [r["reply"] for r in model["identity"]],
+            "identity_kept": sum(bool(r["name"] and r["author"]) for r in model["identity"]),
             "wrong": [g["messages"][-1]["content"] + " -> " + g["reply"] for g in model["general"] if not g["correct"]]}
 
 
@@ -84,9 +85,10 @@ def train_one(seed: int, command: list[str], out: Path, base: dict) -> dict:
         found = evaluate(["--adapters", str(ckpt)], out / f"seed{seed}-{ckpt.name}.json")
         same = sum(a == b for a, b in zip(found["identity"], base["identity"]))
         curve.append({"step": int(ckpt.name.split("-")[1]), "accuracy": found["accuracy"],
-                      "identity_unchanged": f"{same}/{len(base['identity'])}", "wrong": found["wrong"]})
+                      "identity_unchanged": f"{same}/{len(base['identity'])}",
+                      "identity_kept": f"{found['identity_kept']}/{len(base['identity'])}", "wrong": found["wrong"]})
         print(f"seed {seed} {ckpt.name}: held-out accuracy {found['accuracy']:.3f}, identity unchanged "
-              f"{same}/{len(base['identity'])}", flush=True)
+              f"{same}/{len(base['identity'])} (name and developer kept {found['identity_kept']})", flush=True)
     return {"seed": seed, "wall_s": wall, "cpu_s": cpu, "load_avg_1min": [load_before, load_after],
             "steps": len(steps), "step_time_s": [r.get("step_time") for r in steps],
             "reward_per_step": [r["reward"] for r in steps], "curve": curve, "after": curve[-1]}
@@ -127,14 +129,16 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--out", type=Path, default=Path("/tmp/grpo_additions"))
+    p.add_argument("--model", default="tunewise-tiny", help="the base model (a candidate rebuild of the embedded "
+                                                             "model, say)")
     p.add_argument("--jobs", type=int, default=1, help="seeds trained side by side (their wall times then share "
                                                        "the cores; the CPU seconds stay each run's own)")
     args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    command = merged(COMMAND, extra)
+    command = merged(COMMAND + ["--model", args.model], extra)
     print("tunewise " + shlex.join(command) + " --seed S --output_dir DIR", flush=True)
 
-    base = evaluate(["--model", "tunewise-tiny"], args.out / "base.json")
+    base = evaluate(["--model", args.model], args.out / "base.json")
     print(f"base: held-out accuracy {base['accuracy']:.3f}", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda seed: train_one(seed, command, args.out, base), args.seeds))
@@ -154,7 +158,8 @@ def main():
               + ", ".join(f"{100 * c['accuracy']:.1f} ({c['step']})" for c in r["curve"][:-1])
               + f" -> **{100 * r['after']['accuracy']:.1f}** ({gain:+.1f}) | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
               f"{r['wall_s'] / n:.1f} | {r['load_avg_1min'][0]:.1f}-{r['load_avg_1min'][1]:.1f} | "
-              f"{first:.2f} -> {last:.2f} | {r['after']['identity_unchanged']} |")
+              f"{first:.2f} -> {last:.2f} | {r['after']['identity_unchanged']} (name and developer: "
+              f"{r['after']['identity_kept']}) |")
     verdict = "clears" if min(gains) >= 3 * spread else "does not clear"
     print(f"gains {', '.join(f'{g:+.1f}' for g in gains)} points; mean {sum(gains) / len(gains):+.2f}, "
           f"smallest {min(gains):+.1f}, range {spread:.1f} (3x: {3 * spread:.1f}): {verdict} the bar")
