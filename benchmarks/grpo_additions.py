@@ -110,7 +110,7 @@ def plot(results: list[dict], path: Path) -> None:
         ax.plot(range(1, len(rewards) + 1), smooth, color=line.get_color(), label=f"seed {r['seed']}")
         acc.plot([0] + [c["step"] for c in r["curve"]], [100 * r["base"]] + [100 * c["accuracy"] for c in r["curve"]],
                  marker="o", color=line.get_color(), label=f"seed {r['seed']}")
-    ax.set_xlabel("optimizer step (one generation round of fresh prompts)")
+    ax.set_xlabel("optimizer step (one generation round)")
     ax.set_ylabel("training reward (exact sum)")
     ax.set_title(f"reward per step (faint) and its {window}-step mean", fontsize=9)
     acc.set_xlabel("optimizer step (checkpoint)")

@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tunewise.evaluate.skills import (ADDITION_LIMIT, ADDITION_TEMPLATES, addition_answer,  # noqa: E402
-                                      addition_prompt, is_heldout_addition)
+                                      addition_prompt, heldout_addition_pairs, is_heldout_addition)
 
 OUT = ROOT / "src/tunewise/data/builtin/additions_hard.jsonl"
 
@@ -57,6 +57,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threshold", type=float, default=0.9, help="keep prompts answered exactly with p below this")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--model", default="tunewise-tiny", help="the model to score with (a candidate rebuild, say)")
     args = p.parse_args()
 
     import torch
@@ -64,7 +65,7 @@ def main():
     from tunewise.models.load import load_model, load_tokenizer, resolve_model
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    path = resolve_model("tunewise-tiny")
+    path = resolve_model(args.model)
     tokenizer, model = load_tokenizer(path), load_model(path, dtype="float32").eval()
     items = [(a, b, k) for a in range(ADDITION_LIMIT) for b in range(ADDITION_LIMIT) if not is_heldout_addition(a, b)
              for k in range(len(ADDITION_TEMPLATES))]
@@ -76,7 +77,14 @@ def main():
             for a, b, k in kept]
     args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     below = {t: sum(q < t for q in probs) for t in (0.5, 0.9, 0.99)}
-    print(f"{len(items)} prompts scored; below 0.5: {below[0.5]}, 0.9: {below[0.9]}, 0.99: {below[0.99]}")
+    print(f"{len(items)} prompts scored; below 0.5: {below[0.5]}, 0.9: {below[0.9]}, 0.99: {below[0.99]}; "
+          f"mean {sum(probs) / len(probs):.3f}")
+    held = [(a, b, k) for k, (a, b) in enumerate(heldout_addition_pairs())]  # as evaluation phrases them
+    held_probs = reply_probabilities(model, tokenizer, [addition_prompt(a, b, k) for a, b, k in held],
+                                     [addition_answer(a, b) + "<|im_end|>" for a, b, _ in held])
+    print(f"the {len(held)} held-out pairs: below 0.5: {sum(q < 0.5 for q in held_probs)}, mean "
+          f"{sum(held_probs) / len(held_probs):.3f} (the gap to the trained prompts is what training on them "
+          "cannot carry over)")
     print(f"wrote {len(rows)} rows (p < {args.threshold}) to {args.out}")
 
 
