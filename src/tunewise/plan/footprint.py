@@ -65,7 +65,8 @@ def planned_memory(run, gpu_memory=None) -> MemoryEstimate | None:
         gradient_checkpointing=args.gradient_checkpointing, world_size=run.step_plan.world_size,
         capacity=gpu_memory, device=device, padding_free=not pairs and args.padding_free,
         loss="model" if pairs else run.device.loss, trained_share=trained_share(run.train_rows),
-        quant_bits=args.quant_bits, double_quant=args.bnb_4bit_use_double_quant, **sharding(run))
+        quant_bits=args.quant_bits, double_quant=args.bnb_4bit_use_double_quant, score_head=run.recipe.score_head,
+        **sharding(run))
 
 
 

@@ -190,7 +190,7 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
                     overhead: int | None = None, kv_cache_tokens: int | None = None, padded: bool | None = None,
                     padding_free: bool = False, chunked_loss: bool = False, device: str = "cuda",
                     loss: str | None = None, trained_share: float = 1.0, quant_bits: int | None = None,
-                    double_quant: bool = True) -> MemoryEstimate:
+                    double_quant: bool = True, score_head: bool = False) -> MemoryEstimate:
     """Peak memory per device of training (train_type "lora" | "full") or inference ("inference").
 
     weight_dtype: how the weights are held (default: the config's dtype); compute_dtype: activations (default:
@@ -214,7 +214,10 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
     the output head) in float32, as peft's prepare_model_for_kbit_training casts them; the backward dequantizes one
     linear weight at a time into the compute dtype.
     device: "cuda" or "cpu" (dropout masks are bytes on CUDA, floats on CPU; on CPU the estimate is of the whole
-    process, CPU_PROCESS_BYTES included)."""
+    process, CPU_PROCESS_BYTES included).
+    score_head: the model is a sequence classifier with one output (a reward model, `--rlhf_type rm`): a
+    hidden-size score head in place of the output layer (an untied model loads no vocabulary-wide head) and one
+    value a position instead of vocabulary-wide logits."""
     shape = ModelShape.from_config(config)
     wdt = weight_dtype or (shape.dtype if shape.dtype in DTYPE_BYTES else "float32")
     cdt = compute_dtype or wdt
@@ -226,6 +229,8 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
         raise UserError(f"quant_bits {quant_bits}: 4 or 8, for LoRA training or inference.")
     wb, ab = DTYPE_BYTES[wdt], DTYPE_BYTES[cdt]
     params = shape.parameters()
+    if score_head:  # Qwen2ForSequenceClassification: the embeddings, no lm_head, score = Linear(hidden, 1)
+        params += shape.hidden - (0 if shape.tied_embeddings else shape.vocab * shape.hidden)
     capacity = parse_size(capacity) if capacity is not None else None
     overhead = (GiB if capacity is not None else 0) if overhead is None else overhead
     tokens = batch_size * seq_len
@@ -292,8 +297,10 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
         parts["attention_mask"] = shape.layers * batch_size * seq_len * seq_len * ab
     elif padding_free and batch_size > 1:  # the rows' block-diagonal mask, built once per step
         parts["attention_mask"] = tokens * tokens
-    loss = loss or ("chunks" if chunked_loss else "model")
-    if loss == "chunks":  # a chunk's logits, log-probs and their gradient at a time; the trained states and their grads
+    loss = "score" if score_head else loss or ("chunks" if chunked_loss else "model")
+    if loss == "score":  # one value a position (the sequence's last is pooled), its float32 copy and gradient
+        parts["logits"] = tokens * (ab + 2 * 4)
+    elif loss == "chunks":  # a chunk's logits, log-probs and their gradient at a time; the trained states and their grads
         chunk = min(tokens, max(1, LOSS_CHUNK_BYTES // (4 * shape.vocab)))
         parts["logits"] = chunk * shape.vocab * 3 * 4 + tokens * shape.hidden * 2 * ab
     elif loss in ("trained", "inside"):

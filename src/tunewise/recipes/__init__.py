@@ -95,6 +95,7 @@ class Recipe:
     adjust: Callable = as_given  # (args, sources, world size) -> ({flag: (value, source)}, notes): values its trainer
     #                              cannot take as given, replaced by ones that train the same (KTO's batch of 1)
     pairs: bool = False  # rows are preference pairs (a chosen and a rejected sequence each)
+    score_head: bool = False  # the model is a sequence classifier with one output (rm), not a causal LM
     sft_rules: bool = True  # the advice's epoch and learning-rate rules (measured on identity SFT) apply
     dropout: bool = True  # the trainer keeps the model's dropout active (DPOConfig(disable_dropout=True) does not)
     rlhf_type: str | None = None  # `tunewise rlhf --rlhf_type X`'s X (args.json keeps it beside the command)

@@ -205,6 +205,7 @@ RECIPE = Recipe(
     config_fields=config_fields,
     summary=summary,
     pairs=True,
+    score_head=True,  # the plan's memory: a score head, no vocabulary-wide logits
     **trl_trainer("Reward"),
     dropout=False,  # RewardConfig(disable_dropout=True)
     rlhf_type="rm",

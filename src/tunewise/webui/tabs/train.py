@@ -1,4 +1,4 @@
-"""The Train tab: a form for `tunewise sft`, `tunewise dpo` or `tunewise rlhf --rlhf_type kto|orpo|simpo|cpo|grpo`
+"""The Train tab: a form for `tunewise sft`, `tunewise dpo` or `tunewise rlhf --rlhf_type kto|orpo|simpo|cpo|grpo|rm`
 (the stage: tunewise.webui.stages), the exact command it runs (updated on every change), the form saved as / loaded
 from YAML, Start / Stop of the run as a subprocess, its log and live loss / learning-rate plots read from the run's
 logging.jsonl."""
