@@ -29,7 +29,7 @@ def test_builtins_with_default_weights():
 
 def test_weights_are_numbers_one_per_reward():
     assert reward_functions(["accuracy", "format"], ["1", 0.5])[1] == [1.0, 0.5]
-    with pytest.raises(UserError, match=r"--reward_weights has 1 value\(s\) for 2 reward function\(s\)"):
+    with pytest.raises(UserError, match=r"--reward_weights has 1 value\(s\) for 2 reward\(s\) \(accuracy format\)"):
         reward_functions(["accuracy", "format"], [1.0])
     with pytest.raises(UserError, match="'x' is not a number"):
         reward_functions(["accuracy"], ["x"])

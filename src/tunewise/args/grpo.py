@@ -22,7 +22,11 @@ class GrpoFlags:
     reward_funcs: list[str] = flag_field([], "rewards by name: accuracy (the row's solution) | format | repetition | "
                                              "soft_overlong | cosine | a name an --external_plugins file registers",
                                          split_commas=True)
-    reward_weights: list[float] = flag_field([], "one weight per --reward_funcs (default 1 each)", split_commas=True)
+    reward_weights: list[float] = flag_field([], "one weight per --reward_funcs, then one per --reward_model "
+                                                 "(default 1 each)", split_commas=True)
+    reward_model: list[str] = flag_field([], "reward models (a `tunewise rlhf --rlhf_type rm` checkpoint or run, or "
+                                             "a one-output sequence classifier) whose score of prompt + completion "
+                                             "is a reward, after the --reward_funcs")
     external_plugins: list[str] = flag_field([], "Python files that register reward functions (ms-swift's orms['name'] "
                                                  "or tunewise.rewards.register)")
     num_generations: int = flag_field(8, "completions sampled per prompt (the group its rewards are compared in)")
@@ -62,12 +66,14 @@ class GrpoFlags:
                                      "importance_sampling_level": IMPORTANCE_LEVELS, "scale_rewards": SCALE_REWARDS,
                                      "vllm_mode": VLLM_MODES})
         problems += self.vllm_problems()
-        if not self.reward_funcs:
+        if not self.reward_funcs and not self.reward_model:
             problems.append("--reward_funcs: name at least one reward (accuracy, format, repetition, soft_overlong, "
-                            "cosine, or one from --external_plugins).")
-        if self.reward_weights and len(self.reward_weights) != len(self.reward_funcs):
+                            "cosine, or one from --external_plugins), or give a --reward_model.")
+        rewards = len(self.reward_funcs) + len(self.reward_model)
+        if self.reward_weights and len(self.reward_weights) != rewards:
             problems.append(f"--reward_weights has {len(self.reward_weights)} values for {len(self.reward_funcs)} "
-                            "--reward_funcs.")
+                            f"--reward_funcs" + (f" and {len(self.reward_model)} --reward_model"
+                                                 if self.reward_model else "") + ".")
         if self.num_generations < 2:
             problems.append(f"--num_generations {self.num_generations}: GRPO compares a prompt's completions with "
                             "each other; give at least 2.")

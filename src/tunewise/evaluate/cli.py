@@ -156,6 +156,10 @@ def reward_suite(args: EvalArgs, targets: list[Target]):
     from tunewise.models.load import builtin_meta
 
     names, plugins = args.reward_funcs, args.external_plugins
+    scored_by_models = next((t.run_args["reward_model"] for t in targets if t.run_args.get("reward_model")), None)
+    if scored_by_models:
+        print(f"note: the run's --reward_model {' '.join(scored_by_models)} is not scored here: tunewise eval scores "
+              "reward functions (--reward_funcs) only.", flush=True)
     if not names:
         run = next((t.run_args for t in targets if t.run_args.get("reward_funcs")), None)
         if run is None:

@@ -97,17 +97,34 @@ def available_memory(processes: int = 1) -> int:
     return psutil.virtual_memory().available // processes + psutil.Process().memory_info().rss
 
 
+def reward_model_memory(paths, dtype: str) -> tuple[int, int]:
+    """(weights, scoring bytes per token) of the --reward_model models in `dtype`: each a sequence classifier (its
+    adapter merged) that scores a generation round under inference mode, one layer at a time (its q, k, v, attention
+    output and three MLP-wide vectors per token, as generation's prefill); the largest of them per token."""
+    from tunewise.rewards.models import reward_checkpoints
+
+    weights, per_token = 0, 0
+    for checkpoint in reward_checkpoints(paths):
+        rm = ModelShape.from_config(checkpoint.base)  # a local checkpoint's base: a UserError names a missing config
+        weights += estimate_memory(rm, "inference", weight_dtype=dtype, seq_len=1, score_head=True).parts["weights"]
+        per_token = max(per_token, (2 * rm.q_dim + 2 * rm.kv_dim + 3 * rm.intermediate) * DTYPE_BYTES[dtype])
+    return weights, per_token
+
+
 def grpo_settings(run, dtype: str, device: str) -> GrpoSettings:
     args = run.args
     shards = sharding(run)
+    prompt_length = longest_prompt(run.tokenizer, run.train_rows)
+    rm_weights, rm_per_token = reward_model_memory(args.reward_model, dtype)
     return GrpoSettings(
         train_type=args.train_type, weight_dtype=dtype, generation_batch=args.generation_batch(),
-        batch_size=args.per_device_train_batch_size, prompt_length=longest_prompt(run.tokenizer, run.train_rows),
+        batch_size=args.per_device_train_batch_size, prompt_length=prompt_length,
         completion_length=args.max_completion_length, beta=args.beta,
         gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank,
         lora_targets=tuple(args.target_modules), lora_dropout=args.lora_dropout, use_vllm=args.use_vllm,
         vllm_mode=args.vllm_mode, vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
-        world_size=run.step_plan.world_size, device=device, **shards)
+        world_size=run.step_plan.world_size, device=device, reward_model_bytes=rm_weights,
+        reward_scoring_per_token=rm_per_token, **shards)
 
 
 def grpo_memory(run, shape: ModelShape, dtype: str, gpu_memory) -> GrpoMemory:

@@ -54,6 +54,8 @@ class GrpoSettings:
     master_weights: bool = False
     world_size: int = 1
     device: str = "cuda"  # "cuda" | "cpu": on CPU TRL's output layer runs its torch fallback over every position
+    reward_model_bytes: int = 0  # --reward_model: their weights, held throughout
+    reward_scoring_per_token: int = 0  # and the largest one-layer working set per token of scoring a round
 
     @property
     def sequence(self) -> int:
@@ -156,6 +158,8 @@ def estimate_grpo_memory(config, s: GrpoSettings, capacity=None, overhead: int |
         parts["vllm_share"] = int(s.vllm_gpu_memory_utilization * capacity) if capacity else 0
     elif s.use_vllm:
         notes.append("vLLM server: generation runs on the server's GPUs, which this estimate does not cover")
+    if s.reward_model_bytes:
+        parts["reward_models"] = s.reward_model_bytes
     if overhead:
         parts["overhead"] = overhead
     if s.device == "cpu":
@@ -164,6 +168,8 @@ def estimate_grpo_memory(config, s: GrpoSettings, capacity=None, overhead: int |
               "loss": {"gradients": train.parts["gradients"], "activations": train.parts["activations"],
                        "attention_mask": train.parts.get("attention_mask", 0),
                        "loss_logits": fused_head_bytes(shape, s, act_bytes)}}
+    if s.reward_scoring_per_token:
+        phases["reward_scoring"] = {"reward_model_layer": s.generation_batch * s.sequence * s.reward_scoring_per_token}
     return GrpoMemory(parts, train.cpu_offload, train.parameters, train.trainable, capacity, notes + train.notes,
                       phases=phases, settings=s)
 

@@ -37,13 +37,16 @@ def rewards(args: GrpoArgs, rows: list[dict] | None = None, tokenizer=None):
     """(reward callables, weights) for GRPOTrainer; with `rows`, their columns are checked and every reward is
     called once on the first rows' own solutions, so that a bad name, column or plugin stops the run here."""
     from tunewise.rewards.builtin import RewardArgs
+    from tunewise.rewards.models import reward_checkpoints, reward_model_names
     from tunewise.rewards.registry import reward_functions, try_rewards
 
     funcs, weights = reward_functions(args.reward_funcs, args.reward_weights, args.external_plugins, rows,
                                       "--dataset " + " ".join(args.dataset),
-                                      RewardArgs(max_completion_length=args.max_completion_length))
+                                      RewardArgs(max_completion_length=args.max_completion_length),
+                                      models=reward_model_names(args.reward_model))
     if rows is not None:
         try_rewards(funcs, rows, tokenizer)
+        reward_checkpoints(args.reward_model)  # each one a reward model, before anything is written
     return funcs, weights
 
 
@@ -69,8 +72,11 @@ def completions(args: GrpoArgs, rows: list[dict], world_size: int) -> int:
 def check(run_args: GrpoArgs, rows: list[dict], tokenizer) -> list[str]:
     """The plan's notes on GRPO's rows, after the rewards are checked on them."""
     rewards(run_args, rows, tokenizer)
+    from tunewise.rewards.models import reward_model_names
+
+    names = [*run_args.reward_funcs, *(f"{n} (--reward_model)" for n in reward_model_names(run_args.reward_model))]
     notes = [f"grpo: {len(rows)} prompts x {run_args.num_generations} completions of up to "
-             f"{run_args.max_completion_length} tokens; rewards {', '.join(run_args.reward_funcs)}"]
+             f"{run_args.max_completion_length} tokens; rewards {', '.join(names)}"]
     if missing := run_args.vllm_missing():
         notes.append(f"{missing} A run here stops on it; this plan is for a machine that has it.")
     return notes
@@ -86,14 +92,17 @@ def parts(run: Run) -> dict:
     from tunewise.models.load import load_model
     from tunewise.models.lora import lora_config
     from tunewise.models.quantization import quantization_of
+    from tunewise.rewards.models import load_reward_models
 
     args = run.args
     funcs, _ = rewards(args)
+    scorers, scorer_tokenizers = load_reward_models(args.reward_model, args.torch_dtype)
     set_seed(args.seed)  # LoRA's A matrices are drawn in GRPOTrainer's __init__, before the Trainer seeds
     # as sft.build_model loads it (--quant_bits: QLoRA's base, made ready for adapters), without the adapter
     model = load_model(run.model_dir, args.torch_dtype, run.device.attn_impl, quantization_of(args),
                        args.gradient_checkpointing)
-    return {"model": model, "reward_funcs": funcs,
+    return {"model": model, "reward_funcs": [*funcs, *scorers],
+            "reward_processing_classes": [None] * len(funcs) + scorer_tokenizers,
             "peft_config": lora_config(args) if args.train_type == "lora" else None}
 
 

@@ -160,7 +160,7 @@ def _weights(weights, count: int, names) -> list[float]:
     if weights is None or len(weights) == 0:
         return [1.0] * count
     if len(weights) != count:
-        raise UserError(f"--reward_weights has {len(weights)} value(s) for {count} reward function(s) "
+        raise UserError(f"--reward_weights has {len(weights)} value(s) for {count} reward(s) "
                         f"({' '.join(names)}); give one weight per reward, or none for 1.0 each.")
     out = []
     for w in weights:
@@ -192,14 +192,15 @@ def check_rows(rewards: list[BoundReward], rows, dataset: str = "--dataset") -> 
 
 
 def reward_functions(names, weights=None, plugin_files=(), rows=None, dataset: str = "--dataset",
-                     args: RewardArgs | None = None) -> tuple[list[BoundReward], list[float]]:
+                     args: RewardArgs | None = None, models=()) -> tuple[list[BoundReward], list[float]]:
     """(rewards, weights) for GRPOTrainer(reward_funcs=...) and GRPOConfig(reward_weights=...): the plugin files
     imported first, each name looked up among the plugins' rewards and then the built-ins (a plugin may replace a
     built-in, as in ms-swift), the weights checked, and, when `rows` (the TRL rows, with their row_origin) are given,
-    every column the rewards need checked in every row."""
+    every column the rewards need checked in every row. `models`: the --reward_model names that follow the functions
+    (the weights cover both, functions first)."""
     args = args or RewardArgs()
     names = list(names or [])
-    if not names:
+    if not names and not models:
         raise UserError("--reward_funcs: name at least one reward (built-in: " + ", ".join(BUILTIN) + ").")
     loaded = plugins.load_plugins(plugin_files or ())
     rewards = []
@@ -213,7 +214,7 @@ def reward_functions(names, weights=None, plugin_files=(), rows=None, dataset: s
             rewards.append(BoundReward(name, reward, plugins.TRL, "built-in", reward.needs))
         else:
             raise _unknown(name, loaded)
-    out_weights = _weights(weights, len(rewards), names)
+    out_weights = _weights(weights, len(rewards) + len(models), [*names, *models])
     if rows is not None:
         check_rows(rewards, rows, dataset)
     return rewards, out_weights
