@@ -69,7 +69,7 @@ def test_a_reward_model_scores_each_completion_after_the_functions(reward_models
     totals = [r["rewards"]["accuracy"] + 0.5 * r["rewards"]["judge"] for r in rows]
     assert record["reward"] == pytest.approx(sum(totals) / len(totals), abs=1e-5)
     notes = json.loads((out / "plan.json").read_text())["extra"]["notes"]
-    assert any("rewards accuracy, judge (--reward_model)" in note for note in notes)
+    assert any(f"rewards accuracy, judge (--reward_model {reward_models / 'judge'})" in note for note in notes)
 
 
 def test_a_lora_reward_model_scores_with_its_adapter_merged(reward_models, tmp_path):
@@ -122,3 +122,29 @@ def test_what_is_not_a_reward_model_stops_before_anything_is_written(reward_mode
     assert run_cli(*GRPO, *[paths.get(f, f) for f in flags], "--output_dir", out) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_reward_models_name_never_merges_with_a_reward_functions():
+    from tunewise.rewards.models import reward_model_names
+
+    assert reward_model_names(["/runs/accuracy", "/runs/rm/checkpoint-20", "/other/rm/checkpoint-20"],
+                              taken=["accuracy"]) == ["accuracy-2", "rm-checkpoint-20", "rm-checkpoint-20-2"]
+
+
+def test_sharded_offloaded_and_unknown_reward_models_in_the_estimate():
+    from tunewise.plan.grpo_memory import GrpoSettings, estimate_grpo_memory, format_grpo_memory
+
+    tiny = {"model_type": "qwen2", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 1000, "tie_word_embeddings": True}
+    base = dict(train_type="full", weight_dtype="bfloat16", generation_batch=8, batch_size=8, prompt_length=16,
+                completion_length=16, reward_model_bytes=8_000, reward_scoring_per_token=100)
+    alone = estimate_grpo_memory(tiny, GrpoSettings(**base))
+    assert alone.parts["reward_models"] == 8_000
+    assert alone.phases["reward_scoring"] == {"reward_model_layer": 8 * 32 * 100}
+    assert "reward models scoring (8 completions x 32 tokens)" in format_grpo_memory(alone)
+    sharded = estimate_grpo_memory(tiny, GrpoSettings(**base, zero_stage=3, world_size=4))
+    assert sharded.parts["reward_models"] == 2_000
+    offloaded = estimate_grpo_memory(tiny, GrpoSettings(**base, zero_stage=3, world_size=4, offload_params=True))
+    assert "reward_models" not in offloaded.parts and any("offloaded to CPU" in n for n in offloaded.notes)
+    unknown = estimate_grpo_memory(tiny, GrpoSettings(**base, reward_models_not_estimated=("Qwen/rm",)))
+    assert any("reward models not estimated" in n and "Qwen/rm" in n for n in unknown.notes)

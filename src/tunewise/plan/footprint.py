@@ -97,25 +97,30 @@ def available_memory(processes: int = 1) -> int:
     return psutil.virtual_memory().available // processes + psutil.Process().memory_info().rss
 
 
-def reward_model_memory(paths, dtype: str) -> tuple[int, int]:
-    """(weights, scoring bytes per token) of the --reward_model models in `dtype`: each a sequence classifier (its
-    adapter merged) that scores a generation round under inference mode, one layer at a time (its q, k, v, attention
-    output and three MLP-wide vectors per token, as generation's prefill); the largest of them per token."""
+def reward_model_memory(paths, dtype: str) -> tuple[int, int, tuple[str, ...]]:
+    """(weights, scoring bytes per token, the ones not estimated) of the --reward_model models in `dtype`: each a
+    sequence classifier (its adapter merged) that scores a generation round under inference mode, one layer at a time
+    (its q, k, v, attention output and three MLP-wide vectors per token, as generation's prefill); the largest of them
+    per token. A base whose config.json is not at hand (a hub id) is not estimated, and named."""
     from tunewise.rewards.models import reward_checkpoints
 
-    weights, per_token = 0, 0
-    for checkpoint in reward_checkpoints(paths):
-        rm = ModelShape.from_config(checkpoint.base)  # a local checkpoint's base: a UserError names a missing config
+    weights, per_token, unknown = 0, 0, []
+    for path, checkpoint in zip(paths, reward_checkpoints(paths)):
+        try:
+            rm = ModelShape.from_config(checkpoint.base)
+        except UserError:
+            unknown.append(str(path))
+            continue
         weights += estimate_memory(rm, "inference", weight_dtype=dtype, seq_len=1, score_head=True).parts["weights"]
         per_token = max(per_token, (2 * rm.q_dim + 2 * rm.kv_dim + 3 * rm.intermediate) * DTYPE_BYTES[dtype])
-    return weights, per_token
+    return weights, per_token, tuple(unknown)
 
 
 def grpo_settings(run, dtype: str, device: str) -> GrpoSettings:
     args = run.args
     shards = sharding(run)
     prompt_length = longest_prompt(run.tokenizer, run.train_rows)
-    rm_weights, rm_per_token = reward_model_memory(args.reward_model, dtype)
+    rm_weights, rm_per_token, rm_unknown = reward_model_memory(args.reward_model, dtype)
     return GrpoSettings(
         train_type=args.train_type, weight_dtype=dtype, generation_batch=args.generation_batch(),
         batch_size=args.per_device_train_batch_size, prompt_length=prompt_length,
@@ -124,7 +129,7 @@ def grpo_settings(run, dtype: str, device: str) -> GrpoSettings:
         lora_targets=tuple(args.target_modules), lora_dropout=args.lora_dropout, use_vllm=args.use_vllm,
         vllm_mode=args.vllm_mode, vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
         world_size=run.step_plan.world_size, device=device, reward_model_bytes=rm_weights,
-        reward_scoring_per_token=rm_per_token, **shards)
+        reward_scoring_per_token=rm_per_token, reward_models_not_estimated=rm_unknown, **shards)
 
 
 def grpo_memory(run, shape: ModelShape, dtype: str, gpu_memory) -> GrpoMemory:

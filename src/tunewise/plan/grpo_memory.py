@@ -56,6 +56,7 @@ class GrpoSettings:
     device: str = "cuda"  # "cuda" | "cpu": on CPU TRL's output layer runs its torch fallback over every position
     reward_model_bytes: int = 0  # --reward_model: their weights, held throughout
     reward_scoring_per_token: int = 0  # and the largest one-layer working set per token of scoring a round
+    reward_models_not_estimated: tuple = ()  # --reward_model paths whose base config is not at hand
 
     @property
     def sequence(self) -> int:
@@ -158,8 +159,15 @@ def estimate_grpo_memory(config, s: GrpoSettings, capacity=None, overhead: int |
         parts["vllm_share"] = int(s.vllm_gpu_memory_utilization * capacity) if capacity else 0
     elif s.use_vllm:
         notes.append("vLLM server: generation runs on the server's GPUs, which this estimate does not cover")
-    if s.reward_model_bytes:
-        parts["reward_models"] = s.reward_model_bytes
+    if s.reward_model_bytes:  # TRL prepares them as the policy: ZeRO-3 shards them, its param offload moves them
+        if s.zero_stage >= 3 and s.offload_params:
+            notes.append(f"reward models: {human(s.reward_model_bytes)} offloaded to CPU memory with the policy")
+        else:
+            parts["reward_models"] = s.reward_model_bytes // (
+                s.world_size if s.zero_stage >= 3 and s.world_size > 1 else 1)
+    if s.reward_models_not_estimated:
+        notes.append("reward models not estimated (their base's config.json is not at hand): "
+                     + ", ".join(s.reward_models_not_estimated))
     if overhead:
         parts["overhead"] = overhead
     if s.device == "cpu":
@@ -246,6 +254,9 @@ def format_grpo_memory(est: GrpoMemory, title: str = "GRPO memory estimate") -> 
                         or ("in vLLM's share" if s.colocated_vllm else "on the vLLM server")))
         lines.append(f"  loss ({s.batch_size} completions x {s.sequence} tokens): "
                      + ", ".join(f"{k} {human(v)}" for k, v in est.phases["loss"].items() if v))
+        if "reward_scoring" in est.phases:
+            lines.append(f"  reward models scoring ({s.generation_batch} completions x {s.sequence} tokens): "
+                         + ", ".join(f"{k} {human(v)}" for k, v in est.phases["reward_scoring"].items()))
     if est.cpu_offload:
         lines.append(f"  offloaded to CPU memory: {human(est.cpu_offload)}")
     if est.capacity is not None:

@@ -43,7 +43,7 @@ def rewards(args: GrpoArgs, rows: list[dict] | None = None, tokenizer=None):
     funcs, weights = reward_functions(args.reward_funcs, args.reward_weights, args.external_plugins, rows,
                                       "--dataset " + " ".join(args.dataset),
                                       RewardArgs(max_completion_length=args.max_completion_length),
-                                      models=reward_model_names(args.reward_model))
+                                      models=reward_model_names(args.reward_model, args.reward_funcs))
     if rows is not None:
         try_rewards(funcs, rows, tokenizer)
         reward_checkpoints(args.reward_model)  # each one a reward model, before anything is written
@@ -72,9 +72,12 @@ def completions(args: GrpoArgs, rows: list[dict], world_size: int) -> int:
 def check(run_args: GrpoArgs, rows: list[dict], tokenizer) -> list[str]:
     """The plan's notes on GRPO's rows, after the rewards are checked on them."""
     rewards(run_args, rows, tokenizer)
-    from tunewise.rewards.models import reward_model_names
+    from tunewise.rewards.models import reward_checkpoints, reward_model_names
 
-    names = [*run_args.reward_funcs, *(f"{n} (--reward_model)" for n in reward_model_names(run_args.reward_model))]
+    scorers = zip(reward_model_names(run_args.reward_model, run_args.reward_funcs),
+                  reward_checkpoints(run_args.reward_model))  # the checkpoint a run folder resolves to now
+    names = [*run_args.reward_funcs,
+             *(f"{n} (--reward_model {c.adapter or c.base})" for n, c in scorers)]
     notes = [f"grpo: {len(rows)} prompts x {run_args.num_generations} completions of up to "
              f"{run_args.max_completion_length} tokens; rewards {', '.join(names)}"]
     if missing := run_args.vllm_missing():
@@ -96,7 +99,7 @@ def parts(run: Run) -> dict:
 
     args = run.args
     funcs, _ = rewards(args)
-    scorers, scorer_tokenizers = load_reward_models(args.reward_model, args.torch_dtype)
+    scorers, scorer_tokenizers = load_reward_models(args.reward_model, args.torch_dtype, args.reward_funcs)
     set_seed(args.seed)  # LoRA's A matrices are drawn in GRPOTrainer's __init__, before the Trainer seeds
     # as sft.build_model loads it (--quant_bits: QLoRA's base, made ready for adapters), without the adapter
     model = load_model(run.model_dir, args.torch_dtype, run.device.attn_impl, quantization_of(args),

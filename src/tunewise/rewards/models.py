@@ -26,8 +26,11 @@ def reward_checkpoints(paths) -> list:
     for path in paths:
         try:
             checkpoint = open_checkpoint(None, [path])
-        except UserError as e:
-            raise UserError(f"--reward_model {path}: {str(e).split(': ', 1)[-1]}") from None
+        except UserError as e:  # --model names the policy here: a LoRA reward model names its base itself
+            said = str(e).split(": ", 1)[-1].replace(
+                "; pass --model.", "; add base_model_name_or_path to its adapter_config.json (--model names the "
+                                   "policy here).")
+            raise UserError(f"--reward_model {path}: {said}") from None
         folder = Path(checkpoint.adapter or checkpoint.base)
         if checkpoint.adapter and is_lora(folder):
             config = read_json(folder / "adapter_config.json") or {}
@@ -45,25 +48,30 @@ def reward_checkpoints(paths) -> list:
     return found
 
 
-def reward_model_names(paths) -> list[str]:
-    """How the logs name each reward model (TRL: rewards/NAME/mean): its checkpoint folder, with its run's name when
-    the folder is a checkpoint-N; made unique."""
-    names = []
+def reward_model_names(paths, taken=()) -> list[str]:
+    """How the logs name each reward model (TRL: rewards/NAME/mean, and each completion's rewards by NAME): its
+    checkpoint folder, with its run's name when the folder is a checkpoint-N; made unique among themselves and
+    against `taken` (the --reward_funcs names: TRL would merge two rewards of one name without a word)."""
+    names, used = [], set(taken)
     for path in paths:
         folder = Path(path).expanduser().resolve()
-        name = f"{folder.parent.name}-{folder.name}" if folder.name.startswith("checkpoint-") else folder.name
-        name = name.replace("/", "-") or "reward_model"
-        names.append(name if name not in names else f"{name}-{len(names) + 1}")
+        base = f"{folder.parent.name}-{folder.name}" if folder.name.startswith("checkpoint-") else folder.name
+        name, k = base or "reward_model", 2
+        while name in used:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+        used.add(name)
     return names
 
 
-def load_reward_models(paths, dtype: str = "auto") -> tuple[list, list]:
+def load_reward_models(paths, dtype: str = "auto", taken=()) -> tuple[list, list]:
     """(models, tokenizers) for GRPOTrainer's reward_funcs and reward_processing_classes: each reward model in eval
-    mode with its adapter merged (a plain sequence classifier, as TRL expects) and frozen."""
+    mode with its adapter merged (a plain sequence classifier, as TRL expects) and frozen; `taken`: the reward
+    functions' names."""
     from tunewise.recipes.rm import reward_model
 
     models, tokenizers = [], []
-    for checkpoint, name in zip(reward_checkpoints(paths), reward_model_names(paths)):
+    for checkpoint, name in zip(reward_checkpoints(paths), reward_model_names(paths, taken)):
         tokenizer = checkpoint.load_tokenizer()
         model = reward_model(checkpoint, tokenizer, dtype, adapter="merged").eval().requires_grad_(False)
         model.config._name_or_path = name  # TRL names a model reward by the last part of this

@@ -117,7 +117,8 @@ def planned(run) -> str:
 
 def batch_remedy(args) -> str:
     """How a smaller per-device batch cuts memory for this run. KTO's KL term needs 2 rows a device batch: a batch of
-    1 would run as 2 again (tunewise.args.kto), so at 2 only the loss without that term goes lower."""
+    1 would run as 2 again (tunewise.args.kto; `args` are the run's, so a typed 1 x k arrives as 2 x k/2), so at 2
+    only the loss without that term goes lower."""
     from tunewise.args import KtoArgs
     from tunewise.args.kto import NO_KL_TERM
 
@@ -129,8 +130,9 @@ def batch_remedy(args) -> str:
         return smaller
     if bs > 2:
         return smaller.replace(" (now", " of 2 or more (KTO's KL term pairs the rows of a device batch; now", 1)
-    return (f"--loss_type apo_zero_unpaired, which has no KL term and so runs a per-device batch of 1 (now --loss_type "
-            f"{kto_loss}, whose KL term needs 2 rows a device batch: a batch of 1 runs as 2)")
+    return (f"--loss_type apo_zero_unpaired --per_device_train_batch_size 1 --gradient_accumulation_steps {bs * acc} "
+            f"(no KL term, so a per-device batch of 1 runs as given, the global batch kept; now --loss_type {kto_loss}, "
+            f"whose KL term needs 2 rows a device batch: a batch of 1 runs as 2)")
 
 
 def remedies(args) -> str:

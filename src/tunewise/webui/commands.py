@@ -116,7 +116,7 @@ def train_yaml(form: dict, uploads: list[str] = (), path: str = "FILE.yaml") -> 
 
 
 # a hand-written config without the header: its stage from the keys only one kind of run has, first match wins
-STAGE_KEYS = (("grpo", ("reward_funcs", "reward_weights", "num_generations", "external_plugins")),
+STAGE_KEYS = (("grpo", ("reward_funcs", "reward_weights", "reward_model", "num_generations", "external_plugins")),
               ("kto", ("desirable_weight", "undesirable_weight")),
               ("cpo", ("cpo_alpha", "simpo_gamma")),
               ("dpo", ("beta", "loss_type", "loss_weights", "rpo_alpha", "label_smoothing", "ref_model", "adapters")))
