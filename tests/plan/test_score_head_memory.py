@@ -32,8 +32,12 @@ def test_a_reward_model_plans_no_vocabulary_logits():
     scorer = estimate_memory({**SMALL, "vocab_size": 150_000}, "lora", score_head=True, **kwargs)
     assert scorer.parts["logits"] == 4 * 512 * (4 + 2 * 4)  # one value a position, its float32 copy and gradient
     assert causal.parts["logits"] > 1000 * scorer.parts["logits"]
-    assert {k: v for k, v in scorer.parts.items() if k != "logits"} == \
-        {k: v for k, v in causal.parts.items() if k != "logits"} | {"weights": scorer.parts["weights"]}
+    own = ("logits", "weights", "gradients", "optimizer")  # the head: trained too (peft's SEQ_CLS modules_to_save)
+    assert {k: v for k, v in scorer.parts.items() if k not in own} == \
+        {k: v for k, v in causal.parts.items() if k not in own}
+    assert scorer.trainable - causal.trainable == 64  # the score head's hidden-size row
+    assert scorer.parts["gradients"] - causal.parts["gradients"] == 64 * 4  # float32, as the adapters
+    assert scorer.parts["optimizer"] - causal.parts["optimizer"] == 64 * 4 * 2  # AdamW's two states
 
 
 def test_the_rm_plan_of_the_embedded_model_against_dpo_on_the_same_pairs(tmp_path):

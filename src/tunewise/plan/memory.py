@@ -256,6 +256,8 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
 
     lora = train_type == "lora"
     trainable = lora_parameters(shape, lora_rank, lora_targets) if lora else params
+    if lora and score_head:  # peft's SEQ_CLS adapter trains the score head too (modules_to_save)
+        trainable += shape.hidden
     tb = 4 if lora else wb  # bytes of a trainable parameter
     master = master_weights and tb < 4
     state_b = 4 if (master or tb == 4) else tb
