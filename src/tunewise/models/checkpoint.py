@@ -198,8 +198,9 @@ def refuse_reward_model(folder: str) -> None:
     architectures = (read_json(path / "config.json") or {}).get("architectures") or []
     if task == "SEQ_CLS" or any(str(a).endswith("ForSequenceClassification") for a in architectures):
         raise UserError(f"{folder}: a reward model (a sequence classifier, as `tunewise rlhf --rlhf_type rm` trains "
-                        "one): it scores a conversation and cannot generate or be loaded as a chat model. Score pairs "
-                        "with tunewise.recipes.rm.load_reward_model and pair_rewards.")
+                        "one): it scores a conversation and cannot generate or be loaded as a chat model. Use it as a "
+                        "GRPO reward (tunewise rlhf --rlhf_type grpo --reward_model CKPT), or score pairs with "
+                        "tunewise.recipes.rm.load_reward_model and pair_rewards.")
 
 
 def holds_run(folder: Path) -> bool:

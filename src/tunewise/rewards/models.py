@@ -20,7 +20,7 @@ def reward_checkpoints(paths) -> list:
     from tunewise.files import read_json
     from tunewise.models.adapter_config import is_lora
     from tunewise.models.checkpoint import open_checkpoint
-    from tunewise.recipes.rm import SCORE_HEAD
+    from tunewise.models.reward import SCORE_HEAD
 
     found = []
     for path in paths:
@@ -68,7 +68,7 @@ def load_reward_models(paths, dtype: str = "auto", taken=()) -> tuple[list, list
     """(models, tokenizers) for GRPOTrainer's reward_funcs and reward_processing_classes: each reward model in eval
     mode with its adapter merged (a plain sequence classifier, as TRL expects) and frozen; `taken`: the reward
     functions' names."""
-    from tunewise.recipes.rm import reward_model
+    from tunewise.models.reward import reward_model
 
     models, tokenizers = [], []
     for checkpoint, name in zip(reward_checkpoints(paths), reward_model_names(paths, taken)):
