@@ -37,7 +37,7 @@ def rewards(args: GrpoArgs, rows: list[dict] | None = None, tokenizer=None):
     """(reward callables, weights) for GRPOTrainer; with `rows`, their columns are checked and every reward is
     called once on the first rows' own solutions, so that a bad name, column or plugin stops the run here."""
     from tunewise.rewards.builtin import RewardArgs
-    from tunewise.rewards.models import reward_checkpoints, reward_model_names
+    from tunewise.rewards.models import reward_model_names
     from tunewise.rewards.registry import reward_functions, try_rewards
 
     funcs, weights = reward_functions(args.reward_funcs, args.reward_weights, args.external_plugins, rows,
@@ -46,7 +46,6 @@ def rewards(args: GrpoArgs, rows: list[dict] | None = None, tokenizer=None):
                                       models=reward_model_names(args.reward_model, args.reward_funcs))
     if rows is not None:
         try_rewards(funcs, rows, tokenizer)
-        reward_checkpoints(args.reward_model)  # each one a reward model, before anything is written
     return funcs, weights
 
 
@@ -70,10 +69,11 @@ def completions(args: GrpoArgs, rows: list[dict], world_size: int) -> int:
 
 
 def check(run_args: GrpoArgs, rows: list[dict], tokenizer) -> list[str]:
-    """The plan's notes on GRPO's rows, after the rewards are checked on them."""
-    rewards(run_args, rows, tokenizer)
+    """The plan's notes on GRPO's rows, after the rewards are checked on them and each --reward_model is proved one
+    (before anything is written)."""
     from tunewise.rewards.models import reward_checkpoints, reward_model_names
 
+    rewards(run_args, rows, tokenizer)
     scorers = zip(reward_model_names(run_args.reward_model, run_args.reward_funcs),
                   reward_checkpoints(run_args.reward_model))  # the checkpoint a run folder resolves to now
     names = [*run_args.reward_funcs,
