@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from tunewise.args.grpo import GrpoFlags
 from tunewise.errors import UserError
-from tunewise.plan.grpo_memory import GrpoMemory, GrpoSettings, estimate_grpo_memory, format_grpo_memory
+from tunewise.plan.grpo_memory import (GrpoMemory, GrpoSettings, estimate_grpo_memory, format_grpo_memory,
+                                       layer_work_per_token)
 from tunewise.plan.memory import DTYPE_BYTES, MemoryEstimate, ModelShape, estimate_memory, human
 from tunewise.plan.run import mixed_precision
 
@@ -112,7 +113,7 @@ def reward_model_memory(paths, dtype: str) -> tuple[int, int, tuple[str, ...]]:
             unknown.append(str(path))
             continue
         weights += estimate_memory(rm, "inference", weight_dtype=dtype, seq_len=1, score_head=True).parts["weights"]
-        per_token = max(per_token, (2 * rm.q_dim + 2 * rm.kv_dim + 3 * rm.intermediate) * DTYPE_BYTES[dtype])
+        per_token = max(per_token, layer_work_per_token(rm, DTYPE_BYTES[dtype]))
     return weights, per_token, tuple(unknown)
 
 

@@ -98,6 +98,12 @@ def kv_cache_bytes(shape: ModelShape, sequences: int, tokens: int, dtype_bytes: 
     return shape.layers * 2 * shape.kv_dim * sequences * tokens * dtype_bytes
 
 
+def layer_work_per_token(shape: ModelShape, act_bytes: int) -> int:
+    """One decoder layer's working set per token of a forward pass without gradients (a prefill, a reward model's
+    scoring): q, k, v, the attention output and three MLP-wide vectors."""
+    return (2 * shape.q_dim + 2 * shape.kv_dim + 3 * shape.intermediate) * act_bytes
+
+
 def generation_phase(shape: ModelShape, s: GrpoSettings, act_bytes: int) -> dict[str, int]:
     """What generating one round with transformers' generate() adds: the round's KV cache at its longest, and the
     larger of a decoding step's float32 logits of the last position (logits_to_keep=1: the logits, the
@@ -107,8 +113,7 @@ def generation_phase(shape: ModelShape, s: GrpoSettings, act_bytes: int) -> dict
         return {}
     g = s.generation_batch
     work = {"generation_logits": g * shape.vocab * 4 * DECODE_LOGITS_COPIES,
-            "prefill_layer": g * s.prompt_length * (2 * shape.q_dim + 2 * shape.kv_dim + 3 * shape.intermediate)
-            * act_bytes}
+            "prefill_layer": g * s.prompt_length * layer_work_per_token(shape, act_bytes)}
     larger = max(work, key=work.get)
     return {"kv_cache": kv_cache_bytes(shape, g, s.sequence, act_bytes), larger: work[larger]}
 

@@ -246,7 +246,8 @@ def estimate_memory(config, train_type: str = "lora", *, weight_dtype: str | Non
         parts["weights"] = params * wb if not quant_bits else quantized + (params - linear_parameters(shape)) * wb
         n = kv_cache_tokens if kv_cache_tokens is not None else tokens
         parts["kv_cache"] = 2 * shape.layers * shape.kv_dim * n * ab
-        parts["logits"] = batch_size * shape.vocab * 4 * 2  # the last position, float32, a couple of copies
+        # the last position, float32, a couple of copies: vocabulary-wide, or a score head's one value
+        parts["logits"] = batch_size * (1 if score_head else shape.vocab) * 4 * 2
         if shape.kv_heads < shape.heads:
             notes.append(f"GQA: {shape.kv_heads} KV heads for {shape.heads} query heads, the KV cache is "
                          f"{shape.heads // shape.kv_heads}x smaller than with full multi-head attention")
